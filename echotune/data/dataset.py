@@ -54,8 +54,10 @@ def load_letterboxed(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
     return letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
 
 
-# transform(image HxWx3 uint8, boxes (N,4) px xyxy, classes (N,)) -> same; e.g. echotune.augment policies
-Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# transform(image HxWx3 uint8, boxes (N,4) px xyxy, classes (N,), seed) -> same; e.g. echotune.augment.Augmenter.
+# The seed is derived from (dataset seed, epoch, index), so an item's augmentation does not depend on the order
+# or the worker that loads it, and a resumed run replays it exactly.
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class EchoDataset(Dataset):
@@ -76,6 +78,7 @@ class EchoDataset(Dataset):
         self.transform = transform
         self._cache: np.ndarray | None = None
         self._letterboxes: list[Letterbox] | None = None
+        self.seed, self.epoch = 0, 0
         if cache:
             self._fill_cache(cache_threads)
 
@@ -84,6 +87,14 @@ class EchoDataset(Dataset):
             loaded = list(pool.map(lambda s: load_letterboxed(s, self.img_size), self.samples))
         self._cache = np.stack([img for img, _ in loaded]) if loaded else None
         self._letterboxes = [lb for _, lb in loaded]
+
+    def set_epoch(self, epoch: int, transform: Transform | None = None, seed: int | None = None) -> None:
+        """Select the epoch (and optionally a new transform, e.g. a stage's strength) for the next items."""
+        self.epoch, self.transform = epoch, transform
+        self.seed = self.seed if seed is None else seed
+
+    def item_seed(self, index: int) -> int:
+        return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -104,20 +115,22 @@ class EchoDataset(Dataset):
         image, boxes, _ = self.load(index)
         classes = sample.labels.classes
         if self.transform is not None:
-            image, boxes, classes = self.transform(image, boxes, classes)
+            image, boxes, classes = self.transform(image, boxes, classes, self.item_seed(index))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
         return {"image": tensor, "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
                 "classes": torch.from_numpy(np.asarray(classes, np.int64)), "view": int(sample.labels.view),
-                "path": str(sample.image)}
+                "path": str(sample.image), "index": index}
 
 
 def collate(batch: list[dict]) -> dict:
-    """images (B, 3, S, S); boxes/classes: lists of (N_i, 4)/(N_i,); views (B,) int64 (-1 = none); paths."""
+    """images (B, 3, S, S); boxes/classes: lists of (N_i, 4)/(N_i,); views (B,) int64 (-1 = none); paths;
+    indices (B,) dataset indices (hard-example mining keys its per-image losses by them)."""
     return {"images": torch.stack([item["image"] for item in batch]),
             "boxes": [item["boxes"] for item in batch],
             "classes": [item["classes"] for item in batch],
             "views": torch.tensor([item["view"] for item in batch], dtype=torch.int64),
-            "paths": [item["path"] for item in batch]}
+            "paths": [item["path"] for item in batch],
+            "indices": torch.tensor([item["index"] for item in batch], dtype=torch.int64)}
 
 
 def set_thread_budget(cpus: int) -> None:
@@ -128,10 +141,12 @@ def set_thread_budget(cpus: int) -> None:
     cv2.setNumThreads(cpus)
 
 
-def make_loader(dataset: EchoDataset, batch_size: int, shuffle: bool, workers: int = 0,
-                seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """DataLoader with our collate; `seed` fixes the shuffle order so runs are reproducible."""
+def make_loader(dataset: EchoDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0,
+                pin_memory: bool = False, indices: Sequence[int] | None = None) -> torch.utils.data.DataLoader:
+    """DataLoader with our collate. `seed` fixes the shuffle order; `indices` (e.g. a hard-mining epoch plan)
+    replaces the dataset order and is used as given."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                                       collate_fn=collate, generator=generator, pin_memory=pin_memory,
-                                       persistent_workers=workers > 0, drop_last=False)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and indices is None,
+                                       sampler=list(indices) if indices is not None else None,
+                                       num_workers=workers, collate_fn=collate, generator=generator,
+                                       pin_memory=pin_memory, drop_last=False)

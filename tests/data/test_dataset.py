@@ -56,7 +56,8 @@ def test_cache_gives_identical_items(tmp_path):
 def test_transform_is_applied(tmp_path):
     check = check_dataset(make_export(tmp_path))
 
-    def drop_boxes_and_invert(image, boxes, classes):
+    def drop_boxes_and_invert(image, boxes, classes, seed):
+        assert isinstance(seed, int)
         return 255 - image, boxes[:0], classes[:0]
 
     ds = EchoDataset(check.samples["train"], img_size=64, transform=drop_boxes_and_invert)

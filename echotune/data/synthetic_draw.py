@@ -1,0 +1,386 @@
+"""Anatomy layouts, per-video plans and drawing primitives for the synthetic echo generator.
+
+The public API and the image model are described in :mod:`echotune.data.synthetic`. Conventions here:
+images are square ``(S, S)``; coordinates are pixels with x to the right and y *down*; angles in layouts
+are degrees with 0 = right and 90 = down; all maps are float32 in [0, 1] until the final uint8 cast.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+JET_VALVE = {"AR": "AV", "MR": "MV", "PR": "PV", "TR": "TV"}  # the valve each regurgitation leaks through
+SYSTOLIC_JETS = ("MR", "TR")  # atrioventricular valves leak in systole; semilunar (AR, PR) in diastole
+
+
+@dataclass(frozen=True)
+class Chamber:
+    """A blood pool: rotated ellipse (centre, semi-axes, angle of the ``ax`` axis) with a bright wall."""
+    name: str
+    cx: float
+    cy: float
+    ax: float
+    ay: float
+    angle: float
+    kind: str  # "ventricle" | "atrium" | "vessel": how it moves with the cardiac cycle
+
+
+@dataclass(frozen=True)
+class Valve:
+    """A valve: position, regurgitant-jet direction (into the receiving chamber), annulus half-width."""
+    name: str
+    x: float
+    y: float
+    angle: float
+    radius: float
+    opens: str  # "systole" | "diastole"
+
+
+C, V = Chamber, Valve
+# Normalised layouts (fractions of the image size) for a fan with its apex at (0.5, ~0.04) and depth ~0.92.
+LAYOUTS: dict[str, tuple[tuple[Chamber, ...], tuple[Valve, ...]]] = {
+    # Aortic-valve level: round aortic root in the middle, RV outflow arching over it to the pulmonic
+    # valve (upper right) and pulmonary artery, right atrium left, left atrium below.
+    "PSAX": ((C("AO", .50, .53, .085, .085, 0, "vessel"), C("LA", .52, .77, .16, .085, 0, "atrium"),
+              C("RA", .27, .61, .10, .10, 20, "atrium"), C("RVOT", .47, .33, .20, .065, -15, "ventricle"),
+              C("PA", .73, .43, .12, .05, 63, "vessel")),
+             (V("AV", .50, .53, 0, .05, "systole"), V("PV", .66, .305, 190, .035, "systole"),
+              V("TV", .29, .46, 100, .035, "diastole"))),
+    # Long axis: thin RV strip on top, LV running left, aortic root to the right, LA below it.
+    "PLAX": ((C("RV", .52, .24, .20, .055, 4, "ventricle"), C("LV", .40, .47, .29, .11, 6, "ventricle"),
+              C("AO", .75, .42, .15, .06, -8, "vessel"), C("LA", .72, .69, .12, .10, 0, "atrium")),
+             (V("AV", .61, .44, 172, .04, "systole"), V("MV", .61, .59, 48, .045, "diastole"))),
+    # Apical 4-chamber: ventricles converge on the apex (LV right of screen), atria below, valves in a cross.
+    "A4C": ((C("LV", .60, .40, .23, .115, 77, "ventricle"), C("RV", .40, .41, .20, .095, 102, "ventricle"),
+             C("LA", .63, .77, .11, .095, 90, "atrium"), C("RA", .37, .76, .10, .095, 90, "atrium")),
+            (V("MV", .625, .64, 92, .05, "diastole"), V("TV", .385, .62, 88, .045, "diastole"))),
+}
+
+
+@dataclass(frozen=True)
+class JetPlan:
+    """One regurgitant jet of a video; per-frame size/visibility follow its phase of the cycle."""
+    cls: str
+    valve: str
+    angle: float  # radians, jet axis
+    length: float  # px at the peak of its phase
+    w0: float  # half-width at the orifice (vena contracta), px
+    w1: float  # half-width at the tip, px
+    bend: float  # lateral offset of the tip as a fraction of length (eccentric, wall-hugging jets)
+    vmax: float  # peak velocity in Nyquist units; > 1 aliases into the mosaic
+    turb: float  # amplitude of the turbulent velocity noise
+    alpha: float  # colour opacity over B-mode (contrast)
+    always: bool  # forced visible in every frame (used to guarantee class coverage)
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Everything fixed for one video (patient geometry, probe settings, which valves leak)."""
+    view: str
+    size: int
+    apex: tuple[float, float]
+    radius: float  # fan depth, px
+    half_angle: float  # radians
+    chambers: tuple[Chamber, ...]  # px
+    valves: dict[str, Valve]  # px
+    tissue: np.ndarray  # (S, S) smooth echogenicity texture, same anatomy in every frame
+    gain: float
+    atten: float
+    colour_gain: float
+    phase0: float
+    jets: tuple[JetPlan, ...]
+    distractors: float  # mean number of laminar-flow blobs per frame
+    ecg: bool
+    texts: tuple[str, str, str]  # on-screen readouts: velocity scale, heart rate, frame rate
+
+
+def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[str, ...],
+               primary: str | None = None, always: bool = False, normal: bool = False) -> VideoPlan:
+    """Draw a video: fan, jittered anatomy, settings and 0-2 jets from ``allowed``.
+
+    ``primary`` (random if None) is the first jet's class; ``always`` keeps it visible in every frame and
+    large enough to label; ``normal`` means no jets at all.
+    """
+    S = float(size)
+    apex = (S / 2, S * rng.uniform(0.02, 0.06))
+    radius = S * rng.uniform(0.86, 0.97)
+    half = math.radians(rng.uniform(36, 46))
+    for _ in range(20):  # re-draw the jitter until every valve sits well inside the fan
+        chambers, valves = _place_anatomy(rng, view, S, apex, radius)
+        if all(_inside_fan(v.x, v.y, apex, radius - 0.07 * S, half - 0.07) for v in valves.values()):
+            break
+    n_jets = 0 if normal else int(rng.choice(3, p=(0.05, 0.45, 0.5)))
+    # PR is visible in one view only (the others in two): weight it up so the classes come out balanced.
+    weights = np.array([2.0 if c == "PR" else 1.0 for c in allowed])
+    classes = [str(c) for c in rng.choice(allowed, size=len(allowed), replace=False, p=weights / weights.sum())]
+    if primary is not None:
+        classes = [primary] + [c for c in classes if c != primary]
+    classes = classes[:max(n_jets, int(always))]
+    forced = classes[0] if always else None
+    jets = tuple(_plan_jet(rng, c, valves[JET_VALVE[c]], view, S, c == forced) for c in classes)
+    return VideoPlan(view, size, apex, radius, half, chambers, valves,
+                     tissue=smooth_noise(rng, size, 0.04 * S), gain=rng.uniform(0.8, 1.35),
+                     atten=rng.uniform(0.3, 1.3), colour_gain=rng.uniform(0.65, 1.0),
+                     phase0=rng.uniform(0, 2 * math.pi), jets=jets, distractors=rng.uniform(0.4, 1.8),
+                     ecg=bool(rng.random() < 0.6),
+                     texts=(f"{rng.integers(40, 80)}", f"HR{rng.integers(55, 110)}", f"{rng.integers(12, 30)}Hz"))
+
+
+def _place_anatomy(rng, view, S, apex, radius):
+    """Layout -> px: global scale/rotation about the apex plus a shift, then small per-structure jitter."""
+    scale = radius / (0.92 * S) * rng.uniform(0.93, 1.05)
+    rot = math.radians(rng.uniform(-7, 7))
+    shift = rng.uniform(-0.03, 0.03, 2) * S
+    cos, sin = math.cos(rot), math.sin(rot)
+
+    def place(x, y, jitter):
+        dx, dy = x * S - apex[0], y * S - apex[1]
+        px = apex[0] + scale * (cos * dx - sin * dy) + shift[0] + rng.normal(0, jitter * S)
+        py = apex[1] + scale * (sin * dx + cos * dy) + shift[1] + rng.normal(0, jitter * S)
+        return px, py
+
+    chambers, valves = [], {}
+    layout_chambers, layout_valves = LAYOUTS[view]
+    for c in layout_chambers:
+        cx, cy = place(c.cx, c.cy, 0.01)
+        k = scale * S
+        chambers.append(Chamber(c.name, cx, cy, c.ax * k * rng.uniform(0.9, 1.1), c.ay * k * rng.uniform(0.9, 1.1),
+                                c.angle + math.degrees(rot) + rng.normal(0, 4), c.kind))
+    for v in layout_valves:
+        x, y = place(v.x, v.y, 0.006)
+        valves[v.name] = Valve(v.name, x, y, v.angle + math.degrees(rot) + rng.normal(0, 8), v.radius * scale * S, v.opens)
+    return tuple(chambers), valves
+
+
+def _inside_fan(x, y, apex, radius, half_angle) -> bool:
+    dx, dy = x - apex[0], y - apex[1]
+    return math.hypot(dx, dy) < radius and abs(math.atan2(dx, dy)) < half_angle
+
+
+def _plan_jet(rng, cls, valve, view, S, forced) -> JetPlan:
+    if view == "PSAX" and cls == "AR":  # seen en face: a short, round blob inside the aortic root
+        length = S * rng.uniform(0.03, 0.08)
+        angle, w0, w1 = rng.uniform(0, 2 * math.pi), length * 0.45, length * rng.uniform(0.5, 0.8)
+    else:
+        length = S * (0.04 + 0.28 * rng.beta(1.1, 1.9))  # mostly small-to-medium, a few long ones
+        angle = math.radians(valve.angle + rng.normal(0, 12))
+        w0, w1 = S * rng.uniform(0.008, 0.02), length * rng.uniform(0.18, 0.5)
+    if forced:
+        length = max(length, 0.1 * S)
+    eccentric = rng.random() < 0.35
+    return JetPlan(cls, valve.name, angle, length, max(1.0, w0), max(1.5, w1),
+                   bend=rng.uniform(-0.35, 0.35) if eccentric else rng.uniform(-0.08, 0.08),
+                   vmax=rng.uniform(0.8, 1.9), turb=rng.uniform(0.3, 0.85),
+                   alpha=rng.uniform(0.75, 1.0) if forced else rng.uniform(0.5, 1.0), always=forced)
+
+
+# ---------------------------------------------------------------- primitives on (S, S) float32 maps
+def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(xx, yy) pixel-centre coordinates, each (S, S) float32."""
+    r = np.arange(size, dtype=np.float32)
+    return np.meshgrid(r, r)
+
+
+def smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
+    """(S, S) Gaussian-smoothed white noise rescaled to zero mean, unit std."""
+    n = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), max(sigma, 0.3))
+    return (n - n.mean()) / (n.std() + 1e-6)
+
+
+def ellipse_field(xx, yy, cx, cy, ax, ay, angle_deg) -> np.ndarray:
+    """Normalised squared elliptic radius: < 1 inside the rotated ellipse."""
+    a = math.radians(angle_deg)
+    dx, dy = xx - cx, yy - cy
+    u = (dx * math.cos(a) + dy * math.sin(a)) / ax
+    v = (-dx * math.sin(a) + dy * math.cos(a)) / ay
+    return u * u + v * v
+
+
+def plume_field(xx, yy, origin, angle, length, w0, w1, bend) -> tuple[np.ndarray, np.ndarray]:
+    """Jet shape field (< 1 inside a widening, optionally curved plume) and axial position s/L in [0, 1].
+
+    The plume starts as a disc of radius w0 at the orifice, widens to w1 and ends in a rounded cap.
+    """
+    ux, uy = math.cos(angle), math.sin(angle)
+    dx, dy = xx - origin[0], yy - origin[1]
+    s = dx * ux + dy * uy  # axial coordinate, px
+    t = np.clip(s / length, 0, 1)
+    q = (-dx * uy + dy * ux) - bend * length * t * t  # lateral distance to the curved centreline
+    hw = w0 + (w1 - w0) * t ** 0.6
+    cap = np.maximum(s - length, 0) / (0.8 * w1)
+    f = np.where(s < 0, (q / w0) ** 2 + (s / w0) ** 2, (q / hw) ** 2 + cap * cap)
+    return f.astype(np.float32), t.astype(np.float32)
+
+
+def doppler_bgr(v: np.ndarray, var: np.ndarray | float = 0.0) -> np.ndarray:
+    """BART colour map, (...,) velocity in [-1, 1] (+ = towards the probe) -> (..., 3) BGR float.
+
+    Towards: dark red -> red -> yellow near the Nyquist limit; away: blue -> cyan; variance adds green.
+    """
+    a = np.abs(v)
+    main = np.clip(0.25 + 1.1 * a, 0, 1)
+    near_nyquist = np.clip((a - 0.55) / 0.45, 0, 1)
+    towards = v >= 0
+    g = np.clip(0.9 * near_nyquist + 0.85 * var, 0, 1)
+    return np.stack([np.where(towards, 0, main), g, np.where(towards, main, 0)], -1).astype(np.float32)
+
+
+def wrap(v: np.ndarray) -> np.ndarray:
+    """Aliasing: velocities beyond the Nyquist limit (|v| > 1) wrap to the opposite colour."""
+    return (v + 1) % 2 - 1
+
+
+def blocky_noise(rng: np.random.Generator, size: int, block: float) -> np.ndarray:
+    """(S, S) noise in [-1, 1] made of ~block-px tiles: the chunky texture of a turbulent mosaic."""
+    n = max(2, int(round(size / block)))
+    low = rng.uniform(-1, 1, (n, n)).astype(np.float32)
+    return cv2.resize(low, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def overlays(plan: VideoPlan, phase: float) -> np.ndarray:
+    """(S, S, 3) uint8 canvas, black where empty: colour bar, depth ticks, text-like labels, ECG."""
+    S = plan.size
+    canvas = np.zeros((S, S, 3), np.uint8)
+    x0, y0, w, h = int(0.03 * S), int(0.07 * S), max(2, int(0.025 * S)), int(0.22 * S)
+    bar = doppler_bgr(np.linspace(1, -1, h, dtype=np.float32)[:, None].repeat(w, 1))
+    canvas[y0:y0 + h, x0:x0 + w] = (bar * 255).astype(np.uint8)
+    font, scale = cv2.FONT_HERSHEY_PLAIN, S / 420
+    for i, text in enumerate(plan.texts):
+        at = (x0, y0 - 2) if i == 0 else (int(0.78 * S), int((0.05 + 0.05 * i) * S))
+        cv2.putText(canvas, text, at, font, scale, (200, 200, 200), 1, cv2.LINE_8)
+    for k in range(1, 10):  # depth scale: dots every 10 % of the fan depth down the right edge
+        y = int(plan.apex[1] + k * plan.radius / 10)
+        if y < S - 1:
+            canvas[y, S - 3:S - 1] = 180
+    if plan.ecg:
+        xs = np.arange(int(0.05 * S), int(0.95 * S))
+        t = (xs - xs[0]) / len(xs) * 2 * math.pi * 1.5
+        beat = np.exp(-((t % (2 * math.pi)) - 2.0) ** 2 / 0.01) - 0.3 * np.exp(-((t % (2 * math.pi)) - 3.0) ** 2 / 0.2)
+        ys = (0.955 * S - 0.035 * S * beat).astype(np.int32)
+        cv2.polylines(canvas, [np.stack([xs, ys], 1).astype(np.int32)], False, (0, 190, 0), 1, cv2.LINE_8)
+        mx = int(xs[0] + (phase % (2 * math.pi)) / (2 * math.pi) * len(xs) / 1.5)
+        cv2.circle(canvas, (mx, int(0.955 * S)), max(1, S // 100), (0, 220, 255), -1, cv2.LINE_8)
+    return canvas
+
+
+def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: float) -> None:
+    """Bright leaflets on the B-mode map in place: closed = a line across the annulus (a Y for the aortic
+    valve seen en face in PSAX), open = leaflets swung towards the forward flow (against the jet direction)."""
+    thick = max(1, round(S / 110))
+    c = np.array([valve.x, valve.y])
+    a = math.radians(valve.angle)
+    u, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+    pt = lambda p: tuple(int(round(v)) for v in p)  # noqa: E731
+    if view == "PSAX" and valve.name == "AV":
+        spokes = [c + 0.8 * valve.radius * np.array([math.cos(b), math.sin(b)])
+                  for b in (a, a + 2.094, a + 4.189)]
+        if opening > 0.5:
+            cv2.polylines(echo, [np.array([pt(p) for p in spokes], np.int32)], True, 1.2, thick)
+        else:
+            for p in spokes:
+                cv2.line(echo, pt(c), pt(p), 1.2, thick)
+        return
+    for side in (-1, 1):
+        hinge = c + side * valve.radius * n
+        tip = hinge - u * valve.radius * 0.9 if opening > 0.5 else c + side * 0.1 * valve.radius * n
+        cv2.line(echo, pt(hinge), pt(tip), 1.2, thick)
+
+
+def moved(ch: Chamber, systole: float) -> Chamber:
+    """Chamber at a point of the cycle: ventricles shrink in systole while atria fill, vessels pulse."""
+    k = {"ventricle": 1 - 0.08 * systole, "atrium": 0.97 + 0.06 * systole}.get(ch.kind, 1 + 0.02 * systole)
+    return replace(ch, ax=ch.ax * k, ay=ch.ay * k)
+
+
+# ---------------------------------------------------------------- the two layers of a frame
+def fan_coords(plan: VideoPlan, xx, yy) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(inside-fan bool mask, radius px, angle from the fan axis rad), each (S, S)."""
+    dx, dy = xx - plan.apex[0], yy - plan.apex[1]
+    r, theta = np.hypot(dx, dy), np.arctan2(dx, dy)
+    return (r < plan.radius) & (np.abs(theta) < plan.half_angle) & (dy > 0), r, theta
+
+
+def bmode(rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, grid, fan) -> tuple[np.ndarray, np.ndarray]:
+    """Grey B-mode map (S, S) in [0, 1] and the blood-pool mask (S, S) bool.
+
+    Echogenicity: textured tissue, bright chamber walls, echo-free blood, valve leaflets; then
+    multiplicative Rayleigh speckle, depth attenuation, near-field clutter, dim fan edges, gain, gamma.
+    """
+    xx, yy = grid
+    inside, r, theta = fan
+    S = plan.size
+    echo = np.clip(0.38 + 0.18 * plan.tissue, 0.05, 0.9)
+    wobble = 0.12 * plan.tissue  # irregular, not perfectly elliptical, chamber outlines
+    fields = [ellipse_field(xx, yy, c.cx, c.cy, c.ax, c.ay, c.angle) + wobble for c in chambers]
+    for c, f in zip(chambers, fields):  # walls first so neighbouring pools leave a septum between them
+        t = S * (0.035 if c.kind == "ventricle" else 0.018)
+        wall = ellipse_field(xx, yy, c.cx, c.cy, c.ax + t, c.ay + t, c.angle) + wobble < 1
+        echo[wall] = np.maximum(echo[wall], 0.75 + 0.12 * plan.tissue[wall])
+    blood = np.zeros((S, S), bool)
+    for f in fields:
+        blood |= f < 1
+    echo[blood] = rng.uniform(0.04, 0.1) * (1 + 0.5 * smooth_noise(rng, S, 2.0)[blood])  # faint blood echoes
+    for v in plan.valves.values():
+        opening = systole if v.opens == "systole" else 1 - systole
+        draw_valve(echo, v, opening, plan.view, S)
+    speckle = rng.rayleigh(1.0, (S, S)).astype(np.float32) / math.sqrt(math.pi / 2)  # mean 1
+    speckle = cv2.GaussianBlur(speckle, (0, 0), sigmaX=0.9 * S / 160, sigmaY=0.45 * S / 160)
+    depth = r / plan.radius
+    clutter = 0.3 * np.exp(-depth / 0.08) * (1 + 0.5 * smooth_noise(rng, S, 1.5))
+    edge = np.clip((plan.half_angle - np.abs(theta)) / 0.12, 0, 1)
+    grey = plan.gain * (echo * speckle * np.exp(-plan.atten * depth) + clutter) * (0.45 + 0.55 * edge)
+    grey = np.clip(grey, 0, 1) ** rng.uniform(0.8, 1.1)
+    return (grey * inside).astype(np.float32), blood & inside
+
+
+def laminar_blobs(rng: np.random.Generator, plan: VideoPlan, chambers, region, grid) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Unlabelled normal-flow distractors: [(mask (S, S) bool, BGR colour (S, S, 3))], smooth red or blue,
+    inside a chamber or (a third of them) right over a valve."""
+    xx, yy = grid
+    S = plan.size
+    blobs = []
+    for _ in range(min(3, rng.poisson(plan.distractors))):
+        if rng.random() < 0.35:
+            v = list(plan.valves.values())[rng.integers(len(plan.valves))]
+            cx, cy = v.x + rng.normal(0, v.radius), v.y + rng.normal(0, v.radius)
+        else:
+            c = chambers[rng.integers(len(chambers))]
+            cx, cy = c.cx + rng.uniform(-0.5, 0.5) * c.ax, c.cy + rng.uniform(-0.5, 0.5) * c.ay
+        ax = S * rng.uniform(0.04, 0.12)
+        f = ellipse_field(xx, yy, cx, cy, ax, ax * rng.uniform(0.35, 0.8), rng.uniform(0, 180))
+        f = f + 0.25 * smooth_noise(rng, S, 0.03 * S)
+        mask = (f < 1) & region
+        peak = rng.uniform(0.9, 1.3) if rng.random() < 0.25 else rng.uniform(0.25, 0.6)  # fast ones alias
+        speed = peak * np.clip(1.25 - f, 0.3, 1) + 0.03 * rng.standard_normal((S, S))
+        colour = doppler_bgr(wrap(rng.choice((-1, 1)) * speed).astype(np.float32))  # smooth bands, no mosaic
+        blobs.append((mask, colour))
+    return blobs
+
+
+def jet_layer(rng: np.random.Generator, plan: VideoPlan, jet: JetPlan, weight: float, region, grid) -> tuple[np.ndarray, np.ndarray]:
+    """A turbulent jet at this frame: (mask (S, S) bool, BGR colour (S, S, 3)).
+
+    ``weight`` in [0, 1] is how deep the frame is in the jet's phase (systole for MR/TR) and scales it.
+    Velocity = aliasing core along the axis + blocky turbulence, wrapped at the Nyquist limit, with a
+    variance (green) tag: the red/blue/yellow/cyan mosaic of regurgitation.
+    """
+    S = plan.size
+    valve = plan.valves[jet.valve]
+    size = (0.65 + 0.45 * weight) * rng.uniform(0.9, 1.1)
+    f, t = plume_field(*grid, (valve.x, valve.y), jet.angle + rng.normal(0, 0.06),
+                       jet.length * size, jet.w0, jet.w1 * size, jet.bend)
+    f = f + 0.35 * smooth_noise(rng, S, 0.025 * S)
+    orifice = ellipse_field(*grid, valve.x, valve.y, 0.04 * S, 0.04 * S, 0) < 1
+    mask = (f < 1) & (region | orifice) & fan_coords(plan, *grid)[0]
+    # Flow towards the probe is positive: the sign of the axis' radial component decides red vs blue.
+    away = math.cos(jet.angle) * (valve.x - plan.apex[0]) + math.sin(jet.angle) * (valve.y - plan.apex[1])
+    towards = -1.0 if away > 0 else 1.0
+    # Fast core at the orifice and on the axis, slowing towards the tip and edges; turbulence fades too.
+    core = towards * jet.vmax * (1 - 0.7 * t) * (1 - 0.4 * np.clip(f, 0, 1))
+    chaos = jet.turb * (1 - 0.5 * t)
+    v = wrap(core + chaos * (0.7 * blocky_noise(rng, S, rng.uniform(1.5, 3.0)) + 0.3 * smooth_noise(rng, S, 1.0)))
+    var = np.clip(chaos * np.abs(blocky_noise(rng, S, 2.0)) - 0.2, 0, 1)
+    return mask, doppler_bgr(v, var) * plan.colour_gain

@@ -1,0 +1,126 @@
+"""TrainConfig: one trial's full configuration, flat and prefixed like the search's trial config dicts.
+
+`TrainConfig.from_dict` refuses unknown keys (listing the valid ones) and bad values, so a typo in a search
+space or a CLI never trains silently with a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+ARCHITECTURES = ("shared", "dual")
+OPTIMIZERS = ("sgd", "adamw")
+SCALES = ("test", "n", "s", "m", "l")
+VIEW_LEVELS = ("P3", "P4", "P5", "backbone")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    arch: str = "shared"
+    model_scale: str = "n"
+    img_size: int = 160
+    view_level: str = "P3"
+    view_dropout: float = 0.2
+    classifier: str = "resnet18"  # timm name, dual only
+    classifier_weights: str | None = None
+    kmeans_anchors: bool = False
+    # balancing of the detection and view losses
+    balance: str = "gradnorm"
+    gn_alpha: float = 1.5
+    gn_lr: float = 0.025
+    # optimisation, per stage
+    epochs: int = 10  # total over the three stages
+    stage_split: tuple[float, float, float] = (0.3, 0.5, 0.2)  # the original study's 30/50/20
+    lr_stage1: float = 1e-2
+    lr_stage2: float = 1e-3
+    lr_stage3: float = 1e-4
+    lr_cls_factor: float = 1.0  # dual: classifier lr = detector lr * factor
+    optimizer: str = "sgd"
+    momentum: float = 0.937
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0  # linear warm-up at the start of stage 1 (fraction of an epoch allowed)
+    batch_size: int = 16
+    grad_clip: float = 10.0
+    ema_decay: float = 0.999
+    # losses
+    loss_box: str = "ciou"
+    loss_obj: str = "bce"
+    loss_cls: str = "bce"
+    focal_gamma: float = 1.5
+    loss_view: str = "ce"
+    view_smoothing: float = 0.1  # for loss_view=label_smoothing
+    # augmentation per stage, hard mining (stage 2), label smoothing and mixup (stage 3)
+    aug_policy: str = "medical"
+    aug_strength_stage1: float = 0.3
+    aug_strength_stage2: float = 0.6
+    aug_strength_stage3: float = 0.1
+    hard_mining_frac: float = 0.25  # stage 2: share of each epoch drawn again from the highest-loss images
+    label_smoothing_stage3: float = 0.1
+    mixup_alpha: float = 0.2  # stage 3, Beta(alpha, alpha); 0 disables
+    # evaluation and objective
+    score_weights: dict[str, float] = field(default_factory=dict)  # empty: the documented default
+    # runtime
+    seed: int = 0
+    cpus: int = 1
+    device: str = "auto"
+    amp: bool = True  # on CUDA only
+    workers: int = 0
+    cache_images: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
+        values = dict(values)
+        if "stage_split" in values:
+            values["stage_split"] = tuple(float(v) for v in values["stage_split"])
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        _choice("arch", self.arch, ARCHITECTURES)
+        _choice("model_scale", self.model_scale, SCALES)
+        _choice("view_level", self.view_level, VIEW_LEVELS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        from echotune.augment import POLICIES
+        from echotune.balance import BALANCERS
+        from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
+
+        _choice("balance", self.balance, BALANCERS)
+        _choice("loss_box", self.loss_box, BOX_LOSSES)
+        _choice("loss_obj", self.loss_obj, OBJ_LOSSES)
+        _choice("loss_cls", self.loss_cls, OBJ_LOSSES)
+        _choice("loss_view", self.loss_view, VIEW_LOSSES)
+        _choice("aug_policy", self.aug_policy, POLICIES)
+        if self.arch == "dual" and self.balance == "gradnorm":
+            raise ValueError("balance=gradnorm needs a shared layer; the dual architecture has none "
+                             "(use balance=fixed or uncertainty)")
+        if self.img_size < 64 or self.img_size % 32:
+            raise ValueError(f"img_size must be a multiple of 32 and >= 64, got {self.img_size}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if len(self.stage_split) != 3 or any(s < 0 for s in self.stage_split) or sum(self.stage_split) <= 0:
+            raise ValueError(f"stage_split must be three non-negative fractions, got {self.stage_split}")
+        for name in ("lr_stage1", "lr_stage2", "lr_stage3", "gn_lr", "batch_size", "cpus"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("aug_strength_stage1", "aug_strength_stage2", "aug_strength_stage3", "hard_mining_frac",
+                     "label_smoothing_stage3", "view_dropout", "ema_decay", "view_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("gn_alpha", "mixup_alpha", "weight_decay", "momentum", "warmup_epochs", "grad_clip",
+                     "focal_gamma", "lr_cls_factor"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")

@@ -1,0 +1,146 @@
+"""`fit`: train one configuration over the three stages, report every epoch, checkpoint, resume.
+
+    fit(cfg, data, report=callback, resume_from=None, out_dir=None) -> FitResult
+
+`report(metrics, checkpoint_path)` is called once per epoch with the fixed metric names of DESIGN.md §4
+(val/*, train/loss*, gradnorm/w_*, stage, epoch). The engine never imports Ray; the trainables adapt it.
+Every epoch's randomness (shuffle, augmentation, mixup, hard mining) is keyed by (seed, epoch), and the torch
+RNG (dropout) is checkpointed, so 2 epochs + resume + 2 epochs equals 4 epochs straight on CPU.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from echotune.atomic import atomic_write_text
+from echotune.augment import Augmenter
+from echotune.balance import create_balancer
+from echotune.data.check import DataCheck
+from echotune.data.dataset import EchoDataset, make_loader, set_thread_budget
+from echotune.engine.build import build_model, build_optimizer, choose_device
+from echotune.engine.checkpoint import check_compatible, load_checkpoint, package_versions, restore_rng_state, save_checkpoint
+from echotune.engine.config import TrainConfig
+from echotune.engine.ema import ModelEMA
+from echotune.engine.schedule import lr_at, plan_stages, stage_at
+from echotune.engine.steps import StepSettings, evaluate, train_one_epoch
+
+Report = Callable[[dict, "Path | None"], None]
+
+
+@dataclass
+class FitResult:
+    best: dict[str, float]  # metrics of the epoch with the highest val/score
+    last: dict[str, float]
+    history: list[dict] = field(default_factory=list)
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+
+
+def hard_mining_indices(n: int, losses: dict[int, float], frac: float, rng: np.random.Generator) -> list[int]:
+    """An epoch of n indices where the frac*n lowest-loss images of the previous epoch are replaced by second
+    copies of the frac*n highest-loss ones (same epoch length, so compute per epoch stays constant)."""
+    order = rng.permutation(n)
+    k = int(round(frac * n))
+    if k == 0 or len(losses) < n:
+        return order.tolist()
+    ranked = sorted(range(n), key=lambda i: losses[i])
+    easiest, hardest = set(ranked[:k]), ranked[-k:]
+    plan = [i for i in order if i not in easiest] + hardest
+    return [plan[i] for i in rng.permutation(len(plan))]
+
+
+def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, resume_from: str | Path | None = None,
+        out_dir: str | Path | None = None, log: Callable[[str], None] = print) -> FitResult:
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    data.raise_if_errors()
+    set_thread_budget(cfg.cpus)
+    torch.manual_seed(cfg.seed)
+    device = choose_device(cfg.device)
+    out_dir = Path(out_dir) if out_dir else None
+    nc, n_views = data.config.nc, len(data.view_names)
+    train_set = EchoDataset(data.samples["train"], cfg.img_size, cache=cfg.cache_images, cache_threads=cfg.cpus)
+    val_set = EchoDataset(data.samples["val"], cfg.img_size, cache=cfg.cache_images, cache_threads=cfg.cpus)
+    val_loader = make_loader(val_set, cfg.batch_size, workers=cfg.workers, pin_memory=device.type == "cuda")
+
+    model = build_model(cfg, data).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr).to(device)
+    optimizer = build_optimizer(cfg, model, balancer)
+    ema = ModelEMA(model, cfg.ema_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    stages = plan_stages(cfg)
+    run_info = {"config": cfg.to_dict(), "nc": nc, "n_views": n_views, "names": list(data.config.names),
+                "view_names": list(data.view_names), "data": str(data.config.yaml_path)}
+
+    start_epoch, history, mining_losses, best = 0, [], {}, None
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, map_location=device)
+        check_compatible(state, {**cfg.to_dict(), "nc": nc, "n_views": n_views}, resume_from)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        balancer.load_state_dict(state["balancer"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        start_epoch, history, best = state["epoch"], list(state["history"]), state.get("best")
+        mining_losses = {int(k): v for k, v in state["mining_losses"].items()}
+        log(f"Resumed from {resume_from} at epoch {start_epoch}/{cfg.epochs}")
+    if out_dir is not None:
+        atomic_write_text(out_dir / "run.json", json.dumps({**run_info, "versions": package_versions()}, indent=2))
+
+    result = FitResult(best=best or {}, last=history[-1] if history else {}, history=history)
+    for epoch in range(start_epoch, cfg.epochs):
+        stage = stage_at(stages, epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        aug_strength = stage.aug_strength
+        train_set.set_epoch(epoch, Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None, cfg.seed)
+        indices = hard_mining_indices(len(train_set), mining_losses, stage.hard_mining_frac, rng)
+        loader = make_loader(train_set, cfg.batch_size, workers=cfg.workers, indices=indices,
+                             pin_memory=device.type == "cuda")
+        steps = len(loader)
+        settings = StepSettings(
+            lr_at_step=lambda step: lr_at(stage, epoch - stage.start_epoch + step / steps, cfg.warmup_epochs),
+            label_smoothing=stage.label_smoothing, mixup_alpha=stage.mixup_alpha, grad_clip=cfg.grad_clip,
+            seed=cfg.seed)
+        model.criterion.set_label_smoothing(stage.label_smoothing)
+        epoch_result = train_one_epoch(model, balancer, loader, optimizer, settings, epoch, device, ema, scaler)
+        mining_losses = epoch_result.per_image_loss
+        metrics, _ = evaluate(ema.module, val_loader, device, nc, n_views, cfg.score_weights or None)
+        metrics.update({f"train/{k}": v for k, v in epoch_result.losses.items()})
+        metrics.update({f"gradnorm/w_{k}": v for k, v in balancer.weights().items()})
+        metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
+                        "time/train_s": epoch_result.seconds,
+                        "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})
+        history.append(metrics)
+        improved = best is None or metrics["val/score"] > best["val/score"]
+        best = metrics if improved else best
+        result = FitResult(best=best, last=metrics, history=history,
+                           best_checkpoint=result.best_checkpoint, last_checkpoint=result.last_checkpoint)
+        if out_dir is not None:
+            state = {**run_info, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                     "balancer": balancer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
+                     "stage": stage.index, "history": history, "best": best, "mining_losses": mining_losses,
+                     "config": {**cfg.to_dict(), "nc": nc, "n_views": n_views}}
+            result.last_checkpoint = save_checkpoint(out_dir / "last.pt", state)
+            if improved:
+                result.best_checkpoint = save_checkpoint(out_dir / "best.pt", state)
+        log(_epoch_line(metrics, cfg.epochs))
+        if report is not None:
+            report(metrics, result.last_checkpoint)
+    return result
+
+
+def _epoch_line(m: dict, total: int) -> str:
+    return (f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m['train/loss']:.3f} "
+            f"(box {m['train/loss/box']:.3f} obj {m['train/loss/obj']:.3f} cls {m['train/loss/cls_det']:.3f} "
+            f"view {m['train/loss/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
+            f"view acc {m['val/view_acc']:.3f} f1 {m['val/view_f1']:.3f} | score {m['val/score']:.3f} | "
+            f"w det {m.get('gradnorm/w_det', 1):.2f} view {m.get('gradnorm/w_view', 1):.2f} | "
+            f"{m['time/images_per_s']:.0f} img/s")

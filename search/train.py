@@ -1,0 +1,134 @@
+"""Train one configuration (no search): the three-stage schedule with progress output and honest metrics.
+
+    python search/train.py --arch shared --balance gradnorm --epochs 3,5,2
+    python search/train.py --arch dual --balance fixed --set classifier=mobilenetv3_small_050
+    python search/train.py --preset baseline --data /path/to/data.yaml      # the original study's setup
+
+Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; prints validation metrics every epoch and
+the best checkpoint's metrics on the test split at the end (when the dataset has one).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+
+from echotune.atomic import atomic_write_text
+from echotune.data.check import check_dataset
+from echotune.data.prepare import resolve_data_yaml
+from echotune.data.problems import DataError
+from echotune.data.report import format_report
+from echotune.engine import NonFiniteLossError, TrainConfig, fit
+from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
+
+# The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
+# 0.01 / 0.001 / 0.0001 over 30 / 50 / 20 epochs, batch 8, augmentation off (no mixup either).
+BASELINE = {"arch": "shared", "model_scale": "s", "img_size": 640, "balance": "gradnorm", "gn_alpha": 1.5,
+            "lr_stage1": 1e-2, "lr_stage2": 1e-3, "lr_stage3": 1e-4, "epochs": 100, "stage_split": (0.3, 0.5, 0.2),
+            "batch_size": 8, "aug_policy": "none", "aug_strength_stage1": 0.0, "aug_strength_stage2": 0.0,
+            "aug_strength_stage3": 0.0, "mixup_alpha": 0.0, "view_level": "P3", "loss_box": "ciou",
+            "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce"}
+PRESETS = {"baseline": BASELINE}
+
+
+def _epochs(text: str) -> dict:
+    try:
+        parts = [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a total like 10 or per-stage epochs like 3,5,2; got {text!r}")
+    if len(parts) == 1 and parts[0] >= 1:
+        return {"epochs": parts[0]}
+    if len(parts) == 3 and all(p >= 0 for p in parts) and sum(parts) >= 1:
+        return {"epochs": sum(parts), "stage_split": tuple(p / sum(parts) for p in parts)}
+    raise argparse.ArgumentTypeError(f"expected a positive total or three non-negative per-stage counts; got {text!r}")
+
+
+def _assignment(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value  # a bare string such as resnet18
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python search/train.py", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="data.yaml (default: the embedded synthetic echo set)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named configuration")
+    parser.add_argument("--arch", choices=("shared", "dual"), help="architecture (default: shared)")
+    parser.add_argument("--balance", choices=("fixed", "gradnorm", "uncertainty"),
+                        help="task-loss balancing (default: gradnorm for shared, fixed for dual)")
+    parser.add_argument("--scale", dest="model_scale", choices=("test", "n", "s", "m", "l"), help="detector scale")
+    parser.add_argument("--epochs", type=_epochs, help="total epochs (split 30/50/20) or per stage, e.g. 3,5,2")
+    parser.add_argument("--img-size", type=int, help="square input size, a multiple of 32 (default 160)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cpus", type=int, help="torch/OpenCV threads (default 1)")
+    parser.add_argument("--device", help="auto (default), cpu or cuda[:N]")
+    parser.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[], metavar="KEY=VALUE",
+                        help="any TrainConfig field, e.g. --set loss_box=giou --set gn_alpha=0.5 (repeatable)")
+    parser.add_argument("--out", type=Path, help="output folder (default: results/train-<arch>-<time>)")
+    parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a last.pt")
+    parser.add_argument("--strict", action="store_true", help="images without a view line are errors")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values = dict(PRESETS.get(args.preset, {}))
+    for key in ("arch", "balance", "model_scale", "img_size", "batch_size", "seed", "cpus", "device"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    values.update(args.epochs or {})
+    values.update(dict(args.overrides))
+    if values.get("arch") == "dual" and "balance" not in values:
+        values["balance"] = "fixed"
+    return TrainConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        data = check_dataset(resolve_data_yaml(args.data, log=lambda m: print(m, file=sys.stderr)), args.strict)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not data.ok:
+        print(format_report(data), file=sys.stderr)
+        return 2
+    out = args.out or Path("results") / f"train-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"Training {cfg.arch} (scale {cfg.model_scale}, {cfg.img_size} px, balance {cfg.balance}) for "
+          f"{cfg.epochs} epochs on {data.config.yaml_path}; writing {out}", flush=True)
+    start = time.perf_counter()
+    try:
+        result = fit(cfg, data, resume_from=args.resume, out_dir=out, log=lambda m: print(m, flush=True))
+    except NonFiniteLossError as exc:
+        print(f"error: training diverged: {exc}", file=sys.stderr)
+        return 1
+    summary = {"best_val": result.best, "wall_s": time.perf_counter() - start,
+               "best_checkpoint": str(result.best_checkpoint)}
+    if "test" in data.samples and data.samples["test"]:
+        summary["test"] = evaluate_checkpoint(result.best_checkpoint, data, split="test")
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    print(f"\nBest epoch {result.best['epoch']} (val/score {result.best['val/score']:.4f}); checkpoint "
+          f"{result.best_checkpoint}; wall {summary['wall_s']:.0f} s")
+    for split, metrics in (("val", result.best), ("test", summary.get("test"))):
+        if metrics:
+            print(f"  {split:<4} " + "  ".join(f"{k.split('/')[1]} {metrics[k]:.4f}" for k in sorted(metrics)
+                                              if k.startswith(("val/", "test/"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

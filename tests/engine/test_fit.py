@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from echotune.engine import NonFiniteLossError, TrainConfig, fit
+from echotune.engine.checkpoint import load_checkpoint
+from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
+from echotune.engine.schedule import lr_at, plan_stages
+from tests.conftest import TINY_TRAIN
+
+REPORTED = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
+            "val/score", "train/loss", "train/loss/box", "train/loss/obj", "train/loss/cls_det", "train/loss/view",
+            "gradnorm/w_det", "gradnorm/w_view", "stage", "epoch"}
+
+
+def test_fit_reports_every_epoch_with_the_fixed_names_and_stages(tiny_synthetic, tmp_path):
+    reports = []
+    cfg = TrainConfig.from_dict({**TINY_TRAIN, "epochs": 4})
+    result = fit(cfg, tiny_synthetic, report=lambda m, ckpt: reports.append((m, ckpt)), out_dir=tmp_path,
+                 log=lambda _: None)
+    assert len(reports) == 4
+    for metrics, ckpt in reports:
+        assert REPORTED <= set(metrics)
+        assert all(math.isfinite(v) for v in metrics.values())
+        assert ckpt == tmp_path / "last.pt"
+    assert [m["stage"] for m, _ in reports] == [1, 2, 2, 3]
+    assert [m["epoch"] for m, _ in reports] == [1, 2, 3, 4]
+    stages = plan_stages(cfg)
+    for (metrics, _), stage in zip(reports, [stages[0], stages[1], stages[1], stages[2]]):
+        steps = math.ceil(len(tiny_synthetic.samples["train"]) / cfg.batch_size)
+        into = metrics["epoch"] - 1 - stage.start_epoch + (steps - 1) / steps
+        assert metrics["lr"] == pytest.approx(lr_at(stage, into, cfg.warmup_epochs))
+    w = reports[-1][0]
+    assert w["gradnorm/w_det"] + w["gradnorm/w_view"] == pytest.approx(2.0, abs=1e-4)
+    assert result.best["val/score"] == max(m["val/score"] for m, _ in reports)
+    state = load_checkpoint(tmp_path / "best.pt")
+    assert state["epoch"] == result.best["epoch"] and state["config"]["nc"] == 4
+    assert state["versions"]["torch"].startswith("2.") and state["config"]["seed"] == 0
+    assert (tmp_path / "run.json").is_file()
+
+
+def test_resume_reproduces_straight_training(tiny_synthetic, tmp_path):
+    cfg = {**TINY_TRAIN, "epochs": 4, "hard_mining_frac": 0.5, "mixup_alpha": 0.5, "aug_strength_stage2": 0.8}
+    straight = fit(cfg, tiny_synthetic, out_dir=tmp_path / "a", log=lambda _: None)
+    with pytest.raises(_Interrupted):  # a trial killed after its second epoch's checkpoint
+        fit(cfg, tiny_synthetic, out_dir=tmp_path / "b", log=lambda _: None, report=_interrupt_after(2))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
+    resumed = fit(cfg, tiny_synthetic, out_dir=tmp_path / "b", resume_from=tmp_path / "b" / "last.pt",
+                  log=lambda _: None)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+    torch.testing.assert_close(b["balancer"]["w"], a["balancer"]["w"])
+    assert [m["val/score"] for m in resumed.history] == pytest.approx([m["val/score"] for m in straight.history])
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(epochs):
+    def report(metrics, ckpt):
+        if metrics["epoch"] == epochs:
+            raise _Interrupted
+    return report
+
+
+def test_non_finite_loss_raises_a_clear_error(tiny_synthetic):
+    # Fault injection: one NaN weight makes every loss NaN; the step must raise, not report NaN.
+    from echotune.balance import create_balancer
+    from echotune.data.dataset import EchoDataset, make_loader
+    from echotune.engine.build import build_model, build_optimizer
+    from echotune.engine.steps import StepSettings, train_one_epoch
+
+    cfg = TrainConfig.from_dict(TINY_TRAIN)
+    model = build_model(cfg, tiny_synthetic)
+    with torch.no_grad():
+        model.gradnorm_shared_weight.view(-1)[0] = float("nan")
+    balancer = create_balancer("gradnorm")
+    loader = make_loader(EchoDataset(tiny_synthetic.samples["train"], 64), batch_size=4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 1: .*loss/"):
+        train_one_epoch(model, balancer, loader, build_optimizer(cfg, model, balancer),
+                        StepSettings(lr_at_step=lambda step: 0.01), 0, torch.device("cpu"))
+
+
+def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_synthetic, tmp_path):
+    cfg = {**TINY_TRAIN, "arch": "dual", "balance": "uncertainty", "classifier": "resnet10t", "epochs": 2}
+    result = fit(cfg, tiny_synthetic, out_dir=tmp_path, log=lambda _: None)
+    assert set(result.best) >= REPORTED
+    test = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="test")
+    assert set(test) == {"test/map50", "test/map50_95", "test/precision", "test/recall", "test/f1",
+                         "test/view_acc", "test/view_f1", "test/score"}
+    # re-evaluating the best checkpoint on val reproduces the metrics recorded during training
+    val = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="val")
+    assert val["val/score"] == pytest.approx(result.best["val/score"], abs=1e-9)

@@ -1,0 +1,290 @@
+"""Tests for echotune.metrics: COCO equality with an independent pycocotools call, hand-made cases, view
+metrics, the search score and the flat metrics dict."""
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from echotune.metrics import (
+    DEFAULT_WEIGHTS,
+    DetectionMetrics,
+    ViewMetrics,
+    detection_metrics,
+    metrics_dict,
+    validation_score,
+    view_metrics,
+)
+
+KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
+        "val/score"]
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _random_case(seed: int, num_images: int = 20, num_classes: int = 4) -> tuple[list[dict], list[dict]]:
+    """Random GT, jittered predictions with random scores, false positives, images without GT / preds."""
+    rng = np.random.default_rng(seed)
+    preds, targets = [], []
+    for i in range(num_images):
+        n = 0 if i % 5 == 0 else int(rng.integers(1, 5))
+        xy = rng.uniform(0, 400, (n, 2))
+        gt_boxes = np.concatenate([xy, xy + rng.uniform(5, 120, (n, 2))], axis=1)
+        gt_labels = rng.integers(0, num_classes, n)
+        targets.append({"boxes": gt_boxes, "labels": gt_labels})
+        if i % 7 == 3:  # an image without predictions
+            preds.append({"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)})
+            continue
+        k_tp = 3 * n
+        src = rng.integers(0, max(n, 1), k_tp)
+        jitter = gt_boxes[src] + rng.normal(0, 6, (k_tp, 4)) if n else np.zeros((0, 4))
+        tp_labels = np.where(rng.random(k_tp) < 0.85, gt_labels[src] if n else 0, rng.integers(0, num_classes, k_tp))
+        k_fp = int(rng.integers(0, 15)) + (120 if i == 1 else 0)  # image 1 exceeds maxDets=100 per class
+        fxy = rng.uniform(0, 400, (k_fp, 2))
+        fp = np.concatenate([fxy, fxy + rng.uniform(5, 120, (k_fp, 2))], axis=1)
+        boxes = np.concatenate([jitter, fp]).clip(0, 600)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+        labels = np.concatenate([tp_labels, rng.integers(0, num_classes, k_fp)]).astype(np.int64)
+        if i == 1:
+            labels[-120:] = 0
+        preds.append({"boxes": boxes, "scores": rng.random(len(boxes)), "labels": labels})
+    return preds, targets
+
+
+def _reference_cocoeval(preds: list[dict], targets: list[dict], num_classes: int) -> tuple[np.ndarray, dict]:
+    """Independent, plain COCOeval (default params, N x 7 result array, shifted image and category ids)."""
+    annotations, rows = [], []
+    for i, t in enumerate(targets):
+        for (x1, y1, x2, y2), c in zip(t["boxes"], t["labels"]):
+            annotations.append({"id": len(annotations) + 1, "image_id": 1000 + i, "category_id": int(c) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    for i, p in enumerate(preds):
+        for (x1, y1, x2, y2), s, c in zip(p["boxes"], p["scores"], p["labels"]):
+            rows.append([1000 + i, x1, y1, x2 - x1, y2 - y1, s, int(c) + 1])
+    gt = COCO()
+    gt.dataset = {"images": [{"id": 1000 + i} for i in range(len(targets))],
+                  "categories": [{"id": c + 1} for c in range(num_classes)], "annotations": annotations}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+        ev = COCOeval(gt, gt.loadRes(np.array(rows, dtype=np.float64)), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    precision = ev.eval["precision"][:, :, :, 0, 2]  # area "all", maxDets 100
+    per_class = {c: (precision[0, :, c].mean(), precision[:, :, c].mean())
+                 for c in range(num_classes) if (precision[:, :, c] > -1).any()}
+    return ev.stats, per_class
+
+
+def _det(boxes, labels, scores=None) -> dict:
+    out = {"boxes": np.asarray(boxes, np.float64).reshape(-1, 4), "labels": np.asarray(labels, np.int64)}
+    if scores is not None:
+        out["scores"] = np.asarray(scores, np.float64)
+    return out
+
+
+# ------------------------------------------------------------------------------ 1. equality with COCOeval
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
+def test_map_equals_pycocotools(seed):
+    preds, targets = _random_case(seed)
+    m = detection_metrics(preds, targets, num_classes=4)
+    stats, per_class = _reference_cocoeval(preds, targets, num_classes=4)
+    assert 0.0 < m.map50 < 1.0
+    assert m.map50_95 == pytest.approx(stats[0], abs=1e-6)
+    assert m.map50 == pytest.approx(stats[1], abs=1e-6)
+    assert set(m.ap50_per_class) == set(per_class) == set(m.ap_per_class)
+    for c, (ap50, ap) in per_class.items():
+        assert m.ap50_per_class[c] == pytest.approx(ap50, abs=1e-6)
+        assert m.ap_per_class[c] == pytest.approx(ap, abs=1e-6)
+
+
+def test_torch_inputs_match_numpy():
+    preds, targets = _random_case(11, num_images=8)
+    as_torch = lambda d: {k: torch.as_tensor(v) for k, v in d.items()}  # noqa: E731
+    a = detection_metrics(preds, targets, 4)
+    b = detection_metrics([as_torch(p) for p in preds], [as_torch(t) for t in targets], 4)
+    assert a == b
+
+
+# --------------------------------------------------------------------------------------- 2. hand-made cases
+GT = _det([[10, 10, 50, 60], [100, 100, 180, 150], [200, 20, 260, 90]], [0, 1, 0])
+
+
+def test_perfect_predictions():
+    pred = _det(GT["boxes"], GT["labels"], [0.9, 0.8, 0.7])
+    m = detection_metrics([pred, _det([], [], [])], [GT, _det([], [])], num_classes=2)
+    # COCO divides by (tp + fp + np.spacing(1)), so its "1" can be 1 - 1e-16: compare approximately
+    assert (m.map50, m.map50_95) == pytest.approx((1.0, 1.0), abs=1e-12)
+    assert (m.precision, m.recall, m.f1, m.best_conf) == (1.0, 1.0, 1.0, 0.7)
+    assert m.ap50_per_class == pytest.approx({0: 1.0, 1: 1.0}, abs=1e-12)
+    assert m.ap_per_class == pytest.approx({0: 1.0, 1: 1.0}, abs=1e-12)
+
+
+def test_empty_predictions_give_zeros():
+    m = detection_metrics([_det([], [], [])], [GT], num_classes=2)
+    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
+    assert m.ap50_per_class == {0: 0.0, 1: 0.0}
+    empty = detection_metrics([], [], num_classes=2)
+    assert empty == DetectionMetrics()
+
+
+def test_no_gt_gives_zeros():
+    m = detection_metrics([_det(GT["boxes"], GT["labels"], [0.9, 0.8, 0.7])], [_det([], [])], num_classes=2)
+    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
+    assert m.ap50_per_class == {} and m.ap_per_class == {}
+
+
+def test_wrong_class_or_far_away_gives_zeros():
+    wrong = _det(GT["boxes"], 1 - GT["labels"], [0.9, 0.8, 0.7])
+    far = _det(GT["boxes"] + 1000, GT["labels"], [0.9, 0.8, 0.7])
+    for pred in (wrong, far):
+        m = detection_metrics([pred], [GT], num_classes=2)
+        assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
+
+
+def test_one_tp_one_fp_fp_scored_higher():
+    gt = _det([[0, 0, 10, 10]], [0])
+    pred = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [0.6, 0.9])
+    m = detection_metrics([pred], [gt], num_classes=1)
+    # conf 0.9: TP 0, FP 1 -> F1 0; conf 0.6: TP 1, FP 1 -> P 1/2, R 1, F1 2/3
+    assert (m.precision, m.recall, m.best_conf) == (0.5, 1.0, 0.6)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.map50 == pytest.approx(0.5)  # COCO: precision 1/2 at every recall level up to 1
+
+
+def test_one_tp_one_fp_tp_scored_higher_two_gt():
+    gt = _det([[0, 0, 10, 10], [100, 100, 120, 120]], [0, 0])
+    pred = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [0.9, 0.6])
+    m = detection_metrics([pred], [gt], num_classes=1)
+    # conf 0.9: P 1, R 1/2, F1 2/3; conf 0.6: P 1/2, R 1/2, F1 1/2 -> best at 0.9
+    assert (m.precision, m.recall, m.best_conf) == (1.0, 0.5, 0.9)
+    assert m.f1 == pytest.approx(2 / 3)
+    assert m.map50 == pytest.approx(51 / 101)  # precision 1 at recall 0..0.5 (51 of 101 points), 0 after
+
+
+def test_iou_threshold_and_single_gt_match():
+    gt = _det([[0, 0, 10, 10]], [0])
+    # IoU of [0,0,10,5] with the GT is exactly 0.5 (counts); duplicate of the GT at a lower score is a FP
+    pred = _det([[0, 0, 10, 5], [0, 0, 10, 10]], [0, 0], [0.9, 0.8])
+    m = detection_metrics([pred], [gt], num_classes=1)
+    assert (m.precision, m.recall, m.f1, m.best_conf) == (1.0, 1.0, 1.0, 0.9)
+
+
+def test_class_without_gt_does_not_drag_the_mean():
+    pred = _det(np.concatenate([GT["boxes"], [[300, 300, 340, 340]]]), [0, 1, 0, 2], [0.9, 0.8, 0.7, 0.95])
+    m = detection_metrics([pred], [GT], num_classes=3)  # class 2 has no GT, one FP
+    assert (m.map50, m.map50_95) == pytest.approx((1.0, 1.0), abs=1e-12)
+    assert set(m.ap50_per_class) == {0, 1}
+    # P/R/F1 pool classes (micro): the class-2 FP at 0.95 stays in at every threshold that keeps all TPs
+    assert (m.precision, m.recall, m.best_conf) == (0.75, 1.0, 0.7)
+    assert m.f1 == pytest.approx(6 / 7)
+
+
+def test_maxdets_caps_predictions_per_image_and_class():
+    gt = _det([[0, 0, 10, 10]], [0])
+    far = np.array([[500.0, 500, 510, 510]])
+    for n_fp, expected in ((100, 0.0), (99, 1 / 100)):
+        boxes = np.concatenate([np.repeat(far, n_fp, 0), gt["boxes"]])
+        scores = np.concatenate([np.linspace(0.99, 0.5, n_fp), [0.1]])
+        m = detection_metrics([_det(boxes, np.zeros(n_fp + 1), scores)], [gt], num_classes=1)
+        # COCO: precision at recall 1 is 1/(n_fp+1) and is the interpolated precision at every recall level
+        assert m.map50 == pytest.approx(expected)
+        assert m.recall == 1.0  # the F1 sweep has no cap
+
+
+def test_invalid_inputs_raise():
+    good = _det([[0, 0, 10, 10]], [0], [0.5])
+    with pytest.raises(ValueError, match="labels"):
+        detection_metrics([_det([[0, 0, 10, 10]], [3], [0.5])], [GT], num_classes=2)
+    with pytest.raises(ValueError, match="labels"):
+        detection_metrics([good], [_det([[0, 0, 1, 1]], [-1])], num_classes=2)
+    with pytest.raises(ValueError, match="scores"):
+        detection_metrics([_det([[0, 0, 10, 10]], [0], [float("nan")])], [GT], num_classes=2)
+    with pytest.raises(ValueError, match="xyxy"):
+        detection_metrics([_det([[10, 0, 0, 10]], [0], [0.5])], [GT], num_classes=2)
+    with pytest.raises(ValueError, match="entries"):
+        detection_metrics([good, good], [GT], num_classes=2)
+    with pytest.raises(ValueError, match="scores"):
+        detection_metrics([_det([[0, 0, 10, 10]], [0], [0.5, 0.4])], [GT], num_classes=2)
+
+
+# --------------------------------------------------------------------------------------------- 3. view metrics
+def test_view_metrics_by_hand():
+    true = np.array([0, 1, 2, 2, -1])
+    pred = np.array([0, 2, 2, 1, 0])
+    m = view_metrics(pred, true, num_views=4)
+    expected = np.zeros((4, 4), np.int64)
+    expected[0, 0] = expected[1, 2] = expected[2, 2] = expected[2, 1] = 1
+    assert m.count == 4 and m.accuracy == 0.5
+    # F1: class 0 = 1, class 1 = 0, class 2 = 2*1/(2+2) = 0.5; class 3 absent everywhere -> excluded
+    assert m.macro_f1 == pytest.approx(0.5)
+    np.testing.assert_array_equal(m.confusion, expected)
+    logits = torch.nn.functional.one_hot(torch.as_tensor(pred), 4).float() * 3 - 1
+    m2 = view_metrics(logits, torch.as_tensor(true), num_views=4)
+    assert (m2.accuracy, m2.macro_f1, m2.count) == (m.accuracy, m.macro_f1, m.count)
+    np.testing.assert_array_equal(m2.confusion, expected)
+
+
+def test_view_class_only_predicted_counts_in_macro_f1():
+    m = view_metrics(np.array([0, 1]), np.array([0, 0]), num_views=3)
+    assert m.accuracy == 0.5
+    assert m.macro_f1 == pytest.approx((2 / 3 + 0.0) / 2)  # class 0: 2TP/(2TP+FP+FN) = 2/3; class 1: 0
+
+
+def test_view_all_unlabelled_gives_zeros():
+    m = view_metrics(np.array([0, 1, 2]), np.array([-1, -1, -1]), num_views=3)
+    assert (m.accuracy, m.macro_f1, m.count) == (0.0, 0.0, 0)
+    np.testing.assert_array_equal(m.confusion, np.zeros((3, 3)))
+    assert view_metrics(np.zeros((0, 3)), np.zeros(0, np.int64), num_views=3).count == 0
+
+
+def test_view_invalid_inputs_raise():
+    with pytest.raises(ValueError):
+        view_metrics(np.array([0, 1]), np.array([0, 3]), num_views=3)
+    with pytest.raises(ValueError):
+        view_metrics(np.array([0, 5]), np.array([0, 1]), num_views=3)
+    with pytest.raises(ValueError):
+        view_metrics(np.zeros((2, 4)), np.array([0, 1]), num_views=3)
+    with pytest.raises(ValueError):
+        view_metrics(np.array([0]), np.array([0, 1]), num_views=3)
+
+
+# ------------------------------------------------------------------------------------ 4. score and dict
+def _metrics(map50: float, map50_95: float, view_f1: float) -> tuple[DetectionMetrics, ViewMetrics]:
+    return DetectionMetrics(map50=map50, map50_95=map50_95), ViewMetrics(macro_f1=view_f1, accuracy=0.9, count=5)
+
+
+def test_validation_score_arithmetic():
+    det, view = _metrics(0.8, 0.2, 0.6)
+    assert DEFAULT_WEIGHTS == {"map50": 0.25, "map50_95": 0.25, "view_f1": 0.5}
+    assert validation_score(det, view) == pytest.approx(0.5 * (0.5 * 0.8 + 0.5 * 0.2) + 0.5 * 0.6)
+    assert validation_score(det, view, {"view_f1": 0}) == pytest.approx(0.5)  # missing keys keep defaults
+    assert validation_score(det, view, {"map50": 1, "map50_95": 0, "view_f1": 0}) == pytest.approx(0.8)
+    assert validation_score(det, view, {"map50": 2, "map50_95": 0, "view_f1": 2}) == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize("weights", [{"map50": -0.1}, {"bogus": 1.0}, {"map50": float("nan")},
+                                     {"map50": 0, "map50_95": 0, "view_f1": 0}])
+def test_validation_score_rejects_bad_weights(weights):
+    det, view = _metrics(0.8, 0.2, 0.6)
+    with pytest.raises(ValueError, match="map50_95"):  # the message names the valid keys
+        validation_score(det, view, weights)
+
+
+def test_metrics_dict_keys_and_finite():
+    preds, targets = _random_case(3, num_images=6)
+    det = detection_metrics(preds, targets, 4)
+    view = view_metrics(np.array([0, 1, 1]), np.array([0, 1, -1]), 2)
+    for d, v in ((det, view), (DetectionMetrics(), ViewMetrics())):
+        out = metrics_dict(d, v)
+        assert list(out) == KEYS
+        assert all(type(x) is float and math.isfinite(x) for x in out.values())
+    out = metrics_dict(det, view)
+    assert out["val/score"] == pytest.approx(validation_score(det, view))
+    assert out["val/view_acc"] == 1.0 and out["val/map50"] == det.map50
+    assert list(metrics_dict(det, view, prefix="test/")) == [k.replace("val/", "test/") for k in KEYS]

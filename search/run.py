@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         return EXIT_OK
     print(verdict(check), f"Dataset: {yaml_path}")
-    print(f"The search itself (--space {args.space}) is not built yet: models and the training engine are "
-          f"issue #3, the Ray Tune + Optuna search issue #4. The data layer above is ready; try --check-data.")
+    print(f"The search itself (--space {args.space}) is not built yet (issue #4: Ray Tune + Optuna + ASHA). "
+          f"Built so far: the data layer (try --check-data) and single-configuration training: "
+          f"python search/train.py --help")
     return EXIT_OK
 
 

@@ -111,10 +111,12 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
             seed=cfg.seed)
         model.criterion.set_label_smoothing(stage.label_smoothing)
         epoch_result = train_one_epoch(model, balancer, loader, optimizer, settings, epoch, device, ema, scaler)
-        mining_losses = epoch_result.per_image_loss
+        mining_losses.update(epoch_result.per_image_loss)  # images a mined epoch skipped keep their last loss
         metrics, _ = evaluate(ema.module, val_loader, device, nc, n_views, cfg.score_weights or None)
         metrics.update({f"train/{k}": v for k, v in epoch_result.losses.items()})
         metrics.update({f"gradnorm/w_{k}": v for k, v in balancer.weights().items()})
+        metrics.update({"stage/aug_strength": aug_strength, "stage/hard_mining_frac": stage.hard_mining_frac,
+                        "stage/label_smoothing": stage.label_smoothing, "stage/mixup_alpha": stage.mixup_alpha})
         metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
                         "time/train_s": epoch_result.seconds,
                         "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from echotune.balance import FixedBalancer
-from echotune.metrics import detection_metrics, metrics_dict, validation_score, view_metrics
+from echotune.balance import FixedBalancer, GradNormBalancer
+from echotune.metrics import detection_metrics, metrics_dict, view_metrics
 
 DETECTION_LOSSES = ("loss/box", "loss/obj", "loss/cls_det")
 
@@ -91,7 +91,7 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
                     settings: StepSettings, epoch: int, device: torch.device, ema=None,
                     scaler: torch.amp.GradScaler | None = None, log_every: int = 0) -> EpochResult:
     model.train()
-    shared = getattr(model, "gradnorm_shared_weight", None) if balancer.__class__.__name__ == "GradNormBalancer" else None
+    shared = model.gradnorm_shared_weight if isinstance(balancer, GradNormBalancer) else None
     amp = scaler is not None and scaler.is_enabled()
     rng = np.random.default_rng([settings.seed, epoch, 7])
     sums: dict[str, float] = {}
@@ -160,9 +160,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
         view_targets.append(batch["views"])
     det = detection_metrics(predictions, targets, nc)
     view = view_metrics(torch.cat(view_logits), torch.cat(view_targets), n_views)
-    metrics = metrics_dict(det, view)
-    if score_weights:
-        metrics["val/score"] = validation_score(det, view, score_weights)
+    metrics = metrics_dict(det, view, weights=score_weights)
     if not all(math.isfinite(v) for v in metrics.values()):
         raise NonFiniteLossError(f"non-finite validation metric: {metrics}")
     return metrics, {"detection": det, "view": view}

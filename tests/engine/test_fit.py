@@ -27,6 +27,10 @@ def test_fit_reports_every_epoch_with_the_fixed_names_and_stages(tiny_synthetic,
         assert all(math.isfinite(v) for v in metrics.values())
         assert ckpt == tmp_path / "last.pt"
     assert [m["stage"] for m, _ in reports] == [1, 2, 2, 3]
+    settings = [(m["stage/aug_strength"], m["stage/hard_mining_frac"], m["stage/label_smoothing"],
+                 m["stage/mixup_alpha"]) for m, _ in reports]
+    assert settings == [(cfg.aug_strength_stage1, 0.0, 0.0, 0.0)] + [(cfg.aug_strength_stage2, cfg.hard_mining_frac,
+                        0.0, 0.0)] * 2 + [(cfg.aug_strength_stage3, 0.0, cfg.label_smoothing_stage3, cfg.mixup_alpha)]
     assert [m["epoch"] for m, _ in reports] == [1, 2, 3, 4]
     stages = plan_stages(cfg)
     for (metrics, _), stage in zip(reports, [stages[0], stages[1], stages[1], stages[2]]):
@@ -96,3 +100,15 @@ def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_syntheti
     # re-evaluating the best checkpoint on val reproduces the metrics recorded during training
     val = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="val")
     assert val["val/score"] == pytest.approx(result.best["val/score"], abs=1e-9)
+
+
+def test_hard_mining_replaces_the_easiest_with_the_hardest():
+    import numpy as np
+
+    from echotune.engine.fit import hard_mining_indices
+
+    losses = {i: float(i) for i in range(10)}  # image 9 hardest, image 0 easiest
+    plan = hard_mining_indices(10, losses, 0.2, np.random.default_rng(0))
+    assert len(plan) == 10 and sorted(plan) == [2, 3, 4, 5, 6, 7, 8, 8, 9, 9]
+    assert sorted(hard_mining_indices(10, losses, 0.0, np.random.default_rng(0))) == list(range(10))
+    assert sorted(hard_mining_indices(10, {}, 0.2, np.random.default_rng(0))) == list(range(10))  # no losses yet

@@ -1,6 +1,8 @@
 """EchoTune search command line.
 
     python search/run.py --space gradnorm                       # the search on the embedded synthetic set
+    python search/run.py --space all --num-samples 32 --max-epochs 20 --concurrency 2
+    python search/run.py --name gradnorm --resume               # continue an interrupted search
     python search/run.py --data DATA/data.yaml --check-data     # validate a dataset, print the report
     python search/run.py --data DATA/data.yaml --resplit-by-video --ratios 0.7,0.15,0.15 --seed 0
 
@@ -17,8 +19,20 @@ from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.report import format_report, verdict
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
+from search.tuner import OBJECTIVES, SearchConfig
+from spaces import PROFILES, list_spaces
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -36,7 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python search/run.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--space", default="gradnorm", help="search space name (default: gradnorm)")
+    search = parser.add_argument_group("search")
+    search.add_argument("--space", default="gradnorm", help=f"search space: {', '.join(list_spaces())} "
+                        "(default: gradnorm)")
+    search.add_argument("--profile", default="quick", choices=PROFILES,
+                        help="quick: laptop CPU scales and 160 px; full: the original study's 640 px, bigger models")
+    search.add_argument("--name", help="experiment name: results go to STORAGE/NAME (default: the space name)")
+    search.add_argument("--storage", default="results", help="results root: local dir, NFS path or s3://bucket/path")
+    search.add_argument("--num-samples", type=_positive_int, default=12, help="trials to run (default 12)")
+    search.add_argument("--max-epochs", type=_positive_int, default=8,
+                        help="epochs per trial, over the three stages (default 8)")
+    search.add_argument("--img-size", type=int, help="override the profile's image size (multiple of 32)")
+    search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed")
+    search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at once (default 2)")
+    search.add_argument("--address", help="existing Ray cluster: auto or ray://HOST:10001 (default: start locally)")
+    search.add_argument("--resume", action="store_true", help="continue the interrupted search --name")
+    search.add_argument("--objectives", default="score",
+                        help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} (default: score)")
+    search.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+                        help="asha: stop weak trials at stage ends (default); fifo: no early stopping")
+    search.add_argument("--searcher", choices=("tpe", "random"), default="tpe")
+    search.add_argument("--time-budget-s", type=float, help="stop launching trials after this many seconds")
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="path to a data.yaml (default: the embedded synthetic echo set, "
                                      "generated on first use)")
@@ -85,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--max-problems must be >= 0, got {args.max_problems}")
     if args.folds is not None and not args.resplit_by_video and not 0 <= args.fold < max(args.folds, 1):
         parser.error(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
+    search_config = _search_config(parser, args)
     try:
         yaml_path = resolve_data_yaml(args.data, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
         check = check_dataset(yaml_path, strict=args.strict)
@@ -101,11 +137,50 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         return EXIT_OK
-    print(verdict(check), f"Dataset: {yaml_path}")
-    print(f"The search itself (--space {args.space}) is not built yet (issue #4: Ray Tune + Optuna + ASHA). "
-          f"Built so far: the data layer (try --check-data) and single-configuration training: "
-          f"python search/train.py --help")
+    print(verdict(check), f"Dataset: {yaml_path}", flush=True)
+    experiment = Path(search_config.experiment_dir)
+    if "://" not in search_config.storage:
+        if args.resume and not experiment.is_dir():
+            print(f"error: --resume: no experiment at {experiment}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not args.resume and experiment.exists():
+            print(f"error: {experiment} already exists; continue it with --resume or choose another --name",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+    from search.orchestrate import run_search  # imports Ray: keep --check-data and --help fast
+
+    print(f"Search '{search_config.name}': space {search_config.space} ({search_config.profile}), "
+          f"{search_config.num_samples} trials x {search_config.max_epochs} epochs, {search_config.concurrency} at "
+          f"a time, {search_config.cpus_per_trial:g} CPU + {search_config.gpus_per_trial:g} GPU each, scheduler "
+          f"{search_config.scheduler}, searcher {search_config.searcher}; results in {experiment}", flush=True)
+    run_search(search_config, check, resume=args.resume, address=args.address)
     return EXIT_OK
+
+
+def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SearchConfig:
+    if args.space not in list_spaces():
+        parser.error(f"unknown --space {args.space!r}; valid: {', '.join(list_spaces())}")
+    objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives:
+        parser.error(f"unknown --objectives {unknown or args.objectives!r}; valid: {', '.join(OBJECTIVES)}")
+    if args.cpus_per_trial <= 0:
+        parser.error(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial < 0:
+        parser.error(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial):
+        parser.error(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
+    if args.img_size is not None and (args.img_size < 64 or args.img_size % 32):
+        parser.error(f"--img-size must be a multiple of 32 and >= 64, got {args.img_size}")
+    if args.time_budget_s is not None and args.time_budget_s <= 0:
+        parser.error(f"--time-budget-s must be > 0, got {args.time_budget_s}")
+    if args.max_epochs < 3:
+        parser.error(f"--max-epochs must be >= 3 (one per training stage), got {args.max_epochs}")
+    return SearchConfig(space=args.space, profile=args.profile, name=args.name or args.space, storage=args.storage,
+                        num_samples=args.num_samples, max_epochs=args.max_epochs, img_size=args.img_size,
+                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                        concurrency=args.concurrency, seed=args.seed, objectives=objectives,
+                        scheduler=args.scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s)
 
 
 if __name__ == "__main__":

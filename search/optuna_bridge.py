@@ -1,0 +1,51 @@
+"""Ray Tune's OptunaSearch, with the trial states Optuna should see.
+
+Ray closes every trial that returned a result as COMPLETE, so a trial ASHA stopped after one stage would enter
+TPE's model as a finished low score. Here a trial that reported fewer epochs than it planned is told to Optuna
+as PRUNED (its per-epoch values were already reported as intermediate values), and a trial that raised (e.g. a
+non-finite loss) as FAIL, never COMPLETE and never left RUNNING.
+"""
+from __future__ import annotations
+
+import logging
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+logger = logging.getLogger(__name__)
+
+
+def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
+    """FAIL on error or divergence; PRUNED when stopped before its planned epochs; COMPLETE otherwise."""
+    if error or (result and result.get("diverged")):
+        return optuna.trial.TrialState.FAIL
+    if not result or "epoch" not in result:
+        return optuna.trial.TrialState.PRUNED
+    if result["epoch"] < result.get("epochs_planned", result["epoch"]):
+        return optuna.trial.TrialState.PRUNED
+    return optuna.trial.TrialState.COMPLETE
+
+
+class EchoOptunaSearch(OptunaSearch):
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        state = final_state(result, error)
+        ot_trial = self._ot_trials[trial_id]
+        single = not isinstance(self.metric, list)
+        if single and result and self.metric in result and state != optuna.trial.TrialState.FAIL:
+            # Ray passes a trial's last result only here, not to on_trial_result: record it as well, so a pruned
+            # trial's value (Optuna takes its last intermediate value) is the score at the rung that stopped it.
+            ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
+        values = None
+        if state == optuna.trial.TrialState.COMPLETE:
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [result[m] for m in metrics]
+            values = values if isinstance(self.metric, list) else values[0]
+        elif state == optuna.trial.TrialState.PRUNED and result and single:
+            ot_trial.set_user_attr("stopped_at_epoch", int(result.get("epoch", 0)))
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as exc:  # a study already told (e.g. after a resume) must not crash the search
+            logger.warning("Optuna could not record trial %s as %s: %s", trial_id, state.name, exc)
+        self._completed_trials.add(trial_id)

@@ -1,0 +1,124 @@
+"""Run a search end to end: start Ray, fit (or resume) the Tuner with live progress, then summarise.
+
+Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard.parquet, best_config.yaml.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import optuna
+import ray
+import yaml
+from ray import tune
+
+from echotune.atomic import atomic_write_text
+from echotune.data.check import DataCheck
+from search.trial_table import trial_rows, write_leaderboard
+from search.tuner import SearchConfig, build_tuner, restore_tuner
+from spaces import get_space
+
+# Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
+# driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+
+
+class ProgressPrinter(tune.Callback):
+    """One compact line per epoch result and per trial end, with our metric names."""
+
+    def __init__(self, total_trials: int):
+        self.total, self.start, self.done = total_trials, time.time(), 0
+
+    def _elapsed(self) -> str:
+        return f"{time.time() - self.start:6.0f}s"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("diverged"):
+            return
+        print(f"{self._elapsed()} {trial.trial_id} epoch {result.get('epoch', 0):>2}/{result.get('epochs_planned', '?')}"
+              f" stage {result.get('stage', '?')} | score {result.get('val/score', float('nan')):.3f} "
+              f"mAP50 {result.get('val/map50', float('nan')):.3f} view_acc {result.get('val/view_acc', float('nan')):.3f}"
+              f" | {trial.config.get('arch')} {trial.config.get('model_scale')}", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        last = trial.last_result or {}
+        if last.get("diverged"):
+            outcome = f"DIVERGED: {last.get('error', '')[:120]}"
+        elif last.get("epoch", 0) < last.get("epochs_planned", 0):
+            outcome = f"stopped by ASHA after epoch {last.get('epoch')} (stage {last.get('stage')})"
+        else:
+            outcome = f"finished, final score {last.get('val/score', float('nan')):.3f}"
+        print(f"{self._elapsed()} {trial.trial_id} {outcome}  [{self.done}/{self.total} trials done]", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.done += 1
+        print(f"{self._elapsed()} {trial.trial_id} ERROR (see {trial.error_file})  [{self.done}/{self.total}]",
+              flush=True)
+
+
+def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
+    """Trials left RUNNING in the study (asked by a driver that died before Ray recorded them) become FAIL."""
+    storage = f"sqlite:///{Path(cfg.experiment_dir) / 'optuna.db'}"
+    study = optuna.load_study(study_name=cfg.name, storage=storage)
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        closed += 1
+    return closed
+
+
+def start_ray(address: str | None, cpus: int | None = None) -> None:
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def summarise(cfg: SearchConfig, top: int = 5) -> dict:
+    """Leaderboard parquet, best_config.yaml, and the top-N table printed; returns the best row."""
+    space = get_space(cfg.space)
+    rows = trial_rows(cfg.experiment_dir, space=cfg.space, baseline=space.baseline(cfg.profile))
+    leaderboard = write_leaderboard(rows, Path(cfg.experiment_dir) / "leaderboard.parquet")
+    ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
+    print(f"\nTop {min(top, len(ranked))} of {len(rows)} trials by best val/score ({leaderboard}):")
+    print(f"  {'trial':<14}{'arch':<7}{'scale':<6}{'score':>7}{'mAP50':>7}{'mAP':>7}{'view':>7}{'epochs':>8}  status")
+    for r in ranked[:top]:
+        print(f"  {r['trial_id']:<14}{r['arch'] or '':<7}{r['hp/model_scale'] or '':<6}{r['best/val/score']:>7.3f}"
+              f"{r['best/val/map50']:>7.3f}{r['best/val/map50_95']:>7.3f}{r['best/val/view_acc']:>7.3f}"
+              f"{r['epochs_trained']:>4}/{r['epochs_planned']:<3}  {r['status']}{'  (baseline)' if r['is_baseline'] else ''}")
+    baseline = next((r for r in rows if r["is_baseline"] and r["best/val/score"] is not None), None)
+    best = ranked[0] if ranked else None
+    if best is not None:
+        import json
+
+        best_config = json.loads(best["config_json"])
+        atomic_write_text(Path(cfg.experiment_dir) / "best_config.yaml",
+                          yaml.safe_dump({"trial_id": best["trial_id"], "val/score": best["best/val/score"],
+                                          "checkpoint": best["checkpoint_path"], "config": best_config},
+                                         sort_keys=False))
+        print(f"\nBest trial {best['trial_id']}: val/score {best['best/val/score']:.4f}; checkpoint "
+              f"{best['checkpoint_path']}; config {Path(cfg.experiment_dir) / 'best_config.yaml'}")
+        if baseline is not None:
+            print(f"Baseline (the original study's configuration): val/score {baseline['best/val/score']:.4f}; "
+                  f"best - baseline = {best['best/val/score'] - baseline['best/val/score']:+.4f}")
+    return {"best": best, "baseline": baseline, "rows": rows}
+
+
+def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None) -> dict:
+    start = time.time()
+    start_ray(address)
+    try:
+        tuner = restore_tuner(cfg, data) if resume else build_tuner(cfg, data, [ProgressPrinter(cfg.num_samples)])
+        tuner.fit()
+        closed = close_orphaned_optuna_trials(cfg)
+        if closed:
+            print(f"Closed {closed} Optuna trial(s) left RUNNING by an interrupted driver as FAIL.")
+        summary = summarise(cfg)
+    finally:
+        ray.shutdown()
+    print(f"Search wall time {time.time() - start:.0f} s; results in {cfg.experiment_dir}")
+    return summary

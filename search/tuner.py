@@ -1,0 +1,125 @@
+"""Assemble the Ray Tune search: trainable with resources, Optuna searcher, stage-end ASHA, run config.
+
+Data flow: SearchConfig (validated by run.py) + a checked dataset -> `build_tuner` -> `Tuner.fit()`.
+The dataset is checked once by the driver and shipped to trials once through Ray's object store
+(`tune.with_parameters`); trials never re-read or re-check it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+
+from echotune.data.check import DataCheck
+from search.optuna_bridge import EchoOptunaSearch
+from search.scheduler import StageASHA
+from spaces import get_space
+from trainables import train_any
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's multivariate/group
+
+OBJECTIVES = {"score": "val/score", "map50": "val/map50", "map50_95": "val/map50_95", "view_acc": "val/view_acc",
+              "view_f1": "val/view_f1", "f1": "val/f1"}
+
+
+@dataclass
+class SearchConfig:
+    space: str = "gradnorm"
+    profile: str = "quick"
+    name: str = "gradnorm"
+    storage: str = "results"  # local dir, NFS path or s3://...
+    num_samples: int = 8
+    max_epochs: int = 6
+    img_size: int | None = None  # None: the profile's
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    concurrency: int = 2
+    seed: int = 0
+    objectives: list[str] = field(default_factory=lambda: ["score"])
+    scheduler: str = "asha"
+    searcher: str = "tpe"
+    time_budget_s: float | None = None
+    max_failures: int = 2
+
+    @property
+    def metrics(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def experiment_dir(self) -> str:
+        return os.path.join(self.storage, self.name) if "://" in self.storage else str(Path(self.storage, self.name).resolve())
+
+    def trial_constants(self) -> dict:
+        """Config keys fixed for every trial of this search (merged over what the space samples)."""
+        constants = {"epochs": self.max_epochs, "seed": self.seed, "cpus": max(1, int(self.cpus_per_trial)),
+                     "device": "auto", "workers": 0, "cache_images": True}
+        if self.img_size is not None:
+            constants["img_size"] = self.img_size
+        return constants
+
+
+def define_trial(trial: optuna.Trial, space: str, profile: str, constants: dict) -> dict:
+    """Define-by-run function handed to Optuna (module level and bound with functools.partial: picklable)."""
+    return {**(get_space(space).define(trial, profile) or {}), **constants}
+
+
+def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
+    space = get_space(cfg.space)
+    sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.searcher == "random"
+               else optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True,
+                                               constant_liar=True, n_startup_trials=max(4, cfg.concurrency)))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(cfg.experiment_dir) / 'optuna.db'}")
+    multi = len(cfg.metrics) > 1
+    baseline = space.baseline(cfg.profile)
+    return EchoOptunaSearch(
+        space=functools.partial(define_trial, space=cfg.space, profile=cfg.profile, constants=cfg.trial_constants()),
+        metric=cfg.metrics if multi else cfg.metrics[0], mode=["max"] * len(cfg.metrics) if multi else "max",
+        points_to_evaluate=[baseline] if baseline is not None else None, sampler=sampler, storage=storage,
+        study_name=cfg.name)
+
+
+def build_scheduler(cfg: SearchConfig):
+    if cfg.scheduler == "fifo":
+        return FIFOScheduler()
+    return StageASHA(metric="val/score", mode="max", experiment_dir=cfg.experiment_dir)
+
+
+def build_trainable(cfg: SearchConfig, data: DataCheck):
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_any, data=data), resources)
+
+
+def run_config(cfg: SearchConfig, callbacks: list | None = None) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=cfg.name, storage_path=cfg.storage if "://" in cfg.storage else str(Path(cfg.storage).resolve()),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score",
+                                                checkpoint_score_order="max"),
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        callbacks=callbacks or [], verbose=0)
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folders (Ray's default packs the config into the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None) -> tune.Tuner:
+    Path(cfg.experiment_dir).mkdir(parents=True, exist_ok=True)
+    tune_config = tune.TuneConfig(search_alg=build_searcher(cfg), scheduler=build_scheduler(cfg),
+                                  num_samples=cfg.num_samples, max_concurrent_trials=cfg.concurrency,
+                                  time_budget_s=cfg.time_budget_s, reuse_actors=False,
+                                  trial_dirname_creator=trial_dirname)
+    return tune.Tuner(build_trainable(cfg, data), tune_config=tune_config, run_config=run_config(cfg, callbacks))
+
+
+def restore_tuner(cfg: SearchConfig, data: DataCheck) -> tune.Tuner:
+    """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints,
+    the Optuna study (SQLite) keeps its history, and StageASHA rebuilds its rungs from the trials' results."""
+    return tune.Tuner.restore(cfg.experiment_dir, trainable=build_trainable(cfg, data), resume_unfinished=True,
+                              resume_errored=False, restart_errored=False)

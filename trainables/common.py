@@ -1,0 +1,62 @@
+"""What both trainables share: config dict -> engine `fit` -> `tune.report(metrics, checkpoint)`, with resume.
+
+The engine writes `last.pt` into a local folder each epoch; each report hands Ray a one-file checkpoint folder
+(hard-linked, not copied) that Ray persists to the experiment's storage. On a retry or a resumed search,
+`tune.get_checkpoint()` gives that folder back and `fit(resume_from=...)` continues from the next epoch.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ray import tune
+
+from echotune.data.check import DataCheck
+from echotune.engine import NonFiniteLossError, TrainConfig, fit
+from echotune.engine.schedule import plan_stages
+from spaces import to_train_config
+
+VAL_METRICS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
+               "val/score")
+
+CHECKPOINT_FILE = "last.pt"
+
+
+def stages_done(cfg: TrainConfig, epoch: int) -> int:
+    """Number of stages finished after `epoch` epochs: ASHA's time axis, so its rungs sit at stage ends."""
+    return sum(stage.end_epoch <= epoch for stage in plan_stages(cfg))
+
+
+def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
+    cfg = TrainConfig.from_dict({**to_train_config(config), "arch": arch})
+    work = Path(tempfile.mkdtemp(prefix="echotune-trial-"))
+    resume_from = None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        restored = Path(checkpoint.to_directory(str(work / "restored")))
+        resume_from = restored / CHECKPOINT_FILE
+
+    def report(metrics: dict, checkpoint_path: Path | None) -> None:
+        folder = Path(tempfile.mkdtemp(prefix="report-", dir=work))
+        os.link(checkpoint_path, folder / CHECKPOINT_FILE)  # Ray copies it to storage; a link avoids one copy
+        metrics = {**metrics, "stages_done": stages_done(cfg, int(metrics["epoch"])), "epochs_planned": cfg.epochs}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        shutil.rmtree(folder, ignore_errors=True)
+
+    epochs_done = [0]
+
+    def report_and_count(metrics: dict, checkpoint_path: Path | None) -> None:
+        epochs_done[0] = int(metrics["epoch"])
+        report(metrics, checkpoint_path)
+
+    try:
+        fit(cfg, data, report=report_and_count, resume_from=resume_from, out_dir=work / "run", log=lambda _: None)
+    except NonFiniteLossError as exc:
+        # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
+        # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
+        tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
+                     "stages_done": stages_done(cfg, epochs_done[0]), "diverged": 1.0, "error": str(exc)})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

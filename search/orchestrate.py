@@ -23,7 +23,7 @@ from spaces import get_space
 # driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we snapshot on purpose
 
 
 class ProgressPrinter(tune.Callback):

@@ -154,6 +154,10 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
     for batch in loader:
         images, _ = to_device(batch, device, channels_last=device.type == "cuda")
         out = model(images)
+        finite = torch.isfinite(out["view_logits"]).all() and all(
+            torch.isfinite(d["boxes"]).all() and torch.isfinite(d["scores"]).all() for d in out["detections"])
+        if not finite:
+            raise NonFiniteLossError("non-finite model outputs during validation (the weights diverged)")
         predictions += [{k: v.float().cpu() for k, v in d.items()} for d in out["detections"]]
         targets += [{"boxes": b, "labels": c} for b, c in zip(batch["boxes"], batch["classes"])]
         view_logits.append(out["view_logits"].float().cpu())

@@ -1,0 +1,37 @@
+"""The original study's configuration, as TrainConfig keys, adapted to a profile.
+
+From the original study (the same values as ``search/train.py`` BASELINE): shared architecture with GradNorm
+(alpha 1.5), stage learning rates 1e-2 / 1e-3 / 1e-4 over a 30 / 50 / 20 % split, batch size 8, augmentation
+off (policy none, every stage strength 0, no mixup), view head at P3, CIoU box loss, BCE objectness and class
+losses, cross-entropy view loss, YOLOv5s at 640 px.
+
+EchoTune defaults, because the original did not state them (equal to TrainConfig's defaults, checked by tests):
+SGD (Nesterov) with momentum 0.937 and weight decay 5e-4 (YOLOv5's hyper-parameters), GradNorm weight
+learning rate 0.025, hard-example mining of 25 % in stage 2, label smoothing 0.1 in stage 3.
+
+Per profile: ``model_scale`` and ``img_size`` (quick: n at 160 px, the closest CPU-sized stand-in for s at
+640; full: the original s at 640). Not included: ``epochs`` (the search's per-trial budget decides) and the
+runtime keys (seed, cpus, device, ...), which the search sets for every trial alike.
+"""
+from __future__ import annotations
+
+from spaces.profiles import Profile, get_profile
+
+ORIGINAL_STUDY: dict = {
+    "arch": "shared", "balance": "gradnorm", "gn_alpha": 1.5,
+    "lr_stage1": 1e-2, "lr_stage2": 1e-3, "lr_stage3": 1e-4, "stage_split": (0.3, 0.5, 0.2), "batch_size": 8,
+    "aug_policy": "none", "aug_strength_stage1": 0.0, "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0,
+    "mixup_alpha": 0.0, "view_level": "P3",
+    "loss_box": "ciou", "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce",
+}
+
+ECHOTUNE_DEFAULTS: dict = {
+    "optimizer": "sgd", "momentum": 0.937, "weight_decay": 5e-4, "gn_lr": 0.025,
+    "hard_mining_frac": 0.25, "label_smoothing_stage3": 0.1,
+}
+
+
+def original_config(profile: str | Profile) -> dict:
+    """The original configuration for `profile`: study values + EchoTune defaults + the profile's scale/size."""
+    p = get_profile(profile)
+    return {**ORIGINAL_STUDY, **ECHOTUNE_DEFAULTS, "model_scale": p.baseline_scale, "img_size": p.img_size}

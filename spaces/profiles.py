@@ -1,0 +1,59 @@
+"""Search profiles: what a space may choose from on a laptop CPU (``quick``) or on a GPU (``full``).
+
+A profile fixes the detector scales, the input size, the dual architecture's timm classifiers and the
+augmentation policies a space offers, plus the scale/classifier its baseline point uses. Every classifier
+name exists in timm and builds with ``pretrained=False, num_classes=3`` (checked by tests/spaces).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    scales: tuple[str, ...]  # detector `model_scale` choices
+    img_size: int  # returned as a constant (the search's --img-size may override it)
+    classifiers: tuple[str, ...]  # dual `classifier` choices (timm names)
+    aug_policies: tuple[str, ...]  # `aug_policy` choices
+    baseline_scale: str  # the scale that stands for the original study's YOLOv5s
+    baseline_classifier: str  # the dual baseline's classifier
+
+
+_PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile(
+        name="quick",
+        description="laptop CPU: test/n detectors, 160 px, small timm classifiers, no flips",
+        scales=("test", "n"),
+        img_size=160,
+        classifiers=("resnet10t", "mobilenetv3_small_050", "mobilenetv3_large_100", "efficientnet_b0"),
+        aug_policies=("none", "medical"),
+        # The original study used YOLOv5s; "n" is the largest scale that trains in CPU minutes, so the quick
+        # baseline is the original recipe on the closest CPU-sized detector.
+        baseline_scale="n",
+        baseline_classifier="resnet10t",
+    ),
+    Profile(
+        name="full",
+        description="GPU: n/s/m/l detectors at the original 640 px, ResNet/EfficientNet/ConvNeXt classifiers",
+        scales=("n", "s", "m", "l"),
+        img_size=640,
+        classifiers=("resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+                     "convnext_tiny", "mobilenetv3_large_100"),
+        aug_policies=("none", "medical", "medical+flip"),
+        baseline_scale="s",  # the original study's YOLOv5s
+        baseline_classifier="resnet18",
+    ),
+)}
+
+PROFILES: tuple[str, ...] = tuple(_PROFILES)
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    """The named profile (a Profile passes through); unknown names raise ValueError listing the valid ones."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile not in _PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    return _PROFILES[profile]

@@ -1,0 +1,222 @@
+"""Search spaces: every sampled config trains, conditionals are honest, the baseline point is exact.
+
+All against real Optuna studies (and Ray's real OptunaSearch for points_to_evaluate); no Ray cluster needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+import time
+import warnings
+
+import optuna
+import pytest
+
+import spaces
+from echotune.engine.config import TrainConfig
+from spaces.common import FOCAL_LOSSES, SEARCH_ONLY_PARAMS, STAGE3_FLOOR, fractions_from_split, split_from_fractions
+from spaces.original import ECHOTUNE_DEFAULTS, original_config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACES = spaces.list_spaces()
+CASES = [(name, profile) for name in SPACES for profile in spaces.PROFILES]
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+SEEDS = range(30)
+
+# child parameters -> condition on the trial's config under which they must be (and only then are) suggested
+CONDITIONALS = {
+    ("focal_gamma",): lambda c: c["loss_obj"] in FOCAL_LOSSES or c["loss_cls"] in FOCAL_LOSSES,
+    ("view_smoothing",): lambda c: c["loss_view"] == "label_smoothing",
+    ("aug_strength_stage1", "aug_strength_stage2", "aug_strength_stage3"): lambda c: c["aug_policy"] != "none",
+    ("view_level", "gn_alpha", "gn_lr"): lambda c: c["arch"] == "shared",
+    ("balance", "classifier", "lr_cls_factor"): lambda c: c["arch"] == "dual",
+}
+ARCH_CHILDREN = {("view_level", "gn_alpha", "gn_lr"), ("balance", "classifier", "lr_cls_factor")}
+
+
+def sample(name: str, profile: str, seed: int) -> tuple[dict, dict]:
+    """(trial.params, returned constants) of one RandomSampler trial of a real study."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    trial = study.ask()
+    constants = spaces.get_space(name).define(trial, profile)
+    return dict(trial.params), constants
+
+
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_every_sampled_config_is_a_valid_train_config(name, profile):
+    seen = {children: set() for children in CONDITIONALS}
+    for seed in SEEDS:
+        params, constants = sample(name, profile, seed)
+        for key in set(params) & set(constants):  # a constant never contradicts a suggestion
+            assert params[key] == constants[key], (key, params[key], constants[key])
+        config = {**params, **constants}  # what Ray's OptunaSearch hands the trainable
+        assert set(config) - FIELDS <= set(SEARCH_ONLY_PARAMS), set(config) - FIELDS
+        cfg = TrainConfig.from_dict(spaces.to_train_config(config))
+        assert cfg.img_size == spaces.get_profile(profile).img_size
+        assert abs(sum(cfg.stage_split) - 1.0) < 1e-3 and cfg.stage_split[2] >= 0.05
+        if "stage1_frac" in params:
+            assert cfg.stage_split == split_from_fractions(params["stage1_frac"], params["stage2_frac"])
+        if not params:  # the baseline space: nothing is suggested, so nothing is conditional
+            continue
+        for children, condition in CONDITIONALS.items():
+            wanted = condition(config)
+            seen[children].add(wanted)
+            for child in children:
+                assert (child in params) == wanted, (seed, child, config)
+    if name != "baseline":  # 30 seeds reach both sides of every condition (of the arch only in `all`)
+        varying = [c for c in CONDITIONALS if name == "all" or c not in ARCH_CHILDREN]
+        assert all(seen[children] == {True, False} for children in varying), seen
+
+
+@pytest.mark.parametrize("profile", spaces.PROFILES)
+def test_all_space_gives_each_parameter_one_distribution(profile):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    distributions: dict[str, set] = {}
+    for _ in range(40):
+        trial = study.ask()
+        spaces.get_space("all").define(trial, profile)
+        for param, dist in trial.distributions.items():
+            distributions.setdefault(param, set()).add(repr(dist))
+    assert {p for p, d in distributions.items() if len(d) > 1} == set()
+    assert {"arch", "balance", "classifier", "gn_alpha"} <= set(distributions)
+
+
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_baseline_point_is_accepted_as_is_and_reproduces_the_original(name, profile):
+    space = spaces.get_space(name)
+    point = space.baseline(profile)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. Optuna's "Fixed parameter ... is out of range" UserWarning
+        study.enqueue_trial(point)
+        trial = study.ask()
+        constants = space.define(trial, profile)
+    assert trial.params == point  # every value was used and nothing was sampled
+    config = spaces.to_train_config({**trial.params, **constants})
+    expected = space.baseline_config(profile)
+    assert config == {k: expected[k] for k in config}
+    assert TrainConfig.from_dict(config) == TrainConfig.from_dict(expected)
+    if name != "dual_backbone":
+        assert config == original_config(profile)
+    else:  # the original recipe on the dual model, without the shared-only keys
+        dual_keys, shared_only = {"arch", "balance", "classifier", "lr_cls_factor"}, {"view_level", "gn_alpha", "gn_lr"}
+        assert {k: v for k, v in config.items() if k not in dual_keys} == \
+            {k: v for k, v in original_config(profile).items() if k not in dual_keys | shared_only}
+
+
+def test_a_point_outside_the_distributions_is_what_optuna_warns_about():
+    """Control for the test above: Optuna does warn (and still uses the value) when a point is out of range."""
+    point = {**spaces.get_space("gradnorm").baseline("quick"), "lr_stage1": 0.5}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial(point)
+    trial = study.ask()
+    with pytest.warns(UserWarning, match="lr_stage1 with value 0.5 is out of range"):
+        spaces.get_space("gradnorm").define(trial, "quick")
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_ray_optuna_search_runs_the_baseline_first_then_samples(name):
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = spaces.get_space(name)
+    baseline = space.baseline("quick")
+    searcher = OptunaSearch(space=functools.partial(space.define, profile="quick"), metric="val/score", mode="max",
+                            points_to_evaluate=[baseline], sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first, second = searcher.suggest("t1"), searcher.suggest("t2")
+    assert {k: first[k] for k in baseline} == baseline  # the point's params are in the config as given
+    assert TrainConfig.from_dict(spaces.to_train_config(first)) == TrainConfig.from_dict(space.baseline_config("quick"))
+    TrainConfig.from_dict(spaces.to_train_config(second))
+    if baseline:
+        assert second != first
+
+
+def test_original_config_matches_the_train_cli_baseline_and_engine_defaults():
+    from search.train import BASELINE
+
+    per_profile = {"model_scale", "img_size"}
+    for profile in spaces.PROFILES:
+        original = original_config(profile)
+        assert set(BASELINE) - set(original) == {"epochs"}  # the search's per-trial budget sets epochs
+        assert {k: original[k] for k in BASELINE if k not in per_profile | {"epochs"}} == \
+            {k: v for k, v in BASELINE.items() if k not in per_profile | {"epochs"}}
+        TrainConfig.from_dict(original)
+    assert {k: original_config("full")[k] for k in per_profile} == {k: BASELINE[k] for k in per_profile}
+    assert {k: original_config("quick")[k] for k in per_profile} == {"model_scale": "n", "img_size": 160}
+    defaults = TrainConfig()
+    assert {k: getattr(defaults, k) for k in ECHOTUNE_DEFAULTS} == ECHOTUNE_DEFAULTS
+
+
+def test_choices_are_valid_engine_values():
+    from echotune.augment import POLICIES
+    from echotune.engine.config import OPTIMIZERS, SCALES, VIEW_LEVELS
+    from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
+    from spaces import common
+    from spaces.dual_backbone import DUAL_BALANCERS
+
+    assert set(common.BOX_LOSSES) == set(BOX_LOSSES) and set(common.BINARY_LOSSES) == set(OBJ_LOSSES)
+    assert set(common.VIEW_LOSSES) == set(VIEW_LOSSES) and set(common.VIEW_LEVELS) == set(VIEW_LEVELS)
+    assert set(common.OPTIMIZERS) == set(OPTIMIZERS) and set(DUAL_BALANCERS) == {"fixed", "uncertainty"}
+    for profile in map(spaces.get_profile, spaces.PROFILES):
+        assert set(profile.scales) <= set(SCALES) and set(profile.aug_policies) <= set(POLICIES)
+        assert profile.baseline_scale in profile.scales and profile.baseline_classifier in profile.classifiers
+    assert "medical+flip" not in spaces.get_profile("quick").aug_policies
+
+
+def test_profile_classifiers_exist_and_quick_ones_build_fast_at_160px():
+    import timm
+    import torch
+
+    for profile in map(spaces.get_profile, spaces.PROFILES):
+        assert [c for c in profile.classifiers if not timm.is_model(c)] == []
+    for name in spaces.get_profile("quick").classifiers:
+        start = time.perf_counter()
+        model = timm.create_model(name, pretrained=False, num_classes=3).eval()
+        assert time.perf_counter() - start < 1.0, name
+        with torch.no_grad():
+            assert model(torch.zeros(1, 3, 160, 160)).shape == (1, 3)
+
+
+def test_stage_split_from_two_fractions():
+    assert split_from_fractions(0.3, 0.5) == (0.3, 0.5, 0.2)
+    s1, s2, s3 = split_from_fractions(0.5, 0.7)  # past the floor: both shrink, ratio kept
+    assert s3 == STAGE3_FLOOR == 0.05 and abs(s1 + s2 + s3 - 1) < 1e-3 and abs(s1 / s2 - 0.5 / 0.7) < 1e-3
+    for split in [(0.3, 0.5, 0.2), (0.1, 0.2, 0.7), (0.25, 0.6, 0.15)]:
+        f = fractions_from_split(split)
+        assert split_from_fractions(f["stage1_frac"], f["stage2_frac"]) == pytest.approx(split, abs=1e-4)
+
+
+def test_unknown_names_list_the_valid_ones():
+    with pytest.raises(ValueError, match="valid spaces: all, baseline, dual_backbone, gradnorm"):
+        spaces.get_space("nope")
+    with pytest.raises(ValueError, match="valid profiles: quick, full"):
+        spaces.get_profile("gpu")
+    with pytest.raises(ValueError, match="valid profiles: quick, full"):
+        spaces.get_space("gradnorm").baseline("gpu")
+    with pytest.raises(ValueError, match="valid spaces"):
+        spaces.describe_space("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        spaces.register_space("gradnorm", baseline_config=original_config)(lambda trial, profile: {})
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_docstrings_and_describe_cover_every_parameter(name):
+    docs = spaces.get_space(name).doc
+    if name == "all":  # documents its branches by reference
+        docs += spaces.get_space("gradnorm").doc + spaces.get_space("dual_backbone").doc
+    for profile in spaces.PROFILES:
+        table = spaces.parameter_table(name, profile)
+        text = spaces.describe_space(name, profile)
+        for param in table:
+            base, digit = re.match(r"(.*?)(\d?)$", param).groups()
+            assert re.search(re.escape(base) + (r"[\d/]*" + digit if digit else ""), docs), param
+            assert param in text
+    table = spaces.parameter_table(name, "full")
+    if name == "baseline":
+        assert table == {} and "(none" in spaces.describe_space(name)
+    else:
+        assert table["focal_gamma"] == ("float [1, 3]", True) and table["loss_obj"][1] is False
+        assert table["aug_policy"] == ("{none, medical, medical+flip}", False)

@@ -4,14 +4,22 @@ Image model (one square uint8 BGR frame, drawing helpers in :mod:`echotune.data.
 
 * **Fan**: black background; a sector with its apex at the top centre, random width and depth.
 * **B-mode**: textured grey tissue; view-specific chambers (echo-free blood pools inside bright walls)
-  and valve leaflets, jittered per video (PSAX: round aortic root in the middle, RV outflow arching to the
-  pulmonic valve upper right, RA left, LA below; PLAX: long LV, aortic root, LA, aortic + mitral valves;
-  A4C: four chambers with mitral and tricuspid valves in a cross). Multiplicative Rayleigh speckle,
-  depth attenuation, near-field clutter, dimmer fan edges, random gain and gamma.
+  and valve leaflets (PSAX: round aortic root in the middle, RV outflow arching to the pulmonic valve
+  upper right, RA left, LA below; PLAX: long LV, aortic root, LA, aortic + mitral valves; A4C: four
+  chambers with mitral and tricuspid valves in a cross). Views are made as confusable as real ones: per
+  video the whole heart is rotated (+-20 deg), zoomed (0.8-1.25) and shifted inside the sector, every
+  chamber is jittered in position, size, aspect and angle, and a quarter of the videos are off-axis cuts
+  whose layout is pulled 15-45 % of the way towards another view's (shared chambers move, that view's
+  extra chambers appear partially). Image quality varies per video: tissue contrast, wall brightness,
+  lateral wall dropout and patchy walls (poor acoustic window), reverberation haze in the pools, rib
+  shadows, near-field clutter, electronic noise, a depth-gain curve, gain and gamma; plus multiplicative
+  Rayleigh speckle, depth attenuation and dimmer fan edges. The view label is always the planned view.
 * **Colour Doppler**: regurgitant jets are turbulent mosaics (aliased red/blue + yellow/cyan + green
   variance) that start at their valve and widen into the receiving chamber; unlabelled distractors are
-  smooth laminar red/blue blobs in chambers or over valves. Jet boxes are the tight bounding boxes of the
-  drawn jet pixels. A colour bar, depth ticks, text-like labels and an ECG trace are overlaid.
+  smooth laminar red/blue blobs in chambers or over valves. Jets only sit at valves of the planned view
+  (VIEW_JETS). Jet boxes are the tight bounding boxes of the drawn jet pixels; a jet too small, or too
+  thin/ragged to fill MIN_FILL of its box, is neither drawn nor labelled. A colour bar, depth ticks,
+  text-like labels and an ECG trace are overlaid.
 * **Videos**: all frames of a video share view, anatomy and settings; each frame is a point of the
   cardiac cycle (chambers move, valves open and close, MR/TR show in systole, AR/PR in diastole) with
   fresh speckle and flow noise.
@@ -44,7 +52,7 @@ CLASS_NAMES = ("AR", "MR", "PR", "TR")
 VIEW_NAMES = ("PSAX", "PLAX", "A4C")
 VIEW_JETS = {"PSAX": ("AR", "PR", "TR"), "PLAX": ("AR", "MR"), "A4C": ("MR", "TR")}
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = 1  # bump when the images change, so cached datasets (keyed by spec.key()) regenerate
+GENERATOR_VERSION = 2  # bump when the images change, so cached datasets (keyed by spec.key()) regenerate
 # Stratified per split: views are round-robin (video i shows VIEW_NAMES[i % 3]) and the first jet of video i
 # cycles through PRIMARY_JETS[view][i // 3] (weighted so that classes seen in fewer views are not too rare);
 # videos i < 4 (PR, AR, MR, TR) show theirs in every frame, so any split with >= 4 videos has every class
@@ -52,6 +60,7 @@ GENERATOR_VERSION = 1  # bump when the images change, so cached datasets (keyed 
 PRIMARY_JETS = {"PSAX": ("PR", "TR", "PR", "PR", "AR", "PR"), "PLAX": ("AR", "MR", "AR"), "A4C": ("MR", "TR", "TR")}
 ALWAYS_VISIBLE = 4
 NORMAL_VIDEO = 5
+MIN_FILL = 0.35  # a labelled jet covers at least this share of its box
 Box = tuple[float, float, float, float]  # (cx, cy, w, h), normalised to [0, 1]
 
 
@@ -126,8 +135,9 @@ def render_frame(rng: np.random.Generator, view: str, img_size: int, video: draw
             continue  # this valve does not leak in this frame
         mask, bgr = draw.jet_layer(rng, plan, jet, weight, region, grid)
         ys, xs = np.nonzero(mask & ~covered)
-        if len(xs) < min_pixels or np.ptp(xs) < 2 or np.ptp(ys) < 2:
-            continue  # too small to label, so do not draw it either
+        box_area = (np.ptp(xs) + 1) * (np.ptp(ys) + 1) if len(xs) else 0
+        if len(xs) < min_pixels or np.ptp(xs) < 2 or np.ptp(ys) < 2 or len(xs) < MIN_FILL * box_area:
+            continue  # too small (or too thin/ragged for its box) to label, so do not draw it either
         colour[mask], alpha[mask] = bgr[mask], jet.alpha
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1  # pixel edges
         labels.append((CLASS_NAMES.index(jet.cls), ((x0 + x1) / 2 / S, (y0 + y1) / 2 / S, (x1 - x0) / S, (y1 - y0) / S)))

@@ -95,6 +95,27 @@ class VideoPlan:
     distractors: float  # mean number of laminar-flow blobs per frame
     ecg: bool
     texts: tuple[str, str, str]  # on-screen readouts: velocity scale, heart rate, frame rate
+    look: "Look | None" = None  # image-quality settings (None: a clean, mid-contrast default)
+    blend: tuple[str, float] | None = None  # off-axis: (other view, weight) its layout was pulled towards
+
+
+@dataclass(frozen=True)
+class Look:
+    """Per-video image quality: contrast, acoustic window, clutter and noise (see :func:`bmode`)."""
+    tissue_level: float = 0.38  # mean tissue echogenicity
+    tissue_contrast: float = 0.18  # amplitude of the smooth tissue texture
+    wall: float = 0.75  # chamber-wall brightness
+    wall_lateral_drop: float = 0.0  # 0..1: walls parallel to the beam fade (specular reflectors)
+    wall_patchy: float = 0.0  # 0..1: share of wall lost to a poor acoustic window
+    valve: float = 1.2  # leaflet brightness
+    blood: float = 0.07  # echo level in blood pools
+    haze: float = 0.0  # reverberation haze filling blood pools
+    clutter: float = 0.3  # near-field clutter amplitude
+    clutter_depth: float = 0.08  # its decay length (fraction of fan depth)
+    noise: float = 0.0  # additive electronic noise
+    gamma: float = 0.95
+    shadows: tuple[tuple[float, float, float], ...] = ()  # rib shadows: (angle rad, half-width rad, depth 0..1)
+    tgc: tuple[float, float, float] = (0.0, 0.0, 0.0)  # depth-gain curve coefficients (cos harmonics)
 
 
 def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[str, ...],
@@ -103,13 +124,26 @@ def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[st
 
     ``primary`` (random if None) is the first jet's class; ``always`` keeps it visible in every frame and
     large enough to label; ``normal`` means no jets at all.
+
+    Views are made realistically confusable: the whole heart is rotated, zoomed and shifted inside the
+    sector, every chamber is jittered in size, aspect, angle and position, and OFF_AXIS_P of the videos are
+    off-axis/foreshortened cuts whose layout is pulled part of the way towards another view's layout (shared
+    chambers move, the other view's extra chambers show up partially). The label stays the view the video
+    was planned as, and jets only ever sit at that view's own valves.
     """
     S = float(size)
     apex = (S / 2, S * rng.uniform(0.02, 0.06))
     radius = S * rng.uniform(0.86, 0.97)
     half = math.radians(rng.uniform(36, 46))
-    for _ in range(20):  # re-draw the jitter until every valve sits well inside the fan
-        chambers, valves = _place_anatomy(rng, view, S, apex, radius)
+    blend = None
+    if rng.random() < OFF_AXIS_P:
+        others = [v for v in LAYOUTS if v != view]
+        blend = (str(others[rng.integers(len(others))]), float(rng.uniform(0.15, 0.45)))
+    layout = blended_layout(view, *blend) if blend else LAYOUTS[view]
+    ghost_keep = rng.random(8) < 0.75  # which of the other view's extra chambers show up (partially)
+    for attempt in range(40):  # re-draw until every valve sits well inside the fan, calming the pose each time
+        calm = max(0.0, 1 - attempt / 30)
+        chambers, valves = _place_anatomy(rng, layout, S, apex, radius, calm, ghost_keep)
         if all(_inside_fan(v.x, v.y, apex, radius - 0.07 * S, half - 0.07) for v in valves.values()):
             break
     n_jets = 0 if normal else int(rng.choice(3, p=(0.05, 0.45, 0.5)))
@@ -122,37 +156,119 @@ def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[st
     forced = classes[0] if always else None
     jets = tuple(_plan_jet(rng, c, valves[JET_VALVE[c]], view, S, c == forced) for c in classes)
     return VideoPlan(view, size, apex, radius, half, chambers, valves,
-                     tissue=smooth_noise(rng, size, 0.04 * S), gain=rng.uniform(0.8, 1.35),
-                     atten=rng.uniform(0.3, 1.3), colour_gain=rng.uniform(0.65, 1.0),
-                     phase0=rng.uniform(0, 2 * math.pi), jets=jets, distractors=rng.uniform(0.4, 1.8),
+                     tissue=smooth_noise(rng, size, 0.04 * S), gain=float(np.exp(rng.uniform(-0.35, 0.3))),
+                     atten=rng.uniform(0.25, 1.4), colour_gain=rng.uniform(0.65, 1.0),
+                     phase0=rng.uniform(0, 2 * math.pi), jets=jets, distractors=rng.uniform(0.4, 2.0),
                      ecg=bool(rng.random() < 0.6),
-                     texts=(f"{rng.integers(40, 80)}", f"HR{rng.integers(55, 110)}", f"{rng.integers(12, 30)}Hz"))
+                     texts=(f"{rng.integers(40, 80)}", f"HR{rng.integers(55, 110)}", f"{rng.integers(12, 30)}Hz"),
+                     look=_plan_look(rng, half), blend=blend)
 
 
-def _place_anatomy(rng, view, S, apex, radius):
-    """Layout -> px: global scale/rotation about the apex plus a shift, then small per-structure jitter."""
-    scale = radius / (0.92 * S) * rng.uniform(0.93, 1.05)
-    rot = math.radians(rng.uniform(-7, 7))
-    shift = rng.uniform(-0.03, 0.03, 2) * S
+OFF_AXIS_P = 0.25  # share of off-axis / foreshortened videos
+_SAME = {"RVOT": "RV"}  # chambers that are the same structure under another name in another view
+
+
+def _nearest_angle(a: float, b: float, period: float) -> float:
+    """``b`` shifted by whole periods to lie within period/2 of ``a``."""
+    return b + period * round((a - b) / period)
+
+
+def blended_layout(view: str, other: str, t: float) -> tuple[tuple[Chamber, ...], tuple[Valve, ...]]:
+    """``view``'s normalised layout pulled a fraction ``t`` towards ``other``'s (an off-axis cut).
+
+    Chambers both views show move/resize/turn linearly; chambers only ``view`` has shrink a little
+    (foreshortened); ``other``'s extra chambers are appended as partial ``ghost-`` chambers sized by ``t``.
+    Only ``view``'s valves are kept: one ``other`` also shows is interpolated, the rest follow the
+    (inverse-distance weighted) motion of the shared chambers.
+    """
+    mine, my_valves = LAYOUTS[view]
+    theirs, their_valves = LAYOUTS[other]
+    by_name = {_SAME.get(c.name, c.name): c for c in theirs}
+    lerp = lambda a, b: a + t * (b - a)  # noqa: E731
+    chambers, moves = [], []
+    for c in mine:
+        o = by_name.pop(_SAME.get(c.name, c.name), None)
+        if o is None:
+            k = 1 - 0.35 * t
+            chambers.append(replace(c, ax=c.ax * k, ay=c.ay * k))
+            continue
+        if c.ax < c.ay:  # compare the ellipses with the long axis first
+            c = replace(c, ax=c.ay, ay=c.ax, angle=c.angle + 90)
+        if o.ax < o.ay:
+            o = replace(o, ax=o.ay, ay=o.ax, angle=o.angle + 90)
+        n = replace(c, cx=lerp(c.cx, o.cx), cy=lerp(c.cy, o.cy), ax=lerp(c.ax, o.ax), ay=lerp(c.ay, o.ay),
+                    angle=lerp(c.angle, _nearest_angle(c.angle, o.angle, 180)))
+        chambers.append(n)
+        moves.append((c.cx, c.cy, n.cx - c.cx, n.cy - c.cy))
+    ghost = min(1.0, 1.6 * t)
+    for o in by_name.values():
+        chambers.append(replace(o, name=f"ghost-{o.name}", ax=o.ax * ghost, ay=o.ay * ghost))
+    theirs_v = {v.name: v for v in their_valves}
+    valves = []
+    for v in my_valves:
+        o = theirs_v.get(v.name)
+        if o is not None:
+            valves.append(replace(v, x=lerp(v.x, o.x), y=lerp(v.y, o.y), radius=lerp(v.radius, o.radius),
+                                  angle=lerp(v.angle, _nearest_angle(v.angle, o.angle, 360))))
+            continue
+        w = np.array([1 / ((v.x - x) ** 2 + (v.y - y) ** 2 + 1e-3) for x, y, _, _ in moves])
+        dx = float(np.dot(w, [m[2] for m in moves]) / w.sum())
+        dy = float(np.dot(w, [m[3] for m in moves]) / w.sum())
+        valves.append(replace(v, x=v.x + dx, y=v.y + dy))
+    return tuple(chambers), tuple(valves)
+
+
+def _place_anatomy(rng, layout, S, apex, radius, calm=1.0, ghost_keep=None):
+    """Layout -> px: fit to the fan depth, then rotate (+-25 deg), zoom (0.75-1.3) and shift the whole heart
+    about its centre (all scaled down by ``calm``), then jitter every structure's position, size, aspect
+    and angle. Ghost chambers (off-axis) are kept where ``ghost_keep`` says so."""
+    fit = radius / (0.92 * S)
+    zoom = math.exp(calm * rng.uniform(math.log(0.8), math.log(1.25)))
+    rot = math.radians(calm * rng.uniform(-20, 20))
+    shift = calm * rng.uniform(-0.05, 0.05, 2) * S
+    centre = (apex[0] + fit * (0.5 * S - apex[0]), apex[1] + fit * (0.56 * S - apex[1]))
     cos, sin = math.cos(rot), math.sin(rot)
+    k = fit * zoom * S
 
     def place(x, y, jitter):
-        dx, dy = x * S - apex[0], y * S - apex[1]
-        px = apex[0] + scale * (cos * dx - sin * dy) + shift[0] + rng.normal(0, jitter * S)
-        py = apex[1] + scale * (sin * dx + cos * dy) + shift[1] + rng.normal(0, jitter * S)
+        qx, qy = apex[0] + fit * (x * S - apex[0]) - centre[0], apex[1] + fit * (y * S - apex[1]) - centre[1]
+        px = centre[0] + zoom * (cos * qx - sin * qy) + shift[0] + rng.normal(0, jitter * S)
+        py = centre[1] + zoom * (sin * qx + cos * qy) + shift[1] + rng.normal(0, jitter * S)
         return px, py
 
     chambers, valves = [], {}
-    layout_chambers, layout_valves = LAYOUTS[view]
+    layout_chambers, layout_valves = layout
+    ghosts = 0
     for c in layout_chambers:
-        cx, cy = place(c.cx, c.cy, 0.01)
-        k = scale * S
-        chambers.append(Chamber(c.name, cx, cy, c.ax * k * rng.uniform(0.9, 1.1), c.ay * k * rng.uniform(0.9, 1.1),
-                                c.angle + math.degrees(rot) + rng.normal(0, 4), c.kind))
+        if c.name.startswith("ghost-"):
+            ghosts += 1
+            if ghost_keep is not None and not ghost_keep[(ghosts - 1) % len(ghost_keep)]:
+                continue
+        cx, cy = place(c.cx, c.cy, 0.012)
+        size, aspect = rng.uniform(0.88, 1.14), math.exp(rng.normal(0, 0.08))
+        chambers.append(Chamber(c.name, cx, cy, c.ax * k * size * aspect, c.ay * k * size / aspect,
+                                c.angle + math.degrees(rot) + rng.normal(0, 6), c.kind))
     for v in layout_valves:
-        x, y = place(v.x, v.y, 0.006)
-        valves[v.name] = Valve(v.name, x, y, v.angle + math.degrees(rot) + rng.normal(0, 8), v.radius * scale * S, v.opens)
+        x, y = place(v.x, v.y, 0.01)
+        valves[v.name] = Valve(v.name, x, y, v.angle + math.degrees(rot) + rng.normal(0, 8), v.radius * k, v.opens)
     return tuple(chambers), valves
+
+
+def _plan_look(rng, half) -> Look:
+    """Per-video image quality: a spread of contrast, gain curves, acoustic windows, clutter and noise."""
+    n_shadows = int(rng.choice(3, p=(0.65, 0.27, 0.08)))
+    shadows = tuple((float(rng.uniform(-half, half)), float(rng.uniform(0.04, 0.11)), float(rng.uniform(0.3, 0.7)))
+                    for _ in range(n_shadows))
+    poor = rng.random() < 0.25  # a poor acoustic window: patchy walls, more haze and clutter
+    return Look(tissue_level=rng.uniform(0.28, 0.48), tissue_contrast=rng.uniform(0.1, 0.25),
+                wall=rng.uniform(0.6, 0.9), wall_lateral_drop=rng.uniform(0, 0.7),
+                wall_patchy=rng.uniform(0.25, 0.55) if poor else rng.uniform(0, 0.15),
+                valve=rng.uniform(0.7, 1.3), blood=rng.uniform(0.03, 0.13),
+                haze=rng.uniform(0.05, 0.2) if poor else rng.uniform(0, 0.06),
+                clutter=rng.uniform(0.25, 0.55) if poor else rng.uniform(0.1, 0.4),
+                clutter_depth=rng.uniform(0.05, 0.14), noise=rng.uniform(0, 0.05),
+                gamma=float(np.exp(rng.uniform(-0.3, 0.25))), shadows=shadows,
+                tgc=tuple(float(x) for x in rng.normal(0, 0.12, 3)))
 
 
 def _inside_fan(x, y, apex, radius, half_angle) -> bool:
@@ -167,11 +283,11 @@ def _plan_jet(rng, cls, valve, view, S, forced) -> JetPlan:
     else:
         length = S * (0.04 + 0.28 * rng.beta(1.1, 1.9))  # mostly small-to-medium, a few long ones
         angle = math.radians(valve.angle + rng.normal(0, 12))
-        w0, w1 = S * rng.uniform(0.008, 0.02), length * rng.uniform(0.18, 0.5)
+        w0, w1 = S * rng.uniform(0.011, 0.022), length * rng.uniform(0.22, 0.5)
     if forced:
         length = max(length, 0.1 * S)
     eccentric = rng.random() < 0.35
-    return JetPlan(cls, valve.name, angle, length, max(1.0, w0), max(1.5, w1),
+    return JetPlan(cls, valve.name, angle, length, max(1.2, w0), max(2.0, w1),
                    bend=rng.uniform(-0.35, 0.35) if eccentric else rng.uniform(-0.08, 0.08),
                    vmax=rng.uniform(0.8, 1.9), turb=rng.uniform(0.3, 0.85),
                    alpha=rng.uniform(0.75, 1.0) if forced else rng.uniform(0.5, 1.0), always=forced)
@@ -266,7 +382,8 @@ def overlays(plan: VideoPlan, phase: float) -> np.ndarray:
     return canvas
 
 
-def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: float) -> None:
+def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: float,
+               brightness: float = 1.2) -> None:
     """Bright leaflets on the B-mode map in place: closed = a line across the annulus (a Y for the aortic
     valve seen en face in PSAX), open = leaflets swung towards the forward flow (against the jet direction)."""
     thick = max(1, round(S / 110))
@@ -278,15 +395,15 @@ def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: flo
         spokes = [c + 0.8 * valve.radius * np.array([math.cos(b), math.sin(b)])
                   for b in (a, a + 2.094, a + 4.189)]
         if opening > 0.5:
-            cv2.polylines(echo, [np.array([pt(p) for p in spokes], np.int32)], True, 1.2, thick)
+            cv2.polylines(echo, [np.array([pt(p) for p in spokes], np.int32)], True, brightness, thick)
         else:
             for p in spokes:
-                cv2.line(echo, pt(c), pt(p), 1.2, thick)
+                cv2.line(echo, pt(c), pt(p), brightness, thick)
         return
     for side in (-1, 1):
         hinge = c + side * valve.radius * n
         tip = hinge - u * valve.radius * 0.9 if opening > 0.5 else c + side * 0.1 * valve.radius * n
-        cv2.line(echo, pt(hinge), pt(tip), 1.2, thick)
+        cv2.line(echo, pt(hinge), pt(tip), brightness, thick)
 
 
 def moved(ch: Chamber, systole: float) -> Chamber:
@@ -306,33 +423,50 @@ def fan_coords(plan: VideoPlan, xx, yy) -> tuple[np.ndarray, np.ndarray, np.ndar
 def bmode(rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, grid, fan) -> tuple[np.ndarray, np.ndarray]:
     """Grey B-mode map (S, S) in [0, 1] and the blood-pool mask (S, S) bool.
 
-    Echogenicity: textured tissue, bright chamber walls, echo-free blood, valve leaflets; then
-    multiplicative Rayleigh speckle, depth attenuation, near-field clutter, dim fan edges, gain, gamma.
+    Echogenicity: textured tissue, bright chamber walls (fading where they run parallel to the beam and,
+    with a poor acoustic window, in patches), echo-free blood with reverberation haze, valve leaflets; then
+    multiplicative Rayleigh speckle, depth attenuation with a per-video gain curve, near-field clutter,
+    rib shadows, dim fan edges, electronic noise, gain and gamma (all strengths from ``plan.look``).
     """
     xx, yy = grid
     inside, r, theta = fan
     S = plan.size
-    echo = np.clip(0.38 + 0.18 * plan.tissue, 0.05, 0.9)
+    look = plan.look or Look()
+    echo = np.clip(look.tissue_level + look.tissue_contrast * plan.tissue, 0.03, 0.9)
     wobble = 0.12 * plan.tissue  # irregular, not perfectly elliptical, chamber outlines
     fields = [ellipse_field(xx, yy, c.cx, c.cy, c.ax, c.ay, c.angle) + wobble for c in chambers]
+    # walls: dimmer where the wall runs along the beam (its normal across it) and in poor-window patches
+    patch = np.clip(1 - look.wall_patchy * 2.2 * np.clip(plan.tissue[::-1].T + 0.6, 0, None) / 1.6, 0, 1)
     for c, f in zip(chambers, fields):  # walls first so neighbouring pools leave a septum between them
         t = S * (0.035 if c.kind == "ventricle" else 0.018)
         wall = ellipse_field(xx, yy, c.cx, c.cy, c.ax + t, c.ay + t, c.angle) + wobble < 1
-        echo[wall] = np.maximum(echo[wall], 0.75 + 0.12 * plan.tissue[wall])
+        nx, ny = xx[wall] - c.cx, yy[wall] - c.cy  # rough wall normal: away from the chamber centre
+        bx, by = xx[wall] - plan.apex[0], yy[wall] - plan.apex[1]  # beam direction
+        along = np.abs(nx * bx + ny * by) / (np.hypot(nx, ny) * np.hypot(bx, by) + 1e-6)  # 1: wall faces the beam
+        strength = (1 - look.wall_lateral_drop * (1 - along) ** 2) * patch[wall]
+        bright = look.wall + 0.12 * plan.tissue[wall]
+        echo[wall] = np.maximum(echo[wall], echo[wall] + strength * (bright - echo[wall]))
     blood = np.zeros((S, S), bool)
     for f in fields:
         blood |= f < 1
-    echo[blood] = rng.uniform(0.04, 0.1) * (1 + 0.5 * smooth_noise(rng, S, 2.0)[blood])  # faint blood echoes
+    haze = look.haze * np.clip(smooth_noise(rng, S, 0.05 * S) + 0.3, 0, None)
+    echo[blood] = look.blood * (1 + 0.5 * smooth_noise(rng, S, 2.0)[blood]) + haze[blood]  # faint echoes + haze
     for v in plan.valves.values():
         opening = systole if v.opens == "systole" else 1 - systole
-        draw_valve(echo, v, opening, plan.view, S)
+        draw_valve(echo, v, opening, plan.view, S, look.valve)
     speckle = rng.rayleigh(1.0, (S, S)).astype(np.float32) / math.sqrt(math.pi / 2)  # mean 1
     speckle = cv2.GaussianBlur(speckle, (0, 0), sigmaX=0.9 * S / 160, sigmaY=0.45 * S / 160)
     depth = r / plan.radius
-    clutter = 0.3 * np.exp(-depth / 0.08) * (1 + 0.5 * smooth_noise(rng, S, 1.5))
+    tgc = 1 + sum(a * np.cos((k + 1) * math.pi * depth) for k, a in enumerate(look.tgc))
+    clutter = look.clutter * np.exp(-depth / look.clutter_depth) * (1 + 0.5 * smooth_noise(rng, S, 1.5))
     edge = np.clip((plan.half_angle - np.abs(theta)) / 0.12, 0, 1)
-    grey = plan.gain * (echo * speckle * np.exp(-plan.atten * depth) + clutter) * (0.45 + 0.55 * edge)
-    grey = np.clip(grey, 0, 1) ** rng.uniform(0.8, 1.1)
+    shade = np.ones((S, S), np.float32)
+    for centre, width, strength in look.shadows:  # rib shadows: dark wedges from some depth downwards
+        wedge = np.clip(1 - np.abs(theta - centre) / width, 0, 1) ** 0.5 * np.clip((depth - 0.15) / 0.1, 0, 1)
+        shade *= 1 - strength * wedge
+    grey = echo * speckle * np.exp(-plan.atten * depth) * np.clip(tgc, 0.4, 1.6) * shade + clutter
+    grey = plan.gain * grey * (0.45 + 0.55 * edge) + look.noise * np.abs(rng.standard_normal((S, S)))
+    grey = np.clip(grey, 0, 1) ** (look.gamma * rng.uniform(0.92, 1.08))
     return (grey * inside).astype(np.float32), blood & inside
 
 
@@ -375,6 +509,11 @@ def jet_layer(rng: np.random.Generator, plan: VideoPlan, jet: JetPlan, weight: f
     f = f + 0.35 * smooth_noise(rng, S, 0.025 * S)
     orifice = ellipse_field(*grid, valve.x, valve.y, 0.04 * S, 0.04 * S, 0) < 1
     mask = (f < 1) & (region | orifice) & fan_coords(plan, *grid)[0]
+    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n > 2:  # clipped into pieces by a septum: keep what is connected to the orifice (or the largest piece)
+        at_orifice = np.unique(comp[mask & orifice])
+        keep = at_orifice if len(at_orifice) else [np.argmax(np.bincount(comp[mask]))]
+        mask = np.isin(comp, keep) & mask
     # Flow towards the probe is positive: the sign of the axis' radial component decides red vs blue.
     away = math.cos(jet.angle) * (valve.x - plan.apex[0]) + math.sin(jet.angle) * (valve.y - plan.apex[1])
     towards = -1.0 if away > 0 else 1.0

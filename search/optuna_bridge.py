@@ -27,6 +27,14 @@ def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
 
 
 class EchoOptunaSearch(OptunaSearch):
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        # After a resume, Ray may replay the last epoch(s) of a trial whose end Optuna already recorded (the
+        # driver died between the two): that history is final, so later reports are dropped, not errors.
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            logger.info("Optuna trial of %s already finished; dropping a replayed result", trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -36,7 +44,11 @@ class EchoOptunaSearch(OptunaSearch):
         if single and result and self.metric in result and state != optuna.trial.TrialState.FAIL:
             # Ray passes a trial's last result only here, not to on_trial_result: record it as well, so a pruned
             # trial's value (Optuna takes its last intermediate value) is the score at the rung that stopped it.
-            ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
+            try:
+                ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self._completed_trials.add(trial_id)  # already told before a driver crash: keep that record
+                return
         values = None
         if state == optuna.trial.TrialState.COMPLETE:
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]

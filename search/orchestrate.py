@@ -65,8 +65,10 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     storage = f"sqlite:///{Path(cfg.experiment_dir) / 'optuna.db'}"
     study = optuna.load_study(study_name=cfg.name, storage=storage)
     closed = 0
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        optuna.trial.Trial(study, frozen._trial_id).set_user_attr("orphaned", "asked by a driver that was "
+                                                                              "interrupted before Ray recorded it")
+        study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
         closed += 1
     return closed
 

@@ -11,7 +11,7 @@ from ray import tune
 from search.orchestrate import run_search, start_ray
 from search.trial_table import SCHEMA
 from search.tuner import SearchConfig, build_tuner
-from spaces import get_space, list_spaces, register_space
+from spaces import register_space
 
 pytestmark = pytest.mark.ray
 PROBE = "probe_for_tests"
@@ -27,15 +27,25 @@ def _probe_config(profile) -> dict:
     return {**_probe_constants(), "gn_alpha": 1.5}
 
 
-if PROBE not in list_spaces():
-    @register_space(PROBE, baseline_config=_probe_config)
-    def _probe(trial, profile) -> dict:
-        """Test space: one real parameter; trial 1 gets a learning rate that overflows float32 (diverges)."""
-        trial.suggest_float("gn_alpha", 0.0, 3.0)
-        constants = _probe_constants()
-        if getattr(trial, "number", None) == POISONED_TRIAL:  # the baseline replay has no number
-            constants.update(optimizer="sgd", lr_stage1=1e38, warmup_epochs=0.0, grad_clip=0.0)
-        return constants
+def _probe(trial, profile) -> dict:
+    """Test space: one real parameter; trial 1 gets a learning rate that overflows float32 (diverges)."""
+    trial.suggest_float("gn_alpha", 0.0, 3.0)
+    constants = _probe_constants()
+    if getattr(trial, "number", None) == POISONED_TRIAL:  # the baseline replay has no number
+        constants.update(optimizer="sgd", lr_stage1=1e38, warmup_epochs=0.0, grad_clip=0.0)
+    return constants
+
+
+@pytest.fixture
+def probe_space():
+    """Registered only while a test runs, so the parametrised space tests never see it."""
+    from spaces.registry import _SPACES
+
+    register_space(PROBE, baseline_config=_probe_config)(_probe)
+    try:
+        yield PROBE
+    finally:
+        _SPACES.pop(PROBE, None)
 
 
 def probe_search(tmp_path, name, **overrides) -> SearchConfig:
@@ -50,7 +60,7 @@ def optuna_states(cfg: SearchConfig) -> list[str]:
     return [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
 
 
-def test_search_end_to_end_with_a_diverging_trial(tiny_synthetic, tmp_path):
+def test_search_end_to_end_with_a_diverging_trial(tiny_synthetic, tmp_path, probe_space):
     cfg = probe_search(tmp_path, "e2e")
     summary = run_search(cfg, tiny_synthetic, resume=False)
     experiment = tmp_path / "results" / "e2e"
@@ -114,5 +124,8 @@ def test_resume_after_interruption_runs_every_trial_exactly_once(tiny_synthetic,
     assert len(ids) == len(set(ids)) == 4
     assert set(before) <= {f"trial_{i}" for i in ids}
     assert all(r["status"] in ("TERMINATED", "STOPPED_EARLY", "DIVERGED") for r in rows)
-    states = optuna_states(cfg)
-    assert len(states) == 4 and "RUNNING" not in states
+    study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{cfg.experiment_dir}/optuna.db")
+    orphans = [t for t in study.trials if "orphaned" in t.user_attrs]
+    assert all(t.state.name == "FAIL" for t in orphans)  # asked just before the interruption, never run
+    assert len(study.trials) - len(orphans) == 4
+    assert "RUNNING" not in {t.state.name for t in study.trials}

@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="quick: laptop CPU scales and 160 px; full: the original study's 640 px, bigger models")
     search.add_argument("--name", help="experiment name: results go to STORAGE/NAME (default: the space name)")
     search.add_argument("--storage", default="results", help="results root: local dir, NFS path or s3://bucket/path")
-    search.add_argument("--num-samples", type=_positive_int, default=12, help="trials to run (default 12)")
-    search.add_argument("--max-epochs", type=_positive_int, default=8,
-                        help="epochs per trial, over the three stages (default 8)")
+    search.add_argument("--num-samples", type=_positive_int, default=16, help="trials to run (default 16)")
+    search.add_argument("--max-epochs", type=_positive_int, default=12,
+                        help="epochs per trial, over the three stages (default 12)")
     search.add_argument("--img-size", type=int, help="override the profile's image size (multiple of 32)")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed")

@@ -62,8 +62,7 @@ class ProgressPrinter(tune.Callback):
 
 def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     """Trials left RUNNING in the study (asked by a driver that died before Ray recorded them) become FAIL."""
-    storage = f"sqlite:///{Path(cfg.experiment_dir) / 'optuna.db'}"
-    study = optuna.load_study(study_name=cfg.name, storage=storage)
+    study = optuna.load_study(study_name=cfg.name, storage=cfg.optuna_storage_url)
     closed = 0
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         optuna.trial.Trial(study, frozen._trial_id).set_user_attr("orphaned", "asked by a driver that was "

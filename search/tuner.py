@@ -55,6 +55,14 @@ class SearchConfig:
     def experiment_dir(self) -> str:
         return os.path.join(self.storage, self.name) if "://" in self.storage else str(Path(self.storage, self.name).resolve())
 
+    @property
+    def optuna_storage_url(self) -> str:
+        """SQLite beside the experiment; for object-store experiments (s3://...) it stays in ./results/<name>/,
+        because SQLite needs a filesystem."""
+        folder = Path("results", self.name) if "://" in self.storage else Path(self.experiment_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder.resolve() / 'optuna.db'}"
+
     def trial_constants(self) -> dict:
         """Config keys fixed for every trial of this search (merged over what the space samples)."""
         constants = {"epochs": self.max_epochs, "seed": self.seed, "cpus": max(1, int(self.cpus_per_trial)),
@@ -74,7 +82,7 @@ def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
     sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.searcher == "random"
                else optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True,
                                                constant_liar=True, n_startup_trials=max(4, cfg.concurrency)))
-    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(cfg.experiment_dir) / 'optuna.db'}")
+    storage = optuna.storages.RDBStorage(cfg.optuna_storage_url)
     multi = len(cfg.metrics) > 1
     baseline = space.baseline(cfg.profile)
     return EchoOptunaSearch(
@@ -110,7 +118,6 @@ def trial_dirname(trial) -> str:
 
 
 def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None) -> tune.Tuner:
-    Path(cfg.experiment_dir).mkdir(parents=True, exist_ok=True)
     tune_config = tune.TuneConfig(search_alg=build_searcher(cfg), scheduler=build_scheduler(cfg),
                                   num_samples=cfg.num_samples, max_concurrent_trials=cfg.concurrency,
                                   time_budget_s=cfg.time_budget_s, reuse_actors=False,

@@ -107,3 +107,32 @@ def test_baseline_preset_is_the_original_configuration():
     assert (cfg.model_scale, cfg.img_size, cfg.gn_alpha, cfg.batch_size, cfg.epochs) == ("s", 640, 1.5, 8, 100)
     assert (cfg.lr_stage1, cfg.lr_stage2, cfg.lr_stage3) == (1e-2, 1e-3, 1e-4)
     assert cfg.stage_split == (0.3, 0.5, 0.2) and cfg.aug_policy == "none" and cfg.mixup_alpha == 0.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--space", "nope"], "unknown --space 'nope'; valid: all, baseline, dual_backbone, gradnorm"),
+    (["--objectives", "score,auc"], "unknown --objectives ['auc']; valid: score, map50"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
+    (["--gpus-per-trial", "1.5"], "--gpus-per-trial above 1 must be a whole number"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0"),
+    (["--max-epochs", "2"], "--max-epochs must be >= 3"),
+    (["--max-epochs", "-4"], "expected a positive integer, got -4"),
+    (["--num-samples", "0"], "expected a positive integer, got 0"),
+    (["--img-size", "100"], "--img-size must be a multiple of 32"),
+    (["--time-budget-s", "0"], "--time-budget-s must be > 0"),
+    (["--profile", "huge"], "invalid choice: 'huge'"),
+])
+def test_search_rejects_bad_values_before_anything_starts(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        load("run").main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_search_refuses_to_overwrite_or_resume_nothing(tiny_synthetic, tmp_path, capsys):
+    run = load("run")
+    common = ["--data", str(tiny_synthetic.config.yaml_path), "--storage", str(tmp_path), "--name", "x"]
+    assert run.main(common + ["--resume"]) == 2
+    assert "--resume: no experiment at" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    assert run.main(common) == 2
+    assert "already exists; continue it with --resume" in capsys.readouterr().err

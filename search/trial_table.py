@@ -100,7 +100,7 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
             checkpoint = None
         row = {"trial_id": trial.trial_id, "experiment": Path(experiment_dir).name, "space": space,
                "arch": trial.config.get("arch"), "status": status, "stopped_early": status == "STOPPED_EARLY",
-               "is_baseline": bool(baseline) and all(trial.config.get(k) == v for k, v in baseline.items()),
+               "is_baseline": baseline is not None and all(trial.config.get(k) == v for k, v in baseline.items()),
                "error": error, "epochs_trained": trained, "epochs_planned": planned,
                "wall_time_s": _finite(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
                "checkpoint_path": checkpoint, "config_json": json.dumps(trial.config, sort_keys=True, default=str)}

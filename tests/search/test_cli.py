@@ -62,18 +62,6 @@ def test_resplit_writes_a_leak_free_dataset(tmp_path, capsys):
     assert "Leakage: none" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--ratios", "0.7,0.3"], "expected three non-negative numbers"),
-    (["--ratios", "a,b,c"], "expected three numbers"),
-    (["--max-problems", "-1"], "--max-problems must be >= 0"),
-    (["--folds", "3", "--fold", "5"], "--fold must be in 0..2"),
-])
-def test_run_rejects_bad_arguments(argv, message, capsys):
-    with pytest.raises(SystemExit) as info:
-        load("run").main(argv)
-    assert info.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_train_cli_trains_and_writes_metrics(tiny_synthetic, tmp_path, capsys):
     train = load("train")
     out = tmp_path / "run"
@@ -110,6 +98,10 @@ def test_baseline_preset_is_the_original_configuration():
 
 
 @pytest.mark.parametrize("argv, message", [
+    (["--ratios", "0.7,0.3"], "expected three non-negative numbers"),
+    (["--ratios", "a,b,c"], "expected three numbers"),
+    (["--max-problems", "-1"], "--max-problems must be >= 0"),
+    (["--folds", "3", "--fold", "5"], "--fold must be in 0..2"),
     (["--space", "nope"], "unknown --space 'nope'; valid: all, baseline, dual_backbone, gradnorm"),
     (["--objectives", "score,auc"], "unknown --objectives ['auc']; valid: score, map50"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0"),
@@ -122,7 +114,7 @@ def test_baseline_preset_is_the_original_configuration():
     (["--time-budget-s", "0"], "--time-budget-s must be > 0"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
 ])
-def test_search_rejects_bad_values_before_anything_starts(argv, message, capsys):
+def test_run_rejects_bad_values_before_anything_starts(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         load("run").main(argv)
     assert info.value.code == 2 and message in capsys.readouterr().err

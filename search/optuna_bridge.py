@@ -13,6 +13,7 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 logger = logging.getLogger(__name__)
+RAY_TRIAL_ID_ATTR = "ray_trial_id"
 
 
 def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
@@ -27,6 +28,12 @@ def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
 
 
 class EchoOptunaSearch(OptunaSearch):
+    def suggest(self, trial_id: str):
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:  # lets the leaderboard join Optuna's trials to Ray's
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID_ATTR, trial_id)
+        return config
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         # After a resume, Ray may replay the last epoch(s) of a trial whose end Optuna already recorded (the
         # driver died between the two): that history is final, so later reports are dropped, not errors.

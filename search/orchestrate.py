@@ -4,6 +4,7 @@ Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -15,9 +16,8 @@ from ray import tune
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
-from search.trial_table import trial_rows, write_leaderboard
+from search.search_record import write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
-from spaces import get_space
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
 # driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).
@@ -80,39 +80,39 @@ def start_ray(address: str | None, cpus: int | None = None) -> None:
 
 
 def summarise(cfg: SearchConfig, top: int = 5) -> dict:
-    """Leaderboard parquet, best_config.yaml, and the top-N table printed; returns the best row."""
-    space = get_space(cfg.space)
-    rows = trial_rows(cfg.experiment_dir, space=cfg.space, baseline=space.baseline(cfg.profile))
-    leaderboard = write_leaderboard(rows, Path(cfg.experiment_dir) / "leaderboard.parquet")
-    ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
-    print(f"\nTop {min(top, len(ranked))} of {len(rows)} trials by best val/score ({leaderboard}):")
-    print(f"  {'trial':<14}{'arch':<7}{'scale':<6}{'score':>7}{'mAP50':>7}{'mAP':>7}{'view':>7}{'epochs':>8}  status")
-    for r in ranked[:top]:
-        print(f"  {r['trial_id']:<14}{r['arch'] or '':<7}{r['hp/model_scale'] or '':<6}{r['best/val/score']:>7.3f}"
-              f"{r['best/val/map50']:>7.3f}{r['best/val/map50_95']:>7.3f}{r['best/val/view_acc']:>7.3f}"
-              f"{r['epochs_trained']:>4}/{r['epochs_planned']:<3}  {r['status']}{'  (baseline)' if r['is_baseline'] else ''}")
-    baseline = next((r for r in rows if r["is_baseline"] and r["best/val/score"] is not None), None)
-    best = ranked[0] if ranked else None
-    if best is not None:
-        import json
+    """Leaderboard (parquet, table, plots, report.html) and best_config.yaml; returns best/baseline rows."""
+    from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
 
-        best_config = json.loads(best["config_json"])
-        atomic_write_text(Path(cfg.experiment_dir) / "best_config.yaml",
+    if "://" in cfg.storage:  # the trial files are in the object store; the analysis reads a filesystem
+        print(f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
+              f"python search/leaderboard.py on it.")
+        return {"best": None, "baseline": None, "rows": [], "report": None}
+    experiment = Path(cfg.experiment_dir)
+    report = build_report([experiment], by="score", top=top)
+    write_parquets(report)
+    print("\n" + render_text(report, "table"))
+    plots = write_plots(report, experiment / "plots", log=lambda m: print(f"  ({m})"))
+    html = write_report_html(report, plots, experiment / "report.html")
+    rows = report.experiments[0].rows
+    ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
+    best = ranked[0] if ranked else None
+    baseline = next((r for r in ranked if r["is_baseline"]), None)
+    if best is not None:
+        atomic_write_text(experiment / "best_config.yaml",
                           yaml.safe_dump({"trial_id": best["trial_id"], "val/score": best["best/val/score"],
-                                          "checkpoint": best["checkpoint_path"], "config": best_config},
+                                          "checkpoint": best["checkpoint_path"], "config": json.loads(best["config_json"])},
                                          sort_keys=False))
         print(f"\nBest trial {best['trial_id']}: val/score {best['best/val/score']:.4f}; checkpoint "
-              f"{best['checkpoint_path']}; config {Path(cfg.experiment_dir) / 'best_config.yaml'}")
-        if baseline is not None:
-            print(f"Baseline (the original study's configuration): val/score {baseline['best/val/score']:.4f}; "
-                  f"best - baseline = {best['best/val/score'] - baseline['best/val/score']:+.4f}")
-    return {"best": best, "baseline": baseline, "rows": rows}
+              f"{best['checkpoint_path']}; config {experiment / 'best_config.yaml'}")
+    print(f"Plots in {experiment / 'plots'}; report {html}; more: python search/leaderboard.py {experiment}")
+    return {"best": best, "baseline": baseline, "rows": rows, "report": report}
 
 
 def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None) -> dict:
     start = time.time()
     start_ray(address)
     try:
+        write_search_record(cfg, data.config.yaml_path, resumed=resume)
         tuner = restore_tuner(cfg, data) if resume else build_tuner(cfg, data, [ProgressPrinter(cfg.num_samples)])
         tuner.fit()
         closed = close_orphaned_optuna_trials(cfg)

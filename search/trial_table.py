@@ -38,7 +38,7 @@ SCHEMA = pa.schema([
     pa.field("space", pa.string()),
     pa.field("arch", pa.string()),
     pa.field("is_baseline", pa.bool_()),
-    pa.field("status", pa.string()),  # TERMINATED, RUNNING, PENDING, PAUSED, ERROR, plus DIVERGED / STOPPED_EARLY
+    pa.field("status", pa.string()),  # Ray's TERMINATED, RUNNING, PENDING, PAUSED, ERROR; ours: DIVERGED, STOPPED_EARLY, INTERRUPTED
     pa.field("stopped_early", pa.bool_()),
     pa.field("error", pa.string()),
     pa.field("epochs_trained", pa.int64()),
@@ -71,9 +71,15 @@ def _hp_value(field: pa.Field, value):
     return int(value) if pa.types.is_integer(field.type) else float(value)
 
 
-def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: dict | None = None) -> list[dict]:
+def load_analysis(experiment_dir: str | Path) -> ExperimentAnalysis:
+    """Ray's view of an experiment folder (finished, running or interrupted)."""
+    return ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
+
+
+def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: dict | None = None,
+               analysis: ExperimentAnalysis | None = None) -> list[dict]:
     """Rows for every trial in the experiment (any status)."""
-    analysis = ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
+    analysis = analysis or load_analysis(experiment_dir)
     frames = analysis.trial_dataframes
     rows = []
     for trial in analysis.trials:

@@ -56,12 +56,16 @@ class SearchConfig:
         return os.path.join(self.storage, self.name) if "://" in self.storage else str(Path(self.storage, self.name).resolve())
 
     @property
+    def local_dir(self) -> Path:
+        """Where files that need a filesystem live (optuna.db, search.json): the experiment folder, or
+        ./results/<name>/ for object-store experiments (s3://...)."""
+        return Path("results", self.name).resolve() if "://" in self.storage else Path(self.experiment_dir)
+
+    @property
     def optuna_storage_url(self) -> str:
-        """SQLite beside the experiment; for object-store experiments (s3://...) it stays in ./results/<name>/,
-        because SQLite needs a filesystem."""
-        folder = Path("results", self.name) if "://" in self.storage else Path(self.experiment_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{folder.resolve() / 'optuna.db'}"
+        """SQLite in `local_dir` (SQLite needs a filesystem)."""
+        self.local_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.local_dir / 'optuna.db'}"
 
     def trial_constants(self) -> dict:
         """Config keys fixed for every trial of this search (merged over what the space samples)."""

@@ -1,0 +1,183 @@
+"""Assemble the leaderboard report of one or more experiments: tables, importance, Pareto front, plots, HTML.
+
+    report = build_report(["results/gradnorm"], by="score", top=10)
+    print(render_text(report, "table"))
+    plots = write_plots(report, "results/gradnorm/plots")
+    write_report_html(report, plots, "results/gradnorm/report.html")
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from search.analysis import plots as figures
+from search.analysis.experiment import Experiment, load_experiment
+from search.analysis.html_page import Section, write_html
+from search.analysis.importance import Importance, importances, pareto_front
+from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
+                                    metric_column, rank, top_table, varying_params)
+from search.trial_table import write_leaderboard
+
+TOP_CURVES = 5  # trials drawn in the learning-curve and GradNorm-weight plots
+
+
+@dataclass
+class LeaderboardReport:
+    experiments: list[Experiment]
+    by: str  # leaderboard column, e.g. best/val/score
+    ranked: pd.DataFrame
+    table: pd.DataFrame
+    gains: list[dict]
+    architectures: pd.DataFrame
+    importances: list[Importance]
+    pareto: pd.DataFrame | None
+    params: list[str]  # hp/* columns that vary, most important first
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return "EchoTune leaderboard: " + ", ".join(e.name for e in self.experiments)
+
+
+def build_report(paths: list[str | Path], by: str = "score", top: int = 10) -> LeaderboardReport:
+    """Load every experiment (ValueError naming a bad path before anything is computed) and rank them together."""
+    column = metric_column(by)
+    experiments = [load_experiment(p) for p in paths]
+    names = Counter(e.name for e in experiments)
+    if any(n > 1 for n in names.values()):
+        raise ValueError(f"two experiment folders share a name ({[k for k, n in names.items() if n > 1]}); their "
+                         f"trials would be confused")
+    notes = [n for e in experiments for n in e.notes]
+    found: list[Importance] = []
+    pareto = None
+    if len(experiments) == 1 and experiments[0].study is not None:
+        exp = experiments[0]
+        found, more = importances(exp.study, exp.objectives)
+        notes += more
+        if len(exp.objectives) > 1:
+            pareto = pareto_front(exp.study, exp.objectives)
+    elif len(experiments) > 1:
+        notes.append("importance and Pareto front are per study: run the leaderboard on one experiment for them")
+    ranked = rank(leaderboard_frame([r for e in experiments for r in e.rows]), by)
+    order = list(found[0].values) if found else []
+    params = varying_params(ranked, order, limit=6)
+    return LeaderboardReport(experiments, column, ranked, top_table(ranked, by, top, params), baseline_gain(ranked, by),
+                             architecture_comparison(ranked, by), found, pareto,
+                             varying_params(ranked, order, limit=10), notes)
+
+
+def write_parquets(report: LeaderboardReport) -> list[Path]:
+    """(Re)write each experiment's leaderboard.parquet from what was just read."""
+    return [write_leaderboard(e.rows, e.path / "leaderboard.parquet") for e in report.experiments]
+
+
+def _status_counts(report: LeaderboardReport) -> str:
+    counts = report.ranked["status"].value_counts()
+    return ", ".join(f"{n} {s.lower().replace('_', ' ')}" for s, n in counts.items())
+
+
+def _gain_lines(report: LeaderboardReport) -> list[str]:
+    lines = []
+    for g in report.gains:
+        relative = f" ({g['relative_gain']:+.0%})" if math.isfinite(g["relative_gain"]) else ""
+        lines.append(f"{g['experiment']}: best trial {g['best_trial']} {g['best']:.4f} vs the original study's baseline "
+                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative}")
+    return lines or ["no scored baseline trial: gain over the baseline not available"]
+
+
+def _importance_frame(item: Importance) -> pd.DataFrame:
+    return pd.DataFrame({"parameter": list(item.values), "importance": list(item.values.values())})
+
+
+def render_text(report: LeaderboardReport, fmt: str = "table") -> str:
+    """The whole report as aligned text, markdown, CSV (top table only) or JSON."""
+    if fmt == "csv":
+        return format_frame(report.table, "csv")
+    if fmt == "json":
+        return json.dumps(_as_json(report), indent=2, default=str)
+    heading = (lambda t: f"\n### {t}\n") if fmt == "markdown" else (lambda t: f"\n{t}:")
+    parts = [f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
+             format_frame(report.table, fmt), heading("Best vs baseline"), *_gain_lines(report),
+             heading("Per architecture (all trials)"), format_frame(report.architectures, fmt)]
+    for item in report.importances:
+        parts += [heading(f"Hyperparameter importance for {item.objective} ({item.evaluator} over "
+                          f"{item.n_trials} completed trials)"), format_frame(_importance_frame(item).head(10), fmt)]
+    if report.pareto is not None:
+        parts += [heading("Pareto front"), format_frame(report.pareto[report.pareto["pareto"]], fmt)]
+    if report.notes:
+        parts += [heading("Notes"), *(f"- {n}" for n in report.notes)]
+    return "\n".join(parts)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _as_json(report: LeaderboardReport) -> dict:
+    return {"experiments": [str(e.path) for e in report.experiments], "ranked_by": report.by,
+            "top": _records(report.table), "baseline_gain": report.gains,
+            "architectures": _records(report.architectures),
+            "importance": [vars(i) for i in report.importances],
+            "pareto": _records(report.pareto) if report.pareto is not None else None, "notes": report.notes}
+
+
+def _plan(report: LeaderboardReport) -> dict:
+    """name -> zero-argument figure builder; each may raise ValueError when it has nothing to draw."""
+    history = pd.concat([e.history for e in report.experiments], ignore_index=True)
+    scored = report.ranked[report.ranked[report.by].notna()]
+    top_ids = list(scored["trial_id"].head(TOP_CURVES))
+    gradnorm_ids = list(scored[scored.get("hp/balance") == "gradnorm"]["trial_id"].head(TOP_CURVES))
+    baseline = report.gains[0]["baseline"] if report.gains else None
+    metric = report.by.removeprefix("best/")
+    plan = {"best_so_far": lambda: figures.best_so_far_figure(history, baseline, metric),
+            "learning_curves": lambda: figures.learning_curves_figure(history, top_ids, metric),
+            "gradnorm_weights": lambda: figures.gradnorm_weights_figure(history, gradnorm_ids),
+            "parallel_coordinates": lambda: figures.parallel_coordinates_figure(report.ranked, report.params, report.by)}
+    for item in report.importances:
+        suffix = "" if len(report.importances) == 1 else "_" + item.objective.replace("/", "_")
+        plan[f"importance{suffix}"] = lambda i=item: figures.importance_figure(
+            i.values, f"Importance for {i.objective} ({i.evaluator}, {i.n_trials} completed trials)")
+    if report.pareto is not None:
+        x, y = report.experiments[0].objectives[:2]
+        plan["pareto_front"] = lambda: figures.pareto_figure(report.pareto, x, y)
+    return plan
+
+
+def write_plots(report: LeaderboardReport, out_dir: str | Path, log=print) -> dict[str, Path]:
+    """Every plot that has data, as out_dir/<name>.png; the skipped ones are logged with the reason."""
+    written = {}
+    for name, build in _plan(report).items():
+        try:
+            figure = build()
+        except ValueError as exc:
+            log(f"plot {name} skipped: {exc}")
+            continue
+        written[name] = figures.save_figure(figure, Path(out_dir) / f"{name}.png")
+    return written
+
+
+def write_report_html(report: LeaderboardReport, plots: dict[str, Path], path: str | Path) -> Path:
+    """One self-contained page: the tables, the gain, importance, and every plot embedded."""
+    image = lambda name, caption: [(caption, plots[name])] if name in plots else []  # noqa: E731
+    sections = [
+        Section("Top trials", text="\n".join(_gain_lines(report)), tables=[(f"ranked by {report.by}", report.table)],
+                images=image("best_so_far", "Best score so far against compute")),
+        Section("Per architecture", tables=[("all trials", report.architectures)]),
+        Section("Training curves", images=image("learning_curves", "Top trials")
+                + image("gradnorm_weights", "GradNorm task weights of the top GradNorm trials")),
+        Section("Hyperparameters", text="\n".join(report.notes),
+                tables=[(f"{i.objective}: {i.evaluator} over {i.n_trials} completed trials", _importance_frame(i))
+                        for i in report.importances],
+                images=image("parallel_coordinates", "All scored trials")
+                + [(f"Importance ({n})", p) for n, p in plots.items() if n.startswith("importance")]),
+    ]
+    if report.pareto is not None:
+        sections.append(Section("Pareto front", tables=[("completed trials", report.pareto)],
+                                images=image("pareto_front", "Pareto front")))
+    subtitle = f"{len(report.ranked)} trials: {_status_counts(report)}"
+    return write_html(path, report.title, subtitle, sections)

@@ -1,0 +1,43 @@
+"""`search.json`: what a search was asked to do (its SearchConfig, dataset, versions), beside its results.
+
+The leaderboard, the ensemble builder and `--resume` read it back, so an experiment folder is self-describing:
+which space and profile (hence which trial is the original study's baseline), which objectives, which dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from echotune.atomic import atomic_write_text
+from echotune.engine.checkpoint import package_versions
+
+RECORD_FILE = "search.json"
+
+
+def write_search_record(cfg, data_yaml: str | Path, resumed: bool = False) -> Path:
+    """Write (or, on resume, update) `local_dir/search.json` atomically; returns its path."""
+    path = Path(cfg.local_dir) / RECORD_FILE
+    record = read_search_record(path.parent) if resumed and path.is_file() else {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    record.update({"config": dataclasses.asdict(cfg), "data_yaml": str(Path(data_yaml).resolve()),
+                   "experiment_dir": cfg.experiment_dir, "versions": package_versions()})
+    record.setdefault("started", now)
+    record.setdefault("commands", []).append({"time": now, "argv": sys.argv})
+    return atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_search_record(experiment_dir: str | Path) -> dict:
+    """The record as a dict ({} when the folder has none, e.g. a search from an older version)."""
+    path = Path(experiment_dir) / RECORD_FILE
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise ValueError(f"{path}: expected an object with a 'config' object")
+    return record

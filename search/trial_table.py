@@ -71,6 +71,16 @@ def _hp_value(field: pa.Field, value):
     return int(value) if pa.types.is_integer(field.type) else float(value)
 
 
+def _error_message(experiment_dir: Path, trial) -> str | None:
+    """Last line of the trial's error.txt (read from the experiment folder: Trial.error_file needs a live Ray)."""
+    name = trial.run_metadata.error_filename or "error.txt"
+    path = experiment_dir / (trial.storage.trial_dir_name or f"trial_{trial.trial_id}") / name
+    if not path.is_file():
+        return f"errored (no {name} in {path.parent})"
+    lines = path.read_text(errors="replace").strip().splitlines()
+    return lines[-1][:500] if lines else None
+
+
 def load_analysis(experiment_dir: str | Path) -> ExperimentAnalysis:
     """Ray's view of an experiment folder (finished, running or interrupted)."""
     return ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
@@ -91,8 +101,8 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
         planned = int(trial.config.get("epochs", 0) or 0)
         trained = int(last.get("epoch", 0) or 0)
         error = last.get("error") if last.get("diverged") else None
-        if trial.status == "ERROR" and trial.error_file and Path(trial.error_file).exists():
-            error = Path(trial.error_file).read_text(errors="replace").strip().splitlines()[-1][:500]
+        if trial.status == "ERROR":
+            error = _error_message(Path(experiment_dir), trial)
         status = trial.status
         if last.get("diverged"):
             status = "DIVERGED"

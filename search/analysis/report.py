@@ -126,7 +126,7 @@ def _as_json(report: LeaderboardReport) -> dict:
             "pareto": _records(report.pareto) if report.pareto is not None else None, "notes": report.notes}
 
 
-def _plan(report: LeaderboardReport) -> dict:
+def figure_builders(report: LeaderboardReport) -> dict:
     """name -> zero-argument figure builder; each may raise ValueError when it has nothing to draw."""
     history = pd.concat([e.history for e in report.experiments], ignore_index=True)
     scored = report.ranked[report.ranked[report.by].notna()]
@@ -151,7 +151,7 @@ def _plan(report: LeaderboardReport) -> dict:
 def write_plots(report: LeaderboardReport, out_dir: str | Path, log=print) -> dict[str, Path]:
     """Every plot that has data, as out_dir/<name>.png; the skipped ones are logged with the reason."""
     written = {}
-    for name, build in _plan(report).items():
+    for name, build in figure_builders(report).items():
         try:
             figure = build()
         except ValueError as exc:

@@ -80,6 +80,7 @@ def test_resume_after_interruption_runs_every_trial_exactly_once(tiny_synthetic,
         ray.shutdown()
     assert (tmp_path / "interrupted").exists()
     before = sorted(p.name for p in (tmp_path / "results" / "resume").glob("trial_*"))
+    _leaderboard_sees_the_interrupted_search(tmp_path / "results" / "resume")
     summary = run_search(cfg, tiny_synthetic, resume=True)
     rows = summary["rows"]
     ids = [r["trial_id"] for r in rows]
@@ -91,3 +92,21 @@ def test_resume_after_interruption_runs_every_trial_exactly_once(tiny_synthetic,
     assert all(t.state.name == "FAIL" for t in orphans)  # asked just before the interruption, never run
     assert len(study.trials) - len(orphans) == 4
     assert "RUNNING" not in {t.state.name for t in study.trials}
+
+
+def _leaderboard_sees_the_interrupted_search(experiment):
+    """Unfinished trials are listed: as Ray recorded them while the state is fresh, INTERRUPTED once it is stale."""
+    import os
+    import time
+
+    from search.analysis.experiment import LIVE_STATE_MAX_AGE_S, load_experiment
+
+    fresh = load_experiment(experiment)
+    assert fresh.live and any(r["status"] in ("RUNNING", "PENDING", "PAUSED") for r in fresh.rows)
+    stale = time.time() - 2 * LIVE_STATE_MAX_AGE_S
+    for state in experiment.glob("experiment_state-*.json"):
+        os.utime(state, (stale, stale))
+    old = load_experiment(experiment)
+    assert not old.live and {r["status"] for r in old.rows} & {"INTERRUPTED"}
+    assert not {r["status"] for r in old.rows} & {"RUNNING", "PENDING", "PAUSED"}
+    assert any("--resume" in note for note in old.notes)

@@ -1,0 +1,162 @@
+"""The leaderboard on a real tiny search (the session's e2e search: baseline, diverged, errored, normal trials),
+plus table arithmetic, importance and the Pareto front on hand-made data."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import optuna
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from search import leaderboard
+from search.analysis.importance import importances, pareto_front
+from search.analysis.report import build_report, figure_builders
+from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
+                                    top_table)
+from search.trial_table import SCHEMA
+
+pytestmark = pytest.mark.ray
+
+
+def test_cli_writes_parquet_tables_plots_and_html(e2e_search, tmp_path, capsys):
+    _, _, experiment = e2e_search
+    plots, page = tmp_path / "plots", tmp_path / "report.html"
+    assert leaderboard.main([str(experiment), "--top", "1", "--plots", str(plots), "--html", str(page)]) == 0
+    out = capsys.readouterr().out
+    table = pq.read_table(experiment / "leaderboard.parquet")
+    assert table.schema.equals(SCHEMA) and table.num_rows == 5
+    scores = [s for s in table.column("best/val/score").to_pylist() if s is not None]
+    assert scores == sorted(scores, reverse=True)
+    rows = table.to_pylist()
+    baseline = next(r for r in rows if r["is_baseline"])
+    best = rows[0]
+    assert f"gain {best['best/val/score'] - baseline['best/val/score']:+.4f}" in out
+    assert "(baseline)" in out  # shown even with --top 1 when the baseline is not the best
+    assert "shared/gradnorm" in out and "Per architecture" in out
+    for name in ("best_so_far", "learning_curves", "gradnorm_weights", "parallel_coordinates"):
+        png = plots / f"{name}.png"
+        assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG", name
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") == len(list(plots.glob("*.png")))
+    assert best["trial_id"] in html and "Per architecture" in html
+
+
+def test_errored_and_diverged_trials_are_listed_and_marked(e2e_search):
+    _, _, experiment = e2e_search
+    report = build_report([experiment], top=10)
+    statuses = dict(zip(report.ranked["trial_id"], report.ranked["status"]))
+    assert sorted(statuses.values()).count("ERROR") == 1 and sorted(statuses.values()).count("DIVERGED") == 1
+    assert set(report.table["trial"]) == set(statuses)  # failed trials are in the table too, ranked last
+    errored = report.ranked[report.ranked["status"] == "ERROR"].iloc[0]
+    assert pd.isna(errored["rank"]) and "loss_box" in errored["error"]
+    comparison = report.architectures.set_index("architecture").loc["shared/gradnorm"]
+    assert comparison["trials"] == 5 and comparison["failed"] == 2
+    assert comparison["trial-epochs"] == report.ranked["epochs_trained"].sum()
+
+
+def test_figures_have_the_expected_axes(e2e_search):
+    _, _, experiment = e2e_search
+    figures = {name: build() for name, build in figure_builders(build_report([experiment])).items()}
+    progress = figures["best_so_far"].axes[0]
+    assert progress.get_xlabel() == "cumulative trial-epochs" and "best" in progress.get_ylabel()
+    baseline = build_report([experiment]).gains[0]["baseline"]
+    assert any(list(line.get_ydata()) == [baseline, baseline] for line in progress.get_lines())
+    curves = figures["learning_curves"].axes
+    assert curves[0].get_xlabel() == "epoch" and curves[0].get_ylabel() == "val/score"
+    assert figures["gradnorm_weights"].axes[0].get_ylabel() == "task weight"
+    assert len(figures["parallel_coordinates"].axes) >= 2  # the coordinates and the colour bar
+
+
+def test_several_experiments_merge_and_a_name_clash_is_refused(e2e_search, tmp_path):
+    _, _, experiment = e2e_search
+    copy = tmp_path / "e2e-copy"
+    shutil.copytree(experiment, copy)
+    report = build_report([experiment, copy])
+    assert len(report.ranked) == 10 and set(report.ranked["experiment"]) == {"e2e", "e2e-copy"}
+    assert "experiment" in report.table.columns and len(report.gains) == 2
+    with pytest.raises(ValueError, match="share a name"):
+        build_report([experiment, experiment])
+
+
+def test_bad_paths_and_arguments_fail_clearly(tmp_path, capsys):
+    assert leaderboard.main([str(tmp_path / "missing")]) == 2
+    assert "no such experiment folder" in capsys.readouterr().err
+    assert leaderboard.main([str(tmp_path)]) == 2
+    assert "no experiment_state-*.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        leaderboard.main([str(tmp_path), "--by", "accuracy"])
+    assert exit_info.value.code == 2 and "valid: map50" in capsys.readouterr().err
+
+
+def _frame(scores, baseline_index, arch=None):
+    return pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(scores))], "experiment": "x",
+                         "best/val/score": scores, "is_baseline": [i == baseline_index for i in range(len(scores))],
+                         "status": ["TERMINATED"] * len(scores), "arch": arch or ["shared"] * len(scores),
+                         "hp/balance": ["gradnorm"] * len(scores), "epochs_trained": 4, "epochs_planned": 4,
+                         "wall_time_s": 3600.0, **{f"best/{m}": 0.0 for m in ("val/map50", "val/map50_95",
+                         "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1")}})
+
+
+def test_ranking_gain_and_baseline_row_arithmetic():
+    ranked = rank(_frame([0.30, None, 0.50, 0.40], baseline_index=3))
+    assert list(ranked["trial_id"]) == ["t2", "t3", "t0", "t1"] and pd.isna(ranked["rank"].iloc[-1])
+    (gain,) = baseline_gain(ranked)
+    assert gain["best_trial"] == "t2" and gain["baseline_trial"] == "t3"
+    assert gain["gain"] == pytest.approx(0.10) and gain["relative_gain"] == pytest.approx(0.25)
+    table = top_table(ranked, top=1)
+    assert list(table["trial"]) == ["t2", "t3"] and "(baseline)" in table["status"].iloc[1]
+    assert baseline_gain(rank(_frame([0.3, 0.2], baseline_index=-1))) == []
+
+
+def test_architecture_comparison_counts_and_compute():
+    frame = _frame([0.5, 0.3, 0.4, None], baseline_index=0, arch=["shared", "shared", "dual", "dual"])
+    frame.loc[2:, "hp/balance"] = "fixed"
+    frame.loc[3, "status"] = "DIVERGED"
+    table = architecture_comparison(rank(frame)).set_index("architecture")
+    assert table.loc["dual/fixed", "failed"] == 1 and table.loc["dual/fixed", "best score"] == 0.4
+    assert table.loc["shared/gradnorm", "median score"] == pytest.approx(0.4)
+    assert table.loc["shared/gradnorm", "compute h"] == pytest.approx(2.0)
+
+
+def test_formats_and_metric_names():
+    frame = pd.DataFrame({"trial": ["a", "b"], "score": [0.5, float("nan")], "lr": [3e-4, 0.01]})
+    text = format_frame(frame, "table").splitlines()
+    assert text[1].split() == ["a", "0.500", "0.0003"]
+    assert format_frame(frame, "markdown").splitlines()[1] == "|---|---|---|"
+    assert format_frame(frame, "csv").splitlines()[0] == "trial,score,lr"
+    assert metric_column("map50") == metric_column("val/map50") == "best/val/map50"
+    with pytest.raises(ValueError, match="valid: map50"):
+        metric_column("auc")
+
+
+def test_json_format_parses(e2e_search, capsys):
+    _, _, experiment = e2e_search
+    assert leaderboard.main([str(experiment), "--format", "json", "--no-write"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["ranked_by"] == "best/val/score" and len(payload["top"]) == 5
+    assert math.isclose(payload["baseline_gain"][0]["gain"],
+                        payload["baseline_gain"][0]["best"] - payload["baseline_gain"][0]["baseline"])
+
+
+def test_importance_finds_the_parameter_that_matters():
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("lr", 0, 1) * 10 + t.suggest_float("noise", 0, 1) * 0.1, n_trials=30)
+    (found,), notes = importances(study, ["val/score"])
+    assert not notes and found.n_trials == 30 and list(found.values)[0] == "lr" and found.values["lr"] > 0.9
+    few = optuna.create_study(direction="maximize")
+    few.optimize(lambda t: t.suggest_float("lr", 0, 1), n_trials=2)
+    assert importances(few, ["val/score"])[0] == []
+
+
+def test_pareto_front_flags_optunas_best_trials():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for a, b in [(0.1, 0.9), (0.5, 0.5), (0.4, 0.4), (0.9, 0.1)]:
+        study.enqueue_trial({"a": a, "b": b})
+    study.optimize(lambda t: (t.suggest_float("a", 0, 1), t.suggest_float("b", 0, 1)), n_trials=4)
+    front = pareto_front(study, ["val/map50", "val/view_acc"])
+    assert list(front["pareto"]) == [True, True, False, True]
+    with pytest.raises(ValueError, match="multi-objective"):
+        pareto_front(study, ["val/score"])

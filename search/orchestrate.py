@@ -79,8 +79,24 @@ def start_ray(address: str | None, cpus: int | None = None) -> None:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def summarise(cfg: SearchConfig, top: int = 5) -> dict:
-    """Leaderboard (parquet, table, plots, report.html) and best_config.yaml; returns best/baseline rows."""
+def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
+    """The ensemble of the top-k trials (tuned on val, measured on test); None, with the reason, when it cannot
+    be built (e.g. fewer usable trials than needed, no test split)."""
+    from echotune.ensemble import build_ensemble
+
+    split = "test" if data.samples.get("test") else "val"
+    print(f"\nEnsemble of the top {top_k} trials (weights and thresholds tuned on val, measured on {split}):")
+    try:
+        return build_ensemble(cfg.experiment_dir, data, top_k=top_k, split=split, seed=cfg.seed,
+                              log=lambda m: print(f"  {m}", flush=True))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"  skipped: {exc}")
+        return None
+
+
+def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: int = 0, top: int = 5) -> dict:
+    """Leaderboard parquet, the ensemble (ensemble_top_k > 0), then the leaderboard table, plots, report.html and
+    best_config.yaml; returns the best and baseline rows."""
     from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
 
     if "://" in cfg.storage:  # the trial files are in the object store; the analysis reads a filesystem
@@ -89,7 +105,8 @@ def summarise(cfg: SearchConfig, top: int = 5) -> dict:
         return {"best": None, "baseline": None, "rows": [], "report": None}
     experiment = Path(cfg.experiment_dir)
     report = build_report([experiment], by="score", top=top)
-    write_parquets(report)
+    write_parquets(report)  # the ensemble picks its members from it
+    ensemble = build_final_ensemble(cfg, data, ensemble_top_k) if ensemble_top_k > 0 and data is not None else None
     print("\n" + render_text(report, "table"))
     plots = write_plots(report, experiment / "plots", log=lambda m: print(f"  ({m})"))
     html = write_report_html(report, plots, experiment / "report.html")
@@ -104,11 +121,17 @@ def summarise(cfg: SearchConfig, top: int = 5) -> dict:
                                          sort_keys=False))
         print(f"\nBest trial {best['trial_id']}: val/score {best['best/val/score']:.4f}; checkpoint "
               f"{best['checkpoint_path']}; config {experiment / 'best_config.yaml'}")
+    if ensemble is not None:
+        split = ensemble.split
+        print(f"Ensemble of {len(ensemble.members)} on {split}: score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
+              f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
+              f"(gain {ensemble.gain[f'{split}/score']:+.4f}); {ensemble.manifest_path}")
     print(f"Plots in {experiment / 'plots'}; report {html}; more: python search/leaderboard.py {experiment}")
-    return {"best": best, "baseline": baseline, "rows": rows, "report": report}
+    return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble}
 
 
-def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None) -> dict:
+def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
+               ensemble_top_k: int = 0) -> dict:
     start = time.time()
     start_ray(address)
     try:
@@ -118,7 +141,7 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
         closed = close_orphaned_optuna_trials(cfg)
         if closed:
             print(f"Closed {closed} Optuna trial(s) left RUNNING by an interrupted driver as FAIL.")
-        summary = summarise(cfg)
+        summary = summarise(cfg, data, ensemble_top_k)
     finally:
         ray.shutdown()
     print(f"Search wall time {time.time() - start:.0f} s; results in {cfg.experiment_dir}")

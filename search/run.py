@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="asha: stop weak trials at stage ends (default); fifo: no early stopping")
     search.add_argument("--searcher", choices=("tpe", "random"), default="tpe")
     search.add_argument("--time-budget-s", type=float, help="stop launching trials after this many seconds")
+    search.add_argument("--ensemble-top-k", type=int, default=3, metavar="K",
+                        help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
+                             "(default 3; 0 = no ensemble; more options: search/ensemble.py)")
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="path to a data.yaml (default: the embedded synthetic echo set, "
                                      "generated on first use)")
@@ -153,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{search_config.num_samples} trials x {search_config.max_epochs} epochs, {search_config.concurrency} at "
           f"a time, {search_config.cpus_per_trial:g} CPU + {search_config.gpus_per_trial:g} GPU each, scheduler "
           f"{search_config.scheduler}, searcher {search_config.searcher}; results in {experiment}", flush=True)
-    run_search(search_config, check, resume=args.resume, address=args.address)
+    run_search(search_config, check, resume=args.resume, address=args.address, ensemble_top_k=args.ensemble_top_k)
     return EXIT_OK
 
 
@@ -172,6 +175,8 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--gpus-per-trial above 1 must be a whole number, got {args.gpus_per_trial}")
     if args.img_size is not None and (args.img_size < 64 or args.img_size % 32):
         parser.error(f"--img-size must be a multiple of 32 and >= 64, got {args.img_size}")
+    if args.ensemble_top_k < 0:
+        parser.error(f"--ensemble-top-k must be >= 0 (0 = no ensemble), got {args.ensemble_top_k}")
     if args.time_budget_s is not None and args.time_budget_s <= 0:
         parser.error(f"--time-budget-s must be > 0, got {args.time_budget_s}")
     if args.max_epochs < 3:

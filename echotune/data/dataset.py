@@ -46,12 +46,18 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return out, Letterbox(scale, pad_x, pad_y)
 
 
+def read_rgb(path) -> np.ndarray:
+    """Decode an image file (any size, grey, colour or with alpha) as (H, W, 3) RGB uint8; raises ValueError
+    naming the file if it is unreadable."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"{path}: unreadable or corrupt image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def load_letterboxed(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
     """Decode one image as RGB uint8 and letterbox it; raises ValueError naming the file if unreadable."""
-    bgr = cv2.imread(str(sample.image), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"{sample.image}: unreadable or corrupt image")
-    return letterbox(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+    return letterbox(read_rgb(sample.image), size)
 
 
 # transform(image HxWx3 uint8, boxes (N,4) px xyxy, classes (N,), seed) -> same; e.g. echotune.augment.Augmenter.

@@ -44,12 +44,20 @@ def build_criterion(cfg: TrainConfig, data: DataCheck) -> MultiTaskCriterion:
 
 
 def build_model(cfg: TrainConfig, data: DataCheck) -> nn.Module:
-    from models import create_model, kmeans_anchors
+    from models import kmeans_anchors
 
     anchors = kmeans_anchors(train_box_sizes(data, cfg.img_size), img_size=cfg.img_size,
                              seed=cfg.seed) if cfg.kmeans_anchors else None
-    common = dict(scale=cfg.model_scale, nc=data.config.nc, n_views=len(data.view_names), img_size=cfg.img_size,
-                  dropout=cfg.view_dropout, anchors=anchors, criterion=build_criterion(cfg, data))
+    return create_network(cfg, data.config.nc, len(data.view_names), anchors, build_criterion(cfg, data))
+
+
+def create_network(cfg: TrainConfig, nc: int, n_views: int, anchors=None, criterion=None) -> nn.Module:
+    """The model of `cfg` for nc classes and n_views views, without a dataset (e.g. to load a checkpoint for
+    inference: no criterion, anchors come from the weights)."""
+    from models import create_model
+
+    common = dict(scale=cfg.model_scale, nc=nc, n_views=n_views, img_size=cfg.img_size,
+                  dropout=cfg.view_dropout, anchors=anchors, criterion=criterion)
     if cfg.arch == "shared":
         return create_model("shared", view_level=cfg.view_level, **common)
     return create_model("dual", classifier=cfg.classifier, classifier_weights=cfg.classifier_weights, **common)

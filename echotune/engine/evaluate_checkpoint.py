@@ -5,25 +5,35 @@ from pathlib import Path
 
 from echotune.data.check import DataCheck
 from echotune.data.dataset import EchoDataset, make_loader
-from echotune.engine.build import build_model, choose_device
+from echotune.engine.build import choose_device, create_network
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.config import TrainConfig
 from echotune.engine.steps import evaluate
 
 
-def load_trained_model(path: str | Path, data: DataCheck, device: str = "auto"):
-    """(model with the checkpoint's EMA weights in eval mode, its TrainConfig); refuses a mismatching dataset."""
+def load_model(path: str | Path, device: str = "auto", expect: dict | None = None):
+    """(model with the checkpoint's EMA weights in eval mode, its TrainConfig, the checkpoint dict), built from
+    the checkpoint's own config: no dataset needed. `expect` (e.g. {"nc": 4, "n_views": 3, "arch": "dual"})
+    refuses a checkpoint that differs in any of check_compatible's keys, naming the file and the differences."""
     state = load_checkpoint(path)
     saved = dict(state["config"])
     nc, n_views = saved.pop("nc"), saved.pop("n_views")
-    check_compatible(state, {**saved, "nc": data.config.nc, "n_views": len(data.view_names)}, path)
-    cfg = TrainConfig.from_dict({**saved, "device": device, "kmeans_anchors": False})
-    model = build_model(cfg, data)
+    if expect:
+        check_compatible(state, {**saved, "nc": nc, "n_views": n_views, **expect}, path)
+    # classifier_weights (a pretrained file) is only an initialisation: the checkpoint's weights replace it.
+    cfg = TrainConfig.from_dict({**saved, "device": device, "kmeans_anchors": False, "classifier_weights": None})
+    model = create_network(cfg, nc, n_views)
     try:
         model.load_state_dict(state["ema"]["module"])
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the {cfg.arch} model of its config: {exc}") from exc
-    return model.to(choose_device(device)).eval(), cfg
+    return model.to(choose_device(device)).eval(), cfg, state
+
+
+def load_trained_model(path: str | Path, data: DataCheck, device: str = "auto"):
+    """(model with the checkpoint's EMA weights in eval mode, its TrainConfig); refuses a mismatching dataset."""
+    model, cfg, _ = load_model(path, device, {"nc": data.config.nc, "n_views": len(data.view_names)})
+    return model, cfg
 
 
 def evaluate_checkpoint(path: str | Path, data: DataCheck, split: str = "test", device: str = "auto") -> dict:

@@ -90,6 +90,33 @@ def _gain_lines(report: LeaderboardReport) -> list[str]:
     return lines or ["no scored baseline trial: gain over the baseline not available"]
 
 
+ENSEMBLE_METRICS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"),
+                    ("f1", "F1"), ("view_acc", "view_acc"), ("score", "score"))
+
+
+def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
+    """Best single member vs the ensemble (and the gain) from results/<name>/ensemble/metrics.json, if built."""
+    path = experiment.path / "ensemble" / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+        split, single, ensemble = doc["split"], doc["best_single"], doc["ensemble"]["metrics"]
+        rows = [(f"best single ({single['trial_id']})", single["metrics"]),
+                (f"ensemble (k={len(doc['members'])})", ensemble), ("gain", doc["gain"])]
+        return pd.DataFrame([{"experiment": experiment.name, "split": split, "model": name,
+                              **{label: values[f"{split}/{key}"] for key, label in ENSEMBLE_METRICS}}
+                             for name, values in rows])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not an ensemble metrics file of this EchoTune version ({exc!r})") from exc
+
+
+def ensembles(report: LeaderboardReport) -> pd.DataFrame | None:
+    """Read at render time, so a report built before the ensemble (run.py) still shows it."""
+    frames = [f for f in (ensemble_frame(e) for e in report.experiments) if f is not None]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
 def _importance_frame(item: Importance) -> pd.DataFrame:
     return pd.DataFrame({"parameter": list(item.values), "importance": list(item.values.values())})
 
@@ -104,6 +131,10 @@ def render_text(report: LeaderboardReport, fmt: str = "table") -> str:
     parts = [f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
              format_frame(report.table, fmt), heading("Best vs baseline"), *_gain_lines(report),
              heading("Per architecture (all trials)"), format_frame(report.architectures, fmt)]
+    ensemble = ensembles(report)
+    if ensemble is not None:
+        parts += [heading("Ensemble of the top trials vs the best single trial (held-out split)"),
+                  format_frame(ensemble, fmt)]
     for item in report.importances:
         parts += [heading(f"Hyperparameter importance for {item.objective} ({item.evaluator} over "
                           f"{item.n_trials} completed trials)"), format_frame(_importance_frame(item).head(10), fmt)]
@@ -122,6 +153,7 @@ def _as_json(report: LeaderboardReport) -> dict:
     return {"experiments": [str(e.path) for e in report.experiments], "ranked_by": report.by,
             "top": _records(report.table), "baseline_gain": report.gains,
             "architectures": _records(report.architectures),
+            "ensemble": _records(ensembles(report)) if ensembles(report) is not None else None,
             "importance": [vars(i) for i in report.importances],
             "pareto": _records(report.pareto) if report.pareto is not None else None, "notes": report.notes}
 
@@ -164,10 +196,13 @@ def write_plots(report: LeaderboardReport, out_dir: str | Path, log=print) -> di
 def write_report_html(report: LeaderboardReport, plots: dict[str, Path], path: str | Path) -> Path:
     """One self-contained page: the tables, the gain, importance, and every plot embedded."""
     image = lambda name, caption: [(caption, plots[name])] if name in plots else []  # noqa: E731
+    ensemble = ensembles(report)
     sections = [
         Section("Top trials", text="\n".join(_gain_lines(report)), tables=[(f"ranked by {report.by}", report.table)],
                 images=image("best_so_far", "Best score so far against compute")),
         Section("Per architecture", tables=[("all trials", report.architectures)]),
+        *([Section("Ensemble", text="Top trials fused (tuned on val only) vs the best single trial, on a held-out "
+                   "split", tables=[("best single vs ensemble", ensemble)])] if ensemble is not None else []),
         Section("Training curves", images=image("learning_curves", "Top trials")
                 + image("gradnorm_weights", "GradNorm task weights of the top GradNorm trials")),
         Section("Hyperparameters", text="\n".join(report.notes),

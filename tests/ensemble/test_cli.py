@@ -1,0 +1,101 @@
+"""search/ensemble.py and search/predict.py, run in-process: exit codes, messages, files written."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import pytest
+
+from tests.ensemble.conftest import ranked, write_image
+from tests.search.test_cli import load
+
+
+@pytest.fixture(scope="module")
+def cli_run(experiment, tmp_path_factory):
+    """The ensemble CLI run once on a copy of the experiment: (exit code, stdout, stderr, experiment folder)."""
+    import contextlib
+    import io
+    import shutil
+
+    folder = tmp_path_factory.mktemp("cli") / "exp"
+    shutil.copytree(experiment.path, folder)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = load("ensemble").main([str(folder), "--top-k", "2", "--tune-trials", "3", "--device", "cpu"])
+    return code, out.getvalue(), err.getvalue(), folder
+
+
+def test_ensemble_cli_builds_prints_the_comparison_and_finds_the_dataset(experiment, cli_run):
+    code, out, err, folder = cli_run
+    assert code == 0
+    assert f"Dataset (from {folder / 'search.json'}): {experiment.data.config.yaml_path}" in err
+    table = out[out.index("split test"):].splitlines()
+    assert table[0].split() == ["split", "test", "mAP50", "mAP50-95", "P", "R", "F1", "view_acc", "score"]
+    assert table[1].startswith(f"best single ({ranked(experiment)[0]})") and table[2].startswith("ensemble (k=2)")
+    assert table[3].startswith("gain") and all(v[0] in "+-" for v in table[3].split()[1:])
+    assert (folder / "ensemble" / "manifest.yaml").is_file()
+    assert json.loads((folder / "ensemble" / "metrics.json").read_text())["arguments"]["top_k"] == 2
+
+
+def test_ensemble_cli_bad_input_exits_2_with_a_message(experiment, tmp_path, capsys):
+    ensemble = load("ensemble")
+    assert ensemble.main([str(experiment.path), "--split", "holdout"]) == 2
+    assert "error: split='holdout' has no images" in capsys.readouterr().err
+    assert ensemble.main([str(tmp_path / "nope")]) == 2
+    assert f"error: {tmp_path / 'nope'}: no such experiment folder" in capsys.readouterr().err
+    assert ensemble.main([str(tmp_path), "--data", str(experiment.data.config.yaml_path)]) == 2
+    assert f"error: {tmp_path / 'leaderboard.parquet'} does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble.main([str(experiment.path), "--tta", "mirror"])
+    assert exit_info.value.code == 2 and "invalid choice: 'mirror'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        ensemble.main(["--help"])
+    assert exit_info.value.code == 0 and "--diverse" in capsys.readouterr().out
+
+
+def test_predict_cli_writes_json_csv_and_drawings_for_odd_images(experiment, tmp_path, capsys):
+    source = tmp_path / "frames"
+    grey = write_image(source / "grey.png", (97, 203))
+    bgr = write_image(source / "sub" / "wide.jpg", (61, 300, 3), seed=1)
+    (source / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "preds"
+    predict = load("predict")
+    assert predict.main(["--checkpoint", str(experiment.checkpoints["t_shared0"]), "--source", str(source),
+                         "--out", str(out), "--conf", "0.05", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "skipped" in captured.err and "broken.png: unreadable or not an image" in captured.err
+    assert "Predicted 2 image(s)" in captured.out
+    for image, (h, w) in ((grey, (97, 203)), (bgr, (61, 300))):
+        record = json.loads((out / f"{image.stem}.json").read_text())
+        assert (record["width"], record["height"]) == (w, h) and record["view"] in ("PSAX", "PLAX", "A4C")
+        assert record["view_prob"] == max(record["view_probs"].values())
+        for det in record["detections"]:
+            x1, y1, x2, y2 = det["box"]
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h and det["score"] >= 0.05
+            assert det["class"] in ("AR", "MR", "PR", "TR")
+        assert cv2.imread(str(out / f"{image.stem}.jpg")).shape == (h, w, 3)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["image", "class", "score", "x1", "y1", "x2", "y2", "view", "view_prob"]
+    assert {r["image"] for r in rows} == {str(grey), str(bgr)}
+
+
+def test_predict_cli_with_an_ensemble_and_its_errors(experiment, cli_run, tmp_path, capsys):
+    predict = load("predict")
+    ensemble_dir = cli_run[3] / "ensemble"
+    image = write_image(tmp_path / "one.png", (50, 70, 3))
+    assert predict.main(["--ensemble", str(ensemble_dir), "--source", str(image), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "one.json").read_text())["image"] == str(image)
+    capsys.readouterr()
+    assert predict.main(["--ensemble", str(tmp_path / "none"), "--source", str(image)]) == 2
+    assert f"error: ensemble manifest {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(tmp_path / "x.pt"), "--source", str(image)]) == 2
+    assert f"error: checkpoint {tmp_path / 'x.pt'} does not exist" in capsys.readouterr().err
+    assert predict.main(["--checkpoint", str(image), "--source", str(tmp_path / "nothing")]) == 2
+    assert "error: --source" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "bad.png").write_bytes(b"")
+    assert predict.main(["--checkpoint", str(experiment.checkpoints["t_dual"]), "--source", str(tmp_path / "empty"),
+                         "--out", str(tmp_path / "o2")]) == 2
+    assert "none of the 1 image(s)" in capsys.readouterr().err

@@ -59,9 +59,10 @@ def probe_search(root, name, **overrides) -> SearchConfig:
 @pytest.fixture(scope="session")
 def e2e_search(tiny_synthetic, tmp_path_factory, probe_space):
     """(SearchConfig, run_search's summary, experiment folder) of a finished 5-trial search: the baseline,
-    a diverging trial, an erroring trial (no retries: max_failures 0) and two normal ones."""
+    a diverging trial, an erroring trial (no retries: max_failures 0) and two normal ones; then, as run.py
+    does, the ensemble of the top 2."""
     from search.orchestrate import run_search
 
     cfg = probe_search(tmp_path_factory.mktemp("e2e"), "e2e", num_samples=5, max_failures=0)
-    summary = run_search(cfg, tiny_synthetic, resume=False)
+    summary = run_search(cfg, tiny_synthetic, resume=False, ensemble_top_k=2)
     return cfg, summary, Path(cfg.experiment_dir)

@@ -112,6 +112,7 @@ def test_baseline_preset_is_the_original_configuration():
     (["--num-samples", "0"], "expected a positive integer, got 0"),
     (["--img-size", "100"], "--img-size must be a multiple of 32"),
     (["--time-budget-s", "0"], "--time-budget-s must be > 0"),
+    (["--ensemble-top-k", "-1"], "--ensemble-top-k must be >= 0"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
 ])
 def test_run_rejects_bad_values_before_anything_starts(argv, message, capsys):

@@ -44,6 +44,21 @@ def test_cli_writes_parquet_tables_plots_and_html(e2e_search, tmp_path, capsys):
     assert best["trial_id"] in html and "Per architecture" in html
 
 
+def test_run_search_builds_the_ensemble_and_the_leaderboard_reports_it(e2e_search, capsys):
+    _, summary, experiment = e2e_search
+    ensemble = summary["ensemble"]
+    assert ensemble is not None and len(ensemble.members) == 2
+    assert {m.trial_id for m in ensemble.members} <= {r["trial_id"] for r in summary["rows"]
+                                                      if r["status"] in ("TERMINATED", "STOPPED_EARLY")}
+    split = ensemble.split
+    assert ensemble.gain[f"{split}/score"] == pytest.approx(
+        ensemble.ensemble_metrics[f"{split}/score"] - ensemble.single_best["metrics"][f"{split}/score"])
+    assert (experiment / "ensemble" / "manifest.yaml").is_file()
+    assert leaderboard.main([str(experiment), "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert "Ensemble of the top trials" in out and "ensemble (k=2)" in out
+
+
 def test_errored_and_diverged_trials_are_listed_and_marked(e2e_search):
     _, _, experiment = e2e_search
     report = build_report([experiment], top=10)

@@ -1,87 +1,28 @@
-"""Figure builders for the trial leaderboard: search progress, learning curves, GradNorm weights, hyperparameters,
-importance and the Pareto front.
+"""Figure builders for the trial leaderboard: search progress, learning curves, GradNorm weights, hyperparameters
+(parallel_plot.py), importance and the Pareto front.
 
-Only matplotlib's object API is used (``Figure``, never pyplot): no global figure state, no GUI backend, so the
-builders are safe in a headless CLI and in tests. Every builder returns a ``Figure`` or raises ``ValueError`` with a
-reason when it has nothing to draw; the caller reports that reason as "skipped".
+Every builder returns a ``Figure`` (matplotlib's object API only, see figure_style.py) or raises ``ValueError``
+with a reason when it has nothing to draw; the caller reports that reason as "skipped".
 """
 from __future__ import annotations
 
-import io
 import math
-import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.collections import LineCollection
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from echotune.atomic import atomic_write_bytes
+from search.analysis.figure_style import (FIGSIZE, _color, _display_name, _figure, _label, _legend_outside,
+                                          _require_columns, save_figure)
+from search.analysis.parallel_plot import NA_LEVEL, parallel_coordinates_figure
 
-FIGSIZE = (8.0, 4.5)
-DPI = 110
 BASELINE_LABEL = "original study's baseline (best of its trial)"
-NA_LEVEL = -0.08  # parallel coordinates: where a missing value sits, just below each axis
-LOG_RATIO = 20.0  # a positive numeric axis spanning at least this factor is drawn in log10 (e.g. learning rates)
-_PALETTE = matplotlib.colormaps["tab10"].colors
-
-
-# ---------------------------------------------------------------- shared styling
-
-
-def _figure(title: str, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, list[Axes]]:
-    """A constrained-layout figure with ``ncols`` panels side by side and a figure title (one place for styling)."""
-    fig = Figure(figsize=figsize, layout="constrained")
-    axes = list(np.atleast_1d(fig.subplots(1, ncols)))
-    fig.suptitle(title, fontsize=12)
-    for ax in axes:
-        ax.grid(True, alpha=0.3, linewidth=0.6)
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.tick_params(labelsize=9)
-    return fig, axes
-
-
-def _label(ax: Axes, xlabel: str, ylabel: str, title: str = "") -> None:
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=10)
-
-
-def _color(i: int):
-    return _PALETTE[i % len(_PALETTE)]
-
-
-def _legend_outside(fig: Figure, handles: list, labels: list[str], below: bool = False) -> None:
-    """Legend outside the axes, so it never hides data: at the right for lists of trials, or below for a few
-    entries (vertically centred at the right, because the figure title spans the legend's column too)."""
-    loc = "outside lower center" if below else "outside center right"
-    fig.legend(handles, labels, loc=loc, ncols=min(len(labels), 3) if below else 1, fontsize=8, frameon=False)
-
-
-def _display_name(column: str) -> str:
-    return column.removeprefix("hp/")
-
-
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Render ``fig`` to PNG in memory, then write it atomically (a reader never sees half an image)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    return atomic_write_bytes(path, buffer.getvalue())
+__all__ = ["BASELINE_LABEL", "NA_LEVEL", "best_so_far_figure", "gradnorm_weights_figure", "importance_figure",
+           "learning_curves_figure", "parallel_coordinates_figure", "pareto_figure", "save_figure"]
 
 
 # ---------------------------------------------------------------- search progress
@@ -205,97 +146,6 @@ def gradnorm_weights_figure(history: pd.DataFrame, trial_ids: Sequence[str]) -> 
     labels += ["w_det (solid)", "w_view (dashed)"]
     _epoch_axis(ax, "task weight")
     _legend_outside(fig, handles, labels)
-    return fig
-
-
-# ---------------------------------------------------------------- hyperparameters
-
-
-@dataclass(frozen=True)
-class _ParallelAxis:
-    label: str
-    y: np.ndarray  # one position per trial: [0, 1] on the axis, NA_LEVEL where the value is missing
-    ticks: list[tuple[float, str]]  # (position, text) written beside the axis
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
-def _numeric_positions(values: np.ndarray, allow_log: bool) -> tuple[np.ndarray, list[tuple[float, str]], bool]:
-    """Min/max-normalised positions (log10 for a wide positive range), ticks at min and max, and whether log."""
-    lo, hi = float(values.min()), float(values.max())
-    log = allow_log and lo > 0 and hi / lo >= LOG_RATIO
-    scaled = np.log10(values) if log else values
-    a, b = (math.log10(lo), math.log10(hi)) if log else (lo, hi)
-    if b == a:  # one distinct value: mid-axis
-        return np.full(len(values), 0.5), [(0.5, f"{lo:.3g}")], log
-    return (scaled - a) / (b - a), [(0.0, f"{lo:.3g}"), (1.0, f"{hi:.3g}")], log
-
-
-def _categorical_positions(values: pd.Series) -> tuple[np.ndarray, list[tuple[float, str]]]:
-    """Evenly spaced levels in sorted order (by text, so bools and strings sort alike)."""
-    levels = sorted(set(values), key=str)
-    step = 1.0 / (len(levels) - 1) if len(levels) > 1 else 0.0
-    position = {level: (i * step if len(levels) > 1 else 0.5) for i, level in enumerate(levels)}
-    return np.array([position[v] for v in values], dtype=float), [(position[lv], str(lv)) for lv in levels]
-
-
-def _parallel_axis(values: pd.Series, name: str, allow_log: bool = True) -> _ParallelAxis:
-    missing = values.isna().to_numpy()
-    present = values[~missing]
-    y = np.full(len(values), NA_LEVEL)
-    ticks: list[tuple[float, str]] = []
-    label = name
-    if len(present) and all(_is_number(v) for v in present):
-        y[~missing], ticks, log = _numeric_positions(present.to_numpy(dtype=float), allow_log)
-        label = f"{name} (log)" if log else name
-    elif len(present):
-        y[~missing], ticks = _categorical_positions(present)
-    if missing.any():  # e.g. a GradNorm parameter of a dual-backbone trial: drawn below the axis, line unbroken
-        ticks.append((NA_LEVEL, "n/a"))
-    return _ParallelAxis(label, y, ticks)
-
-
-def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str],
-                                metric: str = "best/val/score") -> Figure:
-    """One vertical axis per hyperparameter column plus ``metric``; one polyline per scored trial, coloured by it."""
-    what = "parallel coordinates"
-    params = list(params)
-    if not params:
-        raise ValueError(f"{what}: no hyperparameter columns given")
-    _require_columns(leaderboard, [*params, metric], what)
-    # Ascending, so the best trials are drawn last and stay visible on top.
-    scored = leaderboard[leaderboard[metric].notna()].sort_values(metric, kind="stable")
-    if scored.empty:
-        raise ValueError(f"{what}: no trial has {metric}")
-    axes = [_parallel_axis(scored[p], _display_name(p)) for p in params]
-    axes.append(_parallel_axis(scored[metric].astype(float), metric, allow_log=False))
-    xs = np.arange(len(axes))
-    positions = np.column_stack([axis.y for axis in axes])  # (trials, axes)
-
-    width = min(16.0, max(FIGSIZE[0], 1.3 * len(axes) + 2))  # keep room for each axis' tick texts
-    fig, (ax,) = _figure(f"Hyperparameters of all scored trials, coloured by {metric}", figsize=(width, FIGSIZE[1]))
-    scores = scored[metric].to_numpy(dtype=float)
-    lo, hi = scores.min(), scores.max()
-    lines = LineCollection([np.column_stack([xs, row]) for row in positions], cmap="viridis",
-                           norm=Normalize(lo, hi if hi > lo else lo + 1e-12), linewidths=1.6, alpha=0.85)
-    lines.set_array(scores)
-    ax.add_collection(lines)
-    for x, axis in zip(xs, axes):
-        ax.axvline(x, color="0.2", linewidth=1)
-        for y, text in axis.ticks:
-            ax.text(x + 0.04, y, text, fontsize=8, ha="left", va="center",
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
-    ax.set_xticks(xs, [axis.label for axis in axes], rotation=25 if len(axes) > 6 else 0,
-                  ha="right" if len(axes) > 6 else "center")
-    ax.set_xlim(-0.2, xs[-1] + 0.6)
-    ax.set_ylim(NA_LEVEL - 0.07, 1.07)
-    ax.set_yticks([])
-    ax.grid(False)
-    ax.spines[["left", "bottom"]].set_visible(False)
-    _label(ax, "", "position on each axis (min → max)")
-    fig.colorbar(lines, ax=ax, label=metric, pad=0.01)
     return fig
 
 

@@ -17,6 +17,7 @@ from ray import tune
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
+from search.cluster import ClusterFacts, prepare_cluster
 from search.search_record import write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
 
@@ -74,10 +75,35 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
 
 
 def start_ray(address: str | None, cpus: int | None = None) -> None:
-    if address:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    else:
+    """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001."""
+    if not address:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return
+    # Through Ray Client the search loop (and ProgressPrinter) runs on the cluster: its output must be streamed.
+    client = address.startswith("ray://")
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=client)
+    except ConnectionError as exc:  # Ray logs the cause (e.g. InvalidAuthToken) but raises a generic message
+        raise ConnectionError(f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}") from exc
+
+
+def auth_hint() -> str:
+    """What to check when a connection fails: Ray 2.60 clusters use token authentication, and only `ray start
+    --head` and `ray.init(address="auto")` turn it on by themselves on the client side."""
+    where = "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` prints it on the head"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return (f"If the cluster uses token authentication (Ray logs InvalidAuthToken above), export "
+                f"RAY_AUTH_MODE=token and give this machine the cluster's token ({where}); see docs/cluster.md.")
+    return f"Check that this machine's token is the cluster's ({where}) and that the address is right."
+
+
+def describe_cluster(facts: ClusterFacts) -> str:
+    nodes = "; ".join(f"{n.hostname} {n.ip}{' (head)' if n.is_head else ''}: "
+                      + ", ".join(f"{v:g} {k}" for k, v in sorted(n.resources.items())
+                                  if k in ("CPU", "GPU") or not (k.startswith("node:") or k.endswith("memory")))
+                      for n in facts.nodes)
+    return (f"Ray cluster{' (through Ray Client)' if facts.client else ''}: {len(facts.nodes)} node(s) [{nodes}]; "
+            f"dataset, results storage and code (fingerprint {facts.code}) checked on every node")
 
 
 def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
@@ -136,7 +162,12 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
     start = time.time()
     start_ray(address)
     try:
-        write_search_record(cfg, data.config.yaml_path, resumed=resume)
+        # On an existing cluster, refuse what would fail on some node (storage, dataset, code) before any trial.
+        cluster = prepare_cluster(cfg.storage, cfg.shared_storage, data) if address else None
+        if cluster is not None:
+            print(describe_cluster(cluster), flush=True)
+        write_search_record(cfg, data.config.yaml_path, resumed=resume,
+                            cluster=cluster.to_record() if cluster is not None else None)
         tuner = restore_tuner(cfg, data) if resume else build_tuner(cfg, data, [ProgressPrinter(cfg.num_samples)])
         tuner.fit()
         closed = close_orphaned_optuna_trials(cfg)

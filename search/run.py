@@ -5,12 +5,14 @@
     python search/run.py --name gradnorm --resume               # continue an interrupted search
     python search/run.py --data DATA/data.yaml --check-data     # validate a dataset, print the report
     python search/run.py --data DATA/data.yaml --resplit-by-video --ratios 0.7,0.15,0.15 --seed 0
+    python search/run.py --address auto --storage s3://BUCKET/echotune --gpus-per-trial 0.5   # on a Ray cluster
 
 Exit codes: 0 success (data usable, maybe with warnings); 2 bad input (the data check or arguments failed).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from search.tuner import OBJECTIVES, SearchConfig
 from spaces import PROFILES, list_spaces
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
+STORAGE_ENV = "ECHOTUNE_STORAGE"  # a cluster's default --storage (its shared bucket), set by cluster.yaml
 
 
 def _positive_int(text: str) -> int:
@@ -56,15 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--profile", default="quick", choices=PROFILES,
                         help="quick: laptop CPU scales and 160 px; full: the original study's 640 px, bigger models")
     search.add_argument("--name", help="experiment name: results go to STORAGE/NAME (default: the space name)")
-    search.add_argument("--storage", default="results", help="results root: local dir, NFS path or s3://bucket/path")
+    search.add_argument("--storage", default=os.environ.get(STORAGE_ENV, "results"),
+                        help=f"results root: local dir, NFS path or s3://bucket/path (default: ${STORAGE_ENV} or results; "
+                             f"cluster.yaml sets it on every node)")
+    search.add_argument("--shared-storage", action="store_true",
+                        help="the local --storage path is mounted at the same place on every cluster node (NFS); "
+                             "needed to use a local path on a multi-node cluster (checked on every node)")
     search.add_argument("--num-samples", type=_positive_int, default=16, help="trials to run (default 16)")
     search.add_argument("--max-epochs", type=_positive_int, default=12,
                         help="epochs per trial, over the three stages (default 12)")
     search.add_argument("--img-size", type=int, help="override the profile's image size (multiple of 32)")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    search.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per trial, fractions allowed")
+    search.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPUs per trial, fractions allowed (0.5: two trials share a GPU); 0 trains on CPU")
     search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at once (default 2)")
-    search.add_argument("--address", help="existing Ray cluster: auto or ray://HOST:10001 (default: start locally)")
+    search.add_argument("--address", help="existing Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start "
+                                           "Ray locally); see docs/cluster.md")
     search.add_argument("--resume", action="store_true", help="continue the interrupted search --name")
     search.add_argument("--objectives", default="score",
                         help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} (default: score)")
@@ -150,13 +160,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {experiment} already exists; continue it with --resume or choose another --name",
                   file=sys.stderr)
             return EXIT_BAD_INPUT
-    from search.orchestrate import run_search  # imports Ray: keep --check-data and --help fast
+    from search.cluster import ClusterError  # these import Ray: keep --check-data and --help fast
+    from search.orchestrate import run_search
 
     print(f"Search '{search_config.name}': space {search_config.space} ({search_config.profile}), "
           f"{search_config.num_samples} trials x {search_config.max_epochs} epochs, {search_config.concurrency} at "
           f"a time, {search_config.cpus_per_trial:g} CPU + {search_config.gpus_per_trial:g} GPU each, scheduler "
           f"{search_config.scheduler}, searcher {search_config.searcher}; results in {experiment}", flush=True)
-    run_search(search_config, check, resume=args.resume, address=args.address, ensemble_top_k=args.ensemble_top_k)
+    try:
+        run_search(search_config, check, resume=args.resume, address=args.address,
+                   ensemble_top_k=args.ensemble_top_k)
+    except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
@@ -181,7 +197,10 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--time-budget-s must be > 0, got {args.time_budget_s}")
     if args.max_epochs < 3:
         parser.error(f"--max-epochs must be >= 3 (one per training stage), got {args.max_epochs}")
+    if args.shared_storage and "://" in args.storage:
+        parser.error(f"--shared-storage is for a local path mounted on every node; {args.storage} is an object store")
     return SearchConfig(space=args.space, profile=args.profile, name=args.name or args.space, storage=args.storage,
+                        shared_storage=args.shared_storage,
                         num_samples=args.num_samples, max_epochs=args.max_epochs, img_size=args.img_size,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                         concurrency=args.concurrency, seed=args.seed, objectives=objectives,

@@ -24,6 +24,8 @@ from trainables import train_any
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's multivariate/group
 
+RESULTS_DIR_ENV = "ECHOTUNE_RESULTS_DIR"
+
 OBJECTIVES = {"score": "val/score", "map50": "val/map50", "map50_95": "val/map50_95", "view_acc": "val/view_acc",
               "view_f1": "val/view_f1", "f1": "val/f1"}
 
@@ -34,6 +36,7 @@ class SearchConfig:
     profile: str = "quick"
     name: str = "gradnorm"
     storage: str = "results"  # local dir, NFS path or s3://...
+    shared_storage: bool = False  # the local `storage` path is a mount every cluster node shares (NFS)
     num_samples: int = 8
     max_epochs: int = 6
     img_size: int | None = None  # None: the profile's
@@ -57,9 +60,12 @@ class SearchConfig:
 
     @property
     def local_dir(self) -> Path:
-        """Where files that need a filesystem live (optuna.db, search.json): the experiment folder, or
-        ./results/<name>/ for object-store experiments (s3://...)."""
-        return Path("results", self.name).resolve() if "://" in self.storage else Path(self.experiment_dir)
+        """Where files that need a filesystem live (optuna.db, search.json): the experiment folder, or for
+        object-store experiments (s3://...) $ECHOTUNE_RESULTS_DIR/<name>/, default ./results/<name>/ (a driver
+        started by `ray job submit` runs in a temporary copy of the working dir: cluster.yaml sets the variable)."""
+        if "://" not in self.storage:
+            return Path(self.experiment_dir)
+        return Path(os.environ.get(RESULTS_DIR_ENV) or "results", self.name).expanduser().resolve()
 
     @property
     def optuna_storage_url(self) -> str:
@@ -69,8 +75,10 @@ class SearchConfig:
 
     def trial_constants(self) -> dict:
         """Config keys fixed for every trial of this search (merged over what the space samples)."""
+        # A trial uses the devices Ray reserved for it: a CPU trial placed on a GPU node must not take the GPU.
+        # workers=-1: the engine picks DataLoader processes for the device (CUDA: the trial's CPUs - 1).
         constants = {"epochs": self.max_epochs, "seed": self.seed, "cpus": max(1, int(self.cpus_per_trial)),
-                     "device": "auto", "workers": 0, "cache_images": True}
+                     "device": "cuda" if self.gpus_per_trial > 0 else "cpu", "workers": -1, "cache_images": True}
         if self.img_size is not None:
             constants["img_size"] = self.img_size
         return constants
@@ -102,9 +110,14 @@ def build_scheduler(cfg: SearchConfig):
     return StageASHA(metric="val/score", mode="max", experiment_dir=cfg.experiment_dir)
 
 
+def trial_resources(cfg: SearchConfig) -> dict[str, float]:
+    """What Ray reserves for each trial. Fractions are fine here (0.5 GPU: two trials share one GPU); the nodes
+    themselves declare whole CPUs and GPUs (cluster.yaml)."""
+    return {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+
+
 def build_trainable(cfg: SearchConfig, data: DataCheck):
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_any, data=data), resources)
+    return tune.with_resources(tune.with_parameters(train_any, data=data), trial_resources(cfg))
 
 
 def run_config(cfg: SearchConfig, callbacks: list | None = None) -> tune.RunConfig:

@@ -11,11 +11,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.schedule import plan_stages
+from search.cluster import require_dataset_on_node
 from spaces import to_train_config
 
 VAL_METRICS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
@@ -31,6 +33,10 @@ def stages_done(cfg: TrainConfig, epoch: int) -> int:
 
 def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
     cfg = TrainConfig.from_dict({**to_train_config(config), "arch": arch})
+    require_dataset_on_node(data)  # on a cluster the images must be at the driver's paths on this node too
+    # Every result names the Ray node that produced it (Ray's own node_ip/hostname cannot tell apart two nodes
+    # of one machine, and a retried trial may move to another node).
+    node_id = ray.get_runtime_context().get_node_id()
     work = Path(tempfile.mkdtemp(prefix="echotune-trial-"))
     resume_from = None
     checkpoint = tune.get_checkpoint()
@@ -41,7 +47,8 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
     def report(metrics: dict, checkpoint_path: Path | None) -> None:
         folder = Path(tempfile.mkdtemp(prefix="report-", dir=work))
         os.link(checkpoint_path, folder / CHECKPOINT_FILE)  # Ray copies it to storage; a link avoids one copy
-        metrics = {**metrics, "stages_done": stages_done(cfg, int(metrics["epoch"])), "epochs_planned": cfg.epochs}
+        metrics = {**metrics, "stages_done": stages_done(cfg, int(metrics["epoch"])), "epochs_planned": cfg.epochs,
+                   "node_id": node_id}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -57,6 +64,7 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
         tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
-                     "stages_done": stages_done(cfg, epochs_done[0]), "diverged": 1.0, "error": str(exc)})
+                     "stages_done": stages_done(cfg, epochs_done[0]), "diverged": 1.0, "error": str(exc),
+                     "node_id": node_id})
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -147,6 +147,12 @@ def set_thread_budget(cpus: int) -> None:
     cv2.setNumThreads(cpus)
 
 
+def _one_thread_per_worker(_: int) -> None:
+    """In a loader worker: one OpenCV thread (torch sets its own to 1). The workers are already one process per
+    CPU of the trial; the parent's thread budget, inherited through fork, would multiply them."""
+    cv2.setNumThreads(1)
+
+
 def make_loader(dataset: EchoDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0,
                 pin_memory: bool = False, indices: Sequence[int] | None = None) -> torch.utils.data.DataLoader:
     """DataLoader with our collate. `seed` fixes the shuffle order; `indices` (e.g. a hard-mining epoch plan)
@@ -155,4 +161,5 @@ def make_loader(dataset: EchoDataset, batch_size: int, shuffle: bool = False, wo
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and indices is None,
                                        sampler=list(indices) if indices is not None else None,
                                        num_workers=workers, collate_fn=collate, generator=generator,
-                                       pin_memory=pin_memory, drop_last=False)
+                                       pin_memory=pin_memory, drop_last=False,
+                                       worker_init_fn=_one_thread_per_worker if workers > 0 else None)

@@ -1,6 +1,8 @@
 """Build what a trial trains from its TrainConfig: device, model with its criterion, optimizer."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,6 +20,34 @@ def choose_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available (valid here: auto, cpu)")
     return device
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """NHWC tensors let cuDNN pick its faster (tensor-core) convolutions; on CPU they only add conversions."""
+    return device.type == "cuda"
+
+
+@dataclass(frozen=True)
+class DeviceRuntime:
+    """How a trial drives its device; everything that differs between CPU and CUDA is decided here."""
+    device: torch.device
+    amp: bool  # float16 autocast + GradScaler (CUDA only: CPU float16 autocast is slower than float32)
+    channels_last: bool  # see prefers_channels_last
+    pin_memory: bool  # page-locked batches: the host-to-GPU copy runs asynchronously (pointless without a GPU)
+    workers: int  # DataLoader worker processes
+
+
+def device_runtime(cfg: TrainConfig, device: torch.device | None = None) -> DeviceRuntime:
+    """The runtime for `cfg` on `device` (default: `choose_device(cfg.device)`).
+
+    workers=-1 (auto): on CUDA, the trial's CPUs minus the one that drives the GPU, so images are decoded and
+    augmented while the GPU computes; on CPU 0, because the training threads already use every CPU the trial has
+    and loader processes would only take them away. A workers value >= 0 is used as given."""
+    device = device if device is not None else choose_device(cfg.device)
+    cuda = device.type == "cuda"
+    workers = cfg.workers if cfg.workers >= 0 else (max(0, cfg.cpus - 1) if cuda else 0)
+    return DeviceRuntime(device=device, amp=cfg.amp and cuda, channels_last=prefers_channels_last(device),
+                         pin_memory=cuda, workers=workers)
 
 
 def view_class_counts(data: DataCheck) -> list[int]:

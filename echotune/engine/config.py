@@ -65,7 +65,7 @@ class TrainConfig:
     cpus: int = 1
     device: str = "auto"
     amp: bool = True  # on CUDA only
-    workers: int = 0
+    workers: int = -1  # DataLoader processes; -1: auto (CUDA: cpus - 1, CPU: 0; see engine.build.device_runtime)
     cache_images: bool = True
 
     @classmethod
@@ -115,6 +115,8 @@ class TrainConfig:
                      "label_smoothing_stage3", "view_dropout", "ema_decay", "view_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.workers < -1:
+            raise ValueError(f"workers must be >= 0, or -1 for auto, got {self.workers}")
         for name in ("gn_alpha", "mixup_alpha", "weight_decay", "momentum", "warmup_epochs", "grad_clip",
                      "focal_gamma", "lr_cls_factor"):
             if getattr(self, name) < 0:

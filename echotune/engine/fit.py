@@ -23,7 +23,7 @@ from echotune.augment import Augmenter
 from echotune.balance import create_balancer
 from echotune.data.check import DataCheck
 from echotune.data.dataset import EchoDataset, make_loader, set_thread_budget
-from echotune.engine.build import build_model, build_optimizer, choose_device
+from echotune.engine.build import build_model, build_optimizer, device_runtime
 from echotune.engine.checkpoint import check_compatible, load_checkpoint, package_versions, restore_rng_state, save_checkpoint
 from echotune.engine.config import TrainConfig
 from echotune.engine.ema import ModelEMA
@@ -61,20 +61,21 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
     data.raise_if_errors()
     set_thread_budget(cfg.cpus)
     torch.manual_seed(cfg.seed)
-    device = choose_device(cfg.device)
+    runtime = device_runtime(cfg)
+    device = runtime.device
     out_dir = Path(out_dir) if out_dir else None
     nc, n_views = data.config.nc, len(data.view_names)
     train_set = EchoDataset(data.samples["train"], cfg.img_size, cache=cfg.cache_images, cache_threads=cfg.cpus)
     val_set = EchoDataset(data.samples["val"], cfg.img_size, cache=cfg.cache_images, cache_threads=cfg.cpus)
-    val_loader = make_loader(val_set, cfg.batch_size, workers=cfg.workers, pin_memory=device.type == "cuda")
+    val_loader = make_loader(val_set, cfg.batch_size, workers=runtime.workers, pin_memory=runtime.pin_memory)
 
     model = build_model(cfg, data).to(device)
-    if device.type == "cuda":
+    if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr).to(device)
     optimizer = build_optimizer(cfg, model, balancer)
     ema = ModelEMA(model, cfg.ema_decay)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp)
     stages = plan_stages(cfg)
     run_info = {"config": cfg.to_dict(), "nc": nc, "n_views": n_views, "names": list(data.config.names),
                 "view_names": list(data.view_names), "data": str(data.config.yaml_path)}
@@ -102,8 +103,8 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
         aug_strength = stage.aug_strength
         train_set.set_epoch(epoch, Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None, cfg.seed)
         indices = hard_mining_indices(len(train_set), mining_losses, stage.hard_mining_frac, rng)
-        loader = make_loader(train_set, cfg.batch_size, workers=cfg.workers, indices=indices,
-                             pin_memory=device.type == "cuda")
+        loader = make_loader(train_set, cfg.batch_size, workers=runtime.workers, indices=indices,
+                             pin_memory=runtime.pin_memory)
         steps = len(loader)
         settings = StepSettings(
             lr_at_step=lambda step: lr_at(stage, epoch - stage.start_epoch + step / steps, cfg.warmup_epochs),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from echotune.balance import FixedBalancer, GradNormBalancer
+from echotune.engine.build import prefers_channels_last
 from echotune.metrics import detection_metrics, metrics_dict, view_metrics
 
 DETECTION_LOSSES = ("loss/box", "loss/obj", "loss/cls_det")
@@ -101,7 +102,7 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
         lr = settings.lr_at_step(step)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        images, targets = to_device(batch, device, channels_last=device.type == "cuda")
+        images, targets = to_device(batch, device, channels_last=prefers_channels_last(device))
         targets["views"] = soft_views(targets["views"], model.n_views, settings.label_smoothing)
         if settings.mixup_alpha > 0 and len(images) > 1:
             lam = float(rng.beta(settings.mixup_alpha, settings.mixup_alpha))
@@ -152,7 +153,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
     model.eval()
     predictions, targets, view_logits, view_targets = [], [], [], []
     for batch in loader:
-        images, _ = to_device(batch, device, channels_last=device.type == "cuda")
+        images, _ = to_device(batch, device, channels_last=prefers_channels_last(device))
         out = model(images)
         finite = torch.isfinite(out["view_logits"]).all() and all(
             torch.isfinite(d["boxes"]).all() and torch.isfinite(d["scores"]).all() for d in out["detections"])

@@ -39,7 +39,13 @@ def load_classifier_weights(model: nn.Module, path: str | Path) -> dict[str, lis
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier_weights file not found: {path}")
-    state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # UnpicklingError (pickled code refused), RuntimeError/EOFError (damaged file)
+        from echotune.engine.checkpoint import load_error_reason  # (echotune.engine imports models)
+
+        raise ValueError(f"classifier_weights {path}: not loadable with weights_only=True (which refuses pickled "
+                         f"code): {load_error_reason(path, exc)}") from exc
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     result = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)

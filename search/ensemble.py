@@ -9,7 +9,8 @@ The dataset is --data, else the one the search used (search.json's data_yaml), e
 set. Member weights and fusion thresholds are tuned on --tune-on (val) only; the --split images are read only
 after tuning. Writes results/<name>/ensemble/manifest.yaml and metrics.json (use the manifest with
 search/predict.py --ensemble).
-Exit codes: 0 success; 2 bad input (arguments, experiment folder, leaderboard, checkpoints or dataset).
+Exit codes: 0 success; 2 bad input (arguments, experiment folder, leaderboard, checkpoints or dataset; or the
+ensemble folder cannot be written).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from echotune.data.check import DataCheck, check_dataset
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
-from echotune.ensemble.build import build_ensemble
+from echotune.ensemble.build import ENSEMBLE_DIR, build_ensemble
 from echotune.ensemble.fusion import FUSIONS
 from echotune.ensemble.tta import TTA_MODES
 from echotune.ensemble.tuning import DEFAULT_TRIALS
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                        seed=args.seed, device=args.device, log=lambda m: print(m, flush=True))
     except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # writing the manifest or metrics: e.g. a full disk or a read-only experiment folder
+        where = f" ({exc.filename})" if exc.filename else ""  # a write into an open file names none
+        print(f"error: cannot write {args.experiment / ENSEMBLE_DIR}: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return EXIT_OK
 

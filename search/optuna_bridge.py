@@ -51,8 +51,12 @@ class EchoOptunaSearch(OptunaSearch):
         if single and result and self.metric in result and state != optuna.trial.TrialState.FAIL:
             # Ray passes a trial's last result only here, not to on_trial_result: record it as well, so a pruned
             # trial's value (Optuna takes its last intermediate value) is the score at the rung that stopped it.
+            step = int(result["training_iteration"])
             try:
-                ot_trial.report(float(result[self.metric]), int(result["training_iteration"]))
+                reported = next(t.intermediate_values for t in self._ot_study.get_trials(deepcopy=False)
+                                if t.number == ot_trial.number)
+                if step not in reported:  # (sometimes Ray does pass it to both)
+                    ot_trial.report(float(result[self.metric]), step)
             except optuna.exceptions.UpdateFinishedTrialError:
                 self._completed_trials.add(trial_id)  # already told before a driver crash: keep that record
                 return

@@ -17,7 +17,7 @@ from ray import tune
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
-from search.cluster import ClusterFacts, prepare_cluster
+from search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
 from search.search_record import write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
 
@@ -33,6 +33,9 @@ class ProgressPrinter(tune.Callback):
 
     def __init__(self, total_trials: int):
         self.total, self.start, self.done = total_trials, time.time(), 0
+
+    def setup(self, **info):  # also called when a resumed search starts: time from this run's start
+        self.start = time.time()
 
     def _elapsed(self) -> str:
         return f"{time.time() - self.start:6.0f}s"
@@ -74,10 +77,15 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     return closed
 
 
-def start_ray(address: str | None, cpus: int | None = None) -> None:
-    """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001."""
+def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None) -> None:
+    """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001.
+
+    A local Ray starts no dashboard unless `dashboard_host` names the interface it may listen on: 127.0.0.1
+    keeps it (and the job API behind it, which runs any command) reachable from this machine only."""
     if not address:
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        dashboard = {"include_dashboard": False} if dashboard_host is None else {
+            "include_dashboard": True, "dashboard_host": dashboard_host}
+        ray.init(num_cpus=cpus, log_to_driver=False, configure_logging=False, **dashboard)
         return
     # Through Ray Client the search loop (and ProgressPrinter) runs on the cluster: its output must be streamed.
     client = address.startswith("ray://")
@@ -157,11 +165,43 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
     return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble}
 
 
+def trial_fit_problem(cfg: SearchConfig, nodes: list[dict[str, float]]) -> tuple[str, str] | None:
+    """(what does not fit, what to do) when no node offers a trial's resources, else None. `nodes`: each alive
+    node's Ray resources, e.g. {"CPU": 8.0, "GPU": 1.0}. A trial takes its CPUs and GPUs from one node."""
+    wanted = {"CPU": cfg.cpus_per_trial, "GPU": cfg.gpus_per_trial}
+    options = {"CPU": "--cpus-per-trial", "GPU": "--gpus-per-trial"}
+    for key in ("GPU", "CPU"):
+        largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
+        if wanted[key] > largest:
+            fix = ("use --gpus-per-trial 0 to train on CPU" if key == "GPU" and largest == 0
+                   else f"use {options[key]} {largest:g} or less")
+            return (f"{options[key]} {wanted[key]:g} needs {wanted[key]:g} {key}(s) per trial, but no node of this "
+                    f"Ray cluster has that many (largest: {largest:g} {key})"), fix
+    if not any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in nodes):
+        offered = ", ".join(f"{n.get('CPU', 0.0):g} CPU + {n.get('GPU', 0.0):g} GPU" for n in nodes)
+        return (f"a trial needs {wanted['CPU']:g} CPU + {wanted['GPU']:g} GPU on one node, but no node of this Ray "
+                f"cluster has both (nodes: {offered})"), "lower --cpus-per-trial or --gpus-per-trial"
+    return None
+
+
+def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
+    """Raise ClusterError when no node can run a trial: Ray Tune would wait for such a node forever."""
+    problem = trial_fit_problem(cfg, nodes)
+    if problem is not None:
+        raise ClusterError("; ".join(problem))
+
+
 def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
                ensemble_top_k: int = 0) -> dict:
     start = time.time()
     start_ray(address)
     try:
+        # Before anything is written. A local Ray never grows; on a cluster an autoscaler may add the node later.
+        nodes = [node.resources for node in alive_nodes()]
+        if not address:
+            check_trial_fits(cfg, nodes)
+        elif (problem := trial_fit_problem(cfg, nodes)) is not None:
+            print(f"warning: {problem[0]}; trials will wait until the autoscaler adds such a node", flush=True)
         # On an existing cluster, refuse what would fail on some node (storage, dataset, code) before any trial.
         cluster = prepare_cluster(cfg.storage, cfg.shared_storage, data) if address else None
         if cluster is not None:

@@ -8,7 +8,8 @@ Images of any size and aspect ratio (grey, colour or with alpha); a folder is se
 --out: <stem>.json per image (boxes in the image's pixels with class names and scores; the view with its
 probabilities), <stem>.jpg with the boxes and the view drawn, and predictions.csv (image, class, score, x1, y1,
 x2, y2, view, view_prob). Unreadable images are reported and skipped.
-Exit codes: 0 success; 2 bad input (no manifest/checkpoint, bad manifest, no readable image).
+Exit codes: 0 success; 2 bad input (no manifest/checkpoint, bad manifest, no readable image, --out cannot be
+written).
 """
 from __future__ import annotations
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = predict_images(predictor, images, args.out, args.conf, log)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # writing the predictions: e.g. a full disk or a read-only --out
+        where = f" ({exc.filename})" if exc.filename else ""  # a write into an open file names none
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"Predicted {len(summary.written)} image(s) into {args.out} ({summary.csv_path.name}); "
           f"skipped {len(summary.skipped)} unreadable")

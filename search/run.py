@@ -7,15 +7,19 @@
     python search/run.py --data DATA/data.yaml --resplit-by-video --ratios 0.7,0.15,0.15 --seed 0
     python search/run.py --address auto --storage s3://BUCKET/echotune --gpus-per-trial 0.5   # on a Ray cluster
 
-Exit codes: 0 success (data usable, maybe with warnings); 2 bad input (the data check or arguments failed).
+Exit codes: 0 success (data usable, maybe with warnings); 2 bad input (the data check or arguments failed,
+the results folder cannot be written, or no node of the Ray cluster can run a trial).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
+from echotune.atomic import atomic_directory
 from echotune.data.check import check_dataset
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
@@ -109,21 +113,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_folder(args, yaml_dir: Path) -> Path:
+    if args.split_out is not None:
+        return args.split_out
+    if args.folds is not None:
+        return yaml_dir / f"folds{args.folds}-fold{args.fold}-seed{args.seed}"
+    return yaml_dir / f"resplit-seed{args.seed}"
+
+
 def _write_split(args, check) -> Path:
-    yaml_dir = check.config.yaml_path.parent
+    out = _split_folder(args, check.config.yaml_path.parent)
     if args.folds is not None:
         splits = grouped_kfold(check, args.folds, args.fold, test_ratio=args.ratios[2], seed=args.seed)
-        out = args.split_out or yaml_dir / f"folds{args.folds}-fold{args.fold}-seed{args.seed}"
         description = f"grouped {args.folds}-fold by source video, fold {args.fold} as val, seed {args.seed}"
     else:
         splits = resplit_by_video(check, args.ratios, seed=args.seed)
-        out = args.split_out or yaml_dir / f"resplit-seed{args.seed}"
         description = f"re-split by source video, ratios {args.ratios}, seed {args.seed}"
-    written = write_split(check, splits, out, description)
+    if out.exists():  # lists and yaml replaced one by one, each atomically
+        written = write_split(check, splits, out, description)
+    else:  # a new folder appears complete or not at all (the temporary sibling has the same relative paths)
+        with atomic_directory(out) as tmp:
+            write_split(check, splits, tmp, description)
+        written = out.resolve() / "data.yaml"
     counts = ", ".join(f"{name} {len(samples)} images / {len({s.video for s in samples})} videos"
                        for name, samples in splits.items())
     print(f"Wrote {written} ({description}): {counts}")
     return written
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` (with missing parents) and a probe file in it, then remove all of that again: raises
+    OSError (e.g. Permission denied) when results could not be written there. Nothing is left behind."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".echotune-write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    finally:
+        for path in missing:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def _cannot_write(folder: Path, exc: OSError) -> int:
+    where = f" ({exc.filename})" if exc.filename else ""  # a write into an open file names none
+    print(f"error: cannot write {folder}: {exc.strerror or exc}{where}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.folds is not None and not args.resplit_by_video and not 0 <= args.fold < max(args.folds, 1):
         parser.error(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
     search_config = _search_config(parser, args)
+    if args.resume and not (args.check_data or args.resplit_by_video or args.folds is not None):
+        try:
+            search_config = _resume_from_record(search_config, args)
+        except ValueError as exc:  # a damaged search.json
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         yaml_path = resolve_data_yaml(args.data, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
         check = check_dataset(yaml_path, strict=args.strict)
@@ -149,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        except OSError as exc:  # e.g. a full disk or a read-only --split-out
+            return _cannot_write(_split_folder(args, check.config.yaml_path.parent), exc)
         return EXIT_OK
     print(verdict(check), f"Dataset: {yaml_path}", flush=True)
     experiment = Path(search_config.experiment_dir)
@@ -159,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume and experiment.exists():
             print(f"error: {experiment} already exists; continue it with --resume or choose another --name",
                   file=sys.stderr)
+            return EXIT_BAD_INPUT
+        try:  # before Ray starts: a search that cannot save its results must not run for hours first
+            check_writable(experiment)
+        except OSError as exc:
+            print(f"error: cannot write the results folder {experiment}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     from search.cluster import ClusterError  # these import Ray: keep --check-data and --help fast
     from search.orchestrate import run_search
@@ -173,7 +222,28 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. the disk filled up: the files written so far stay (the search can --resume)
+        return _cannot_write(experiment, exc)
     return EXIT_OK
+
+
+def _resume_from_record(cfg: SearchConfig, args: argparse.Namespace) -> SearchConfig:
+    """--resume: the search's settings and dataset as search.json recorded them (a plain `--name X --resume`
+    continues exactly the search that was started, whatever else the command line says)."""
+    from search.search_record import read_search_record, resumed_config
+
+    record = read_search_record(cfg.local_dir) if "://" not in cfg.storage or cfg.local_dir.is_dir() else {}
+    if not record:
+        return cfg
+    if args.data is None and record.get("data_yaml"):
+        args.data = record["data_yaml"]
+    elif args.data is not None and Path(args.data).resolve() != Path(record.get("data_yaml", args.data)):
+        print(f"note: resuming on --data {args.data}; the search started on {record['data_yaml']}", file=sys.stderr)
+    resumed = resumed_config(cfg, record)
+    print(f"Resuming '{resumed.name}' as recorded in {cfg.local_dir / 'search.json'}: space {resumed.space} "
+          f"({resumed.profile}), {resumed.num_samples} trials x {resumed.max_epochs} epochs, dataset {args.data}",
+          file=sys.stderr)
+    return resumed
 
 
 def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SearchConfig:

@@ -44,3 +44,16 @@ def read_search_record(experiment_dir: str | Path) -> dict:
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise ValueError(f"{path}: expected an object with a 'config' object")
     return record
+
+
+# What a resume takes from the command line rather than from the record: where the experiment is now.
+RESUME_OWN_FIELDS = ("name", "storage", "shared_storage")
+
+
+def resumed_config(cfg, record: dict):
+    """`cfg` (a SearchConfig from the command line) with the recorded search's settings: a resumed search keeps
+    the space, profile, objectives, budget and resources it started with (Ray restores its own copy of them
+    anyway), so the summary at its end ranks and labels trials the same way."""
+    recorded = record.get("config", {})
+    known = {f.name for f in dataclasses.fields(cfg)} - set(RESUME_OWN_FIELDS)
+    return dataclasses.replace(cfg, **{k: v for k, v in recorded.items() if k in known})

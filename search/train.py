@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 from echotune.atomic import atomic_write_text
-from echotune.data.check import check_dataset
+from echotune.data.check import DataCheck, check_dataset
 from echotune.data.prepare import resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.report import format_report
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
+from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
 
 # The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
@@ -92,6 +93,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+def check_resume(path: Path, cfg: TrainConfig, data: DataCheck) -> None:
+    """Refuse a damaged checkpoint, or one that does not fit this config and dataset, naming the file and the
+    differences (fit loads it again, onto the training device)."""
+    state = load_checkpoint(path)
+    check_compatible(state, {**cfg.to_dict(), "nc": data.config.nc, "n_views": len(data.view_names)}, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -107,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if not data.ok:
         print(format_report(data), file=sys.stderr)
         return 2
+    if args.resume is not None:
+        try:  # before --out is created
+            check_resume(args.resume, cfg, data)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 2
     out = args.out or Path("results") / f"train-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"Training {cfg.arch} (scale {cfg.model_scale}, {cfg.img_size} px, balance {cfg.balance}) for "
           f"{cfg.epochs} epochs on {data.config.yaml_path}; writing {out}", flush=True)
@@ -116,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteLossError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 1
+    if result.best_checkpoint is None:  # resumed from a last.pt without its best.pt beside it, and no new best
+        print(f"note: the best epoch ({result.best['epoch']}) was before the resume and its best.pt is not beside "
+              f"{args.resume}; the test split is measured on the last checkpoint instead", flush=True)
+        result.best_checkpoint = result.last_checkpoint
     summary = {"best_val": result.best, "wall_s": time.perf_counter() - start,
                "best_checkpoint": str(result.best_checkpoint)}
     if "test" in data.samples and data.samples["test"]:

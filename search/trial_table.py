@@ -6,9 +6,11 @@ where a space does not use it) plus the full config as JSON.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -41,6 +43,7 @@ SCHEMA = pa.schema([
     pa.field("status", pa.string()),  # Ray's TERMINATED, RUNNING, PENDING, PAUSED, ERROR; ours: DIVERGED, STOPPED_EARLY, INTERRUPTED
     pa.field("stopped_early", pa.bool_()),
     pa.field("error", pa.string()),
+    pa.field("retries", pa.int64()),  # worker crashes Ray recovered from (the trial resumed from its checkpoint)
     pa.field("epochs_trained", pa.int64()),
     pa.field("epochs_planned", pa.int64()),
     pa.field("wall_time_s", pa.float64()),
@@ -83,7 +86,21 @@ def _error_message(experiment_dir: Path, trial) -> str | None:
 
 def load_analysis(experiment_dir: str | Path) -> ExperimentAnalysis:
     """Ray's view of an experiment folder (finished, running or interrupted)."""
-    return ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
+    with quiet_ray_analysis():
+        return ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
+
+
+@contextlib.contextmanager
+def quiet_ray_analysis():
+    """Ray logs a warning per trial without results yet (pending, or errored before its first epoch) and an
+    error per trial without a checkpoint: normal in a running or interrupted search, and the rows say so."""
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: dict | None = None,
@@ -110,14 +127,15 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
             status = "STOPPED_EARLY"
         checkpoint = None
         try:
-            best_checkpoint = analysis.get_best_checkpoint(trial, "val/score", "max")
+            with quiet_ray_analysis():
+                best_checkpoint = analysis.get_best_checkpoint(trial, "val/score", "max")
             checkpoint = best_checkpoint.path if best_checkpoint is not None else None
         except (ValueError, KeyError, RuntimeError):
             checkpoint = None
         row = {"trial_id": trial.trial_id, "experiment": Path(experiment_dir).name, "space": space,
                "arch": trial.config.get("arch"), "status": status, "stopped_early": status == "STOPPED_EARLY",
                "is_baseline": baseline is not None and all(trial.config.get(k) == v for k, v in baseline.items()),
-               "error": error, "epochs_trained": trained, "epochs_planned": planned,
+               "error": error, "retries": int(trial.run_metadata.num_failures or 0), "epochs_trained": trained, "epochs_planned": planned,
                "wall_time_s": _finite(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
                "checkpoint_path": checkpoint, "config_json": json.dumps(trial.config, sort_keys=True, default=str)}
         for metric in METRICS:

@@ -17,6 +17,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from echotune.data.check import DataCheck
+from search.atomic_storage import atomic_local_filesystem
 from search.optuna_bridge import EchoOptunaSearch
 from search.scheduler import StageASHA
 from spaces import get_space
@@ -120,13 +121,22 @@ def build_trainable(cfg: SearchConfig, data: DataCheck):
     return tune.with_resources(tune.with_parameters(train_any, data=data), trial_resources(cfg))
 
 
-def run_config(cfg: SearchConfig, callbacks: list | None = None) -> tune.RunConfig:
+def storage_filesystem(cfg: SearchConfig):
+    """For a local or NFS results folder, a filesystem whose files are written atomically (Ray's own copy would
+    leave empty files behind a killed driver: see search/atomic_storage.py); object stores: Ray's default."""
+    return None if "://" in cfg.storage else atomic_local_filesystem()
+
+
+def run_config(cfg: SearchConfig, callbacks: list | None = None, stop: tune.Stopper | None = None) -> tune.RunConfig:
+    """`stop`: an optional tune.Stopper (e.g. search.budget.TrialEpochBudget); None stops on num_samples and
+    time_budget_s only."""
     return tune.RunConfig(
         name=cfg.name, storage_path=cfg.storage if "://" in cfg.storage else str(Path(cfg.storage).resolve()),
+        storage_filesystem=storage_filesystem(cfg),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score",
                                                 checkpoint_score_order="max"),
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-        callbacks=callbacks or [], verbose=0)
+        callbacks=callbacks or [], stop=stop, verbose=0)
 
 
 def trial_dirname(trial) -> str:
@@ -134,16 +144,17 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None) -> tune.Tuner:
+def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None,
+                stop: tune.Stopper | None = None) -> tune.Tuner:
     tune_config = tune.TuneConfig(search_alg=build_searcher(cfg), scheduler=build_scheduler(cfg),
                                   num_samples=cfg.num_samples, max_concurrent_trials=cfg.concurrency,
                                   time_budget_s=cfg.time_budget_s, reuse_actors=False,
                                   trial_dirname_creator=trial_dirname)
-    return tune.Tuner(build_trainable(cfg, data), tune_config=tune_config, run_config=run_config(cfg, callbacks))
+    return tune.Tuner(build_trainable(cfg, data), tune_config=tune_config, run_config=run_config(cfg, callbacks, stop))
 
 
 def restore_tuner(cfg: SearchConfig, data: DataCheck) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints,
     the Optuna study (SQLite) keeps its history, and StageASHA rebuilds its rungs from the trials' results."""
     return tune.Tuner.restore(cfg.experiment_dir, trainable=build_trainable(cfg, data), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False)
+                              resume_errored=False, restart_errored=False, storage_filesystem=storage_filesystem(cfg))

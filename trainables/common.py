@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -16,6 +17,7 @@ from ray import tune
 
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
+from echotune.engine.checkpoint import load_checkpoint
 from echotune.engine.schedule import plan_stages
 from search.cluster import require_dataset_on_node
 from spaces import to_train_config
@@ -32,24 +34,33 @@ def stages_done(cfg: TrainConfig, epoch: int) -> int:
 
 
 def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
+    started_at = time.time()  # wall clock at the trainable's first line: the benchmarks' trial start-up time
     cfg = TrainConfig.from_dict({**to_train_config(config), "arch": arch})
     require_dataset_on_node(data)  # on a cluster the images must be at the driver's paths on this node too
     # Every result names the Ray node that produced it (Ray's own node_ip/hostname cannot tell apart two nodes
     # of one machine, and a retried trial may move to another node).
     node_id = ray.get_runtime_context().get_node_id()
     work = Path(tempfile.mkdtemp(prefix="echotune-trial-"))
-    resume_from = None
+    resume_from, restored_epoch = None, 0
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a retry after a crash, or a resumed search: continue after the saved epoch
         restored = Path(checkpoint.to_directory(str(work / "restored")))
         resume_from = restored / CHECKPOINT_FILE
+        restored_epoch = int(load_checkpoint(resume_from)["epoch"])
+
+    last_report_s = [0.0]  # how long the previous tune.report (checkpoint upload + driver hand-off) blocked
 
     def report(metrics: dict, checkpoint_path: Path | None) -> None:
         folder = Path(tempfile.mkdtemp(prefix="report-", dir=work))
         os.link(checkpoint_path, folder / CHECKPOINT_FILE)  # Ray copies it to storage; a link avoids one copy
+        # restored_from_epoch: the checkpoint this run of the trial started from (0: from scratch), so a retry
+        # or resume is visible in every result, with how much it had to redo.
         metrics = {**metrics, "stages_done": stages_done(cfg, int(metrics["epoch"])), "epochs_planned": cfg.epochs,
-                   "node_id": node_id}
+                   "node_id": node_id, "restored_from_epoch": restored_epoch,
+                   "trial_started_at": started_at, "report_s": last_report_s[0]}  # report_s: 0 on the first report
+        start = time.perf_counter()
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        last_report_s[0] = time.perf_counter() - start
         shutil.rmtree(folder, ignore_errors=True)
 
     epochs_done = [0]
@@ -65,6 +76,6 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
         tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
                      "stages_done": stages_done(cfg, epochs_done[0]), "diverged": 1.0, "error": str(exc),
-                     "node_id": node_id})
+                     "node_id": node_id, "restored_from_epoch": restored_epoch})
     finally:
         shutil.rmtree(work, ignore_errors=True)

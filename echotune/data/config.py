@@ -56,10 +56,14 @@ def load_data_config(yaml_path: str | os.PathLike) -> DataConfig:
         raise DataError(f"{yaml_path}: data.yaml not found")
     try:
         raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"{yaml_path}: not valid YAML: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise DataError(f"{yaml_path}: not valid YAML: {yaml_error_text(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{yaml_path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     if not isinstance(raw, dict):
-        raise DataError(f"{yaml_path}: expected a mapping of keys (path, train, val, test, names, view_names)")
+        got = "an empty file" if raw is None else f"{type(raw).__name__} {repr(raw)[:60]}"
+        raise DataError(f"{yaml_path}: expected a mapping of keys (path, train, val, test, names, view_names), "
+                        f"got {got}")
 
     problems: list[Problem] = []
 
@@ -100,6 +104,21 @@ def load_data_config(yaml_path: str | os.PathLike) -> DataConfig:
     if problems:
         raise DataError(f"{yaml_path}: invalid dataset file", problems)
     return DataConfig(yaml_path, root, tuple(names), view_names and tuple(view_names), sources)
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line with 1-based positions: `line 2, column 1: expected ... (while parsing a flow
+    sequence started at line 1, column 8)`; its own text names a "<unicode string>", not the file."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        text += f" ({context} started at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        text += f" ({context})"
+    return text
 
 
 def list_split_images(source: Path) -> tuple[list[Path], list[Problem]]:

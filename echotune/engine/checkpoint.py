@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import platform
 import random
 from importlib import metadata
@@ -71,16 +72,32 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
         raise ValueError(f"{path}: not a loadable EchoTune checkpoint (loaded with weights_only=True, which "
-                         f"refuses pickled code): {exc}") from exc
+                         f"refuses pickled code): {load_error_reason(path, exc)}") from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not an EchoTune checkpoint of format {FORMAT_VERSION}")
     return state
 
 
+def load_error_reason(path: str | os.PathLike, exc: Exception) -> str:
+    """Why torch.load(weights_only=True) failed, in one sentence; without torch's advice to retry with
+    weights_only=False (that advice is how a tampered file would run its code)."""
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation",
+                                                             "Please file an issue", "WeightsUnpickler error"))]
+    if isinstance(exc, pickle.UnpicklingError) and (is_zip or any("GLOBAL" in line for line in detail)):
+        return f"it holds pickled objects beyond tensors and plain containers, refused ({' '.join(detail)[:300]})"
+    if not is_zip:
+        return "not a PyTorch checkpoint (truncated, damaged or another format: no zip archive)"
+    return (detail or lines or [type(exc).__name__])[-1][:300]
+
+
 def check_compatible(state: dict, config: dict, path: str | os.PathLike) -> None:
     """Refuse a checkpoint whose architecture, scale, classes or views differ from the config being resumed."""
     saved = state.get("config", {})
-    keys = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views")
+    # the model's shape, and the kinds of saved state (the balancer's and optimizer's load only into their own kind)
+    keys = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views", "balance", "optimizer")
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}" for k in keys
              if k in config and saved.get(k) != config.get(k)]
     if diffs:

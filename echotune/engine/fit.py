@@ -97,6 +97,9 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
         atomic_write_text(out_dir / "run.json", json.dumps({**run_info, "versions": package_versions()}, indent=2))
 
     result = FitResult(best=best or {}, last=history[-1] if history else {}, history=history)
+    if resume_from is not None and best is not None:  # until a resumed epoch beats it, the best is the earlier one
+        earlier_best = Path(resume_from).with_name("best.pt")
+        result.best_checkpoint = earlier_best if earlier_best.is_file() else None
     for epoch in range(start_epoch, cfg.epochs):
         stage = stage_at(stages, epoch)
         rng = np.random.default_rng([cfg.seed, epoch])

@@ -68,7 +68,9 @@ def top_table(ranked: pd.DataFrame, by: str = "score", top: int = 10, params: li
     if ranked["experiment"].nunique() > 1:
         table["experiment"] = shown["experiment"]
     table["arch"] = [arch_label(r) for _, r in shown.iterrows()]
-    table["status"] = [s + (" (baseline)" if b else "") for s, b in zip(shown["status"], shown["is_baseline"].fillna(False))]
+    retries = shown["retries"] if "retries" in shown else [0] * len(shown)  # parquets written before the column
+    table["status"] = [s + (" (baseline)" if b else "") + (f" (retried {int(n)}x)" if n and n == n else "")
+                       for s, b, n in zip(shown["status"], shown["is_baseline"].fillna(False), retries)]
     table["epochs"] = [f"{t}/{p}" for t, p in zip(shown["epochs_trained"], shown["epochs_planned"])]
     for metric, label in DISPLAY.items():
         table[label] = shown[f"best/{metric}"]

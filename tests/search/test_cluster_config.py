@@ -105,3 +105,32 @@ def test_shared_memory_and_the_project_installed_on_every_node(prepared, raw):
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     ray_pin = next(d for d in extras["dependencies"] if d.startswith("ray["))
     assert f"ray[default]=={ray_pin.split('==')[1]}" in extras["optional-dependencies"]["cluster"]
+
+
+def _doc_commands() -> list[str]:
+    """Shell commands in docs/cluster.md's code blocks, continuation lines joined (what users paste)."""
+    docs = (ROOT / "docs" / "cluster.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", docs, re.DOTALL)
+    return [line.strip() for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def test_documented_commands_open_only_ssh_from_your_address(raw):
+    """The checks above see cluster.yaml as Ray prepares it; users also paste docs/cluster.md's commands and may
+    uncomment cluster.yaml's alternatives: those must not open a port to the world or move the dashboard either."""
+    commands = _doc_commands()
+    ingress = [c for c in commands if "authorize-security-group-ingress" in c]
+    assert ingress, "docs/cluster.md lost its security group commands"
+    for command in ingress:  # SSH from one address (/32), or traffic between the group's own nodes
+        cidrs = re.findall(r"--cidr(?:-ip)?[ =](\S+)", command)
+        assert "--ipv6-cidr" not in command, command
+        assert ("--source-group" in command and not cidrs) or (
+            cidrs and all(c.endswith("/32") for c in cidrs) and "--port 22" in command), command
+    for command in commands:
+        assert "0.0.0.0" not in command and "::/0" not in command, command
+    yaml_lines = (ROOT / "cluster.yaml").read_text().splitlines()
+    uncommented = [line.lstrip("# ") for line in yaml_lines]  # commented-out alternatives too
+    for line in commands + uncommented:
+        for host in re.findall(r"--dashboard-host[ =](\S+)", line):
+            assert host.strip("'\"") in ("127.0.0.1", "localhost"), line
+    heads = [c for c in commands if re.search(r"\bray start\b.*--head", c)]
+    assert heads and all("--dashboard-host=127.0.0.1" in c for c in heads), heads

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.search.test_cli import load
@@ -57,6 +58,7 @@ class LoopbackCluster:
     logs: Path
     head_temp_dir: Path
     nodes: list[dict] = field(default_factory=list)  # Ray's node records, as seen when the cluster came up
+    worker: subprocess.Popen | None = None  # the second node's `ray start --block` (its own process group)
 
     def ray_logs(self, pattern: str) -> str:
         """The head's Ray log files matching `pattern` (for failure messages)."""
@@ -155,11 +157,11 @@ def loopback_cluster(tmp_path_factory):
             *(["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
               if HAS_DASHBOARD else ["--include-dashboard=false"])])
         _wait_for_port(gcs_port, head, head_log)
-        start("worker", [f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
-                         f'--resources={{"{WORKER_RESOURCE}": 1}}'])
+        worker, _ = start("worker", [f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
+                                     f'--resources={{"{WORKER_RESOURCE}": 1}}'])
         cluster = LoopbackCluster(gcs_address=f"127.0.0.1:{gcs_port}", client_address=f"ray://127.0.0.1:{client_port}",
                                   dashboard_address=f"http://127.0.0.1:{dashboard_port}" if HAS_DASHBOARD else None,
-                                  env=env, root=root, logs=logs, head_temp_dir=Path(temp_dirs[0]))
+                                  env=env, root=root, logs=logs, head_temp_dir=Path(temp_dirs[0]), worker=worker)
         cluster.nodes = _wait_for_nodes(env, cluster.gcs_address, 2)
         yield cluster
     finally:
@@ -281,3 +283,45 @@ def test_a_driver_without_the_token_is_refused_with_the_fix(loopback_cluster, ti
     assert "InvalidAuthToken" in result.stderr  # Ray's own log line: the GCS refused the unauthenticated client
     assert "could not connect to the Ray cluster" in result.stderr and "export RAY_AUTH_MODE=token" in result.stderr
     assert not (loopback_cluster.root / "results" / "no_token").exists()
+
+
+def test_trials_of_a_lost_node_move_to_another_node_and_finish(loopback_cluster, tmp_path):
+    """Node loss (runs last: it kills the cluster's second node). SIGKILL the worker node's whole process group
+    (raylet, its trial workers: a VM gone) while one of the two trials trains there; Ray retries that trial
+    from its last checkpoint on the head, where it finishes, and the search ends normally."""
+    from echotune.data.synthetic import SyntheticSpec, generate
+    from tests.reliability.faults import SearchProcess, trial_results, wait_for
+
+    data = generate(tmp_path / "data", SyntheticSpec(train_videos=12, val_videos=4, test_videos=4,
+                                                     frames_per_video=4, img_size=64, seed=1))  # ~1 s epochs
+    head_id = next(n["NodeID"] for n in loopback_cluster.nodes if WORKER_RESOURCE not in n["Resources"])
+    worker_id = next(n["NodeID"] for n in loopback_cluster.nodes if WORKER_RESOURCE in n["Resources"])
+    experiment = loopback_cluster.root / "results" / "node_loss"
+    search = SearchProcess(["--address", loopback_cluster.gcs_address, "--data", str(data), "--name", "node_loss",
+                            "--storage", str(loopback_cluster.root / "results"), "--shared-storage", *SEARCH_ARGS,
+                            "--max-epochs", "6"], tmp_path / "search.log", env=loopback_cluster.env)
+    try:
+        def trial_on_the_worker_node():
+            for trial_id, rows in trial_results(experiment).items():
+                if rows and rows[-1]["node_id"] == worker_id and 2 <= rows[-1]["epoch"] <= 4:
+                    return trial_id
+            return None
+
+        victim = wait_for(trial_on_the_worker_node, 240, search, "a trial training on the worker node")
+        os.killpg(loopback_cluster.worker.pid, signal.SIGKILL)  # the node is gone, not drained
+        assert search.wait(400) == 0, search.output()[-4000:]
+    finally:
+        search.cleanup()
+    results = trial_results(experiment)
+    assert len(results) == 2
+    moved = results[victim]
+    on_worker = [r["epoch"] for r in moved if r["node_id"] == worker_id]
+    on_head = [r for r in moved if r["node_id"] != worker_id]
+    assert on_worker == list(range(1, max(on_worker) + 1))
+    assert {r["node_id"] for r in on_head} == {head_id}  # moved to the surviving node ...
+    assert {r["restored_from_epoch"] for r in on_head} == {max(on_worker)}  # ... from its last checkpoint
+    assert [r["epoch"] for r in on_head] == list(range(max(on_worker) + 1, 7))
+    rows = {r["trial_id"]: r for r in pq.read_table(experiment / "leaderboard.parquet").to_pylist()}
+    assert sorted(rows) == sorted(results)
+    assert {(r["status"], r["epochs_trained"]) for r in rows.values()} == {("TERMINATED", 6)}
+    assert rows[victim]["retries"] == 1

@@ -77,20 +77,22 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     return closed
 
 
-def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None) -> None:
+def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None) -> str | None:
     """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001.
 
     A local Ray starts no dashboard unless `dashboard_host` names the interface it may listen on: 127.0.0.1
-    keeps it (and the job API behind it, which runs any command) reachable from this machine only."""
+    keeps it (and the job API behind it, which runs any command) reachable from this machine only. Returns the
+    dashboard's address when one was started."""
     if not address:
         dashboard = {"include_dashboard": False} if dashboard_host is None else {
             "include_dashboard": True, "dashboard_host": dashboard_host}
-        ray.init(num_cpus=cpus, log_to_driver=False, configure_logging=False, **dashboard)
-        return
+        context = ray.init(num_cpus=cpus, log_to_driver=False, configure_logging=False, **dashboard)
+        return context.dashboard_url if dashboard_host is not None else None
     # Through Ray Client the search loop (and ProgressPrinter) runs on the cluster: its output must be streamed.
     client = address.startswith("ray://")
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=client)
+        return None
     except ConnectionError as exc:  # Ray logs the cause (e.g. InvalidAuthToken) but raises a generic message
         raise ConnectionError(f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}") from exc
 
@@ -192,9 +194,11 @@ def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
 
 
 def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
-               ensemble_top_k: int = 0) -> dict:
+               ensemble_top_k: int = 0, dashboard_host: str | None = None) -> dict:
     start = time.time()
-    start_ray(address)
+    dashboard = start_ray(address, dashboard_host=dashboard_host)
+    if dashboard:
+        print(f"Ray dashboard: http://{dashboard}", flush=True)
     try:
         # Before anything is written. A local Ray never grows; on a cluster an autoscaler may add the node later.
         nodes = [node.resources for node in alive_nodes()]

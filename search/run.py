@@ -79,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--concurrency", type=_positive_int, default=2, help="trials at once (default 2)")
     search.add_argument("--address", help="existing Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: start "
                                            "Ray locally); see docs/cluster.md")
-    search.add_argument("--resume", action="store_true", help="continue the interrupted search --name")
+    search.add_argument("--resume", action="store_true", help="continue the interrupted search --name (its settings "
+                        "and dataset are read from its search.json)")
+    search.add_argument("--dashboard", action="store_true",
+                        help="start Ray's dashboard with the local Ray (off by default; see --dashboard-host)")
+    search.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
+                        help="interface the dashboard listens on (default 127.0.0.1: this machine only; the "
+                             "dashboard's job API runs any command, so expose it only on a network you trust)")
     search.add_argument("--objectives", default="score",
                         help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} (default: score)")
     search.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{search_config.scheduler}, searcher {search_config.searcher}; results in {experiment}", flush=True)
     try:
         run_search(search_config, check, resume=args.resume, address=args.address,
-                   ensemble_top_k=args.ensemble_top_k)
+                   ensemble_top_k=args.ensemble_top_k, dashboard_host=args.dashboard_host if args.dashboard else None)
     except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -267,6 +273,9 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--time-budget-s must be > 0, got {args.time_budget_s}")
     if args.max_epochs < 3:
         parser.error(f"--max-epochs must be >= 3 (one per training stage), got {args.max_epochs}")
+    if args.dashboard and args.address:
+        parser.error("--dashboard starts the dashboard of a local Ray; a cluster has its own (docs/cluster.md: "
+                     "`ray dashboard cluster.yaml`)")
     if args.shared_storage and "://" in args.storage:
         parser.error(f"--shared-storage is for a local path mounted on every node; {args.storage} is an object store")
     return SearchConfig(space=args.space, profile=args.profile, name=args.name or args.space, storage=args.storage,

@@ -617,13 +617,13 @@ def test_start_ray_dashboard_on_localhost_only_and_none_by_default():
     from search.orchestrate import start_ray
 
     try:
-        start_ray(None, cpus=1)
+        assert start_ray(None, cpus=1) is None
         assert not ray._private.worker.global_worker.node.address_info.get("webui_url")
     finally:
         ray.shutdown()
     try:
-        start_ray(None, cpus=1, dashboard_host="127.0.0.1")
-        url = ray._private.worker.global_worker.node.address_info["webui_url"]
+        url = start_ray(None, cpus=1, dashboard_host="127.0.0.1")  # what run.py --dashboard prints
+        assert url == ray._private.worker.global_worker.node.address_info["webui_url"]
         host, port = url.removeprefix("http://").rsplit(":", 1)
         assert host == "127.0.0.1", url
         deadline = time.monotonic() + 60

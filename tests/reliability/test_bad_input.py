@@ -270,7 +270,7 @@ def test_on_an_existing_cluster_a_missing_node_is_only_a_warning(tmp_path, monke
     def next_step(*args):
         raise ClusterError("stopped at the per-node checks")
 
-    monkeypatch.setattr(orchestrate, "start_ray", lambda address: None)
+    monkeypatch.setattr(orchestrate, "start_ray", lambda address, **options: None)
     monkeypatch.setattr(orchestrate.ray, "shutdown", lambda: None)
     monkeypatch.setattr(orchestrate, "alive_nodes", lambda: [NodeInfo("n1", "10.0.0.1", "head", {"CPU": 4.0})])
     monkeypatch.setattr(orchestrate, "prepare_cluster", next_step)

@@ -114,6 +114,7 @@ def test_baseline_preset_is_the_original_configuration():
     (["--time-budget-s", "0"], "--time-budget-s must be > 0"),
     (["--ensemble-top-k", "-1"], "--ensemble-top-k must be >= 0"),
     (["--profile", "huge"], "invalid choice: 'huge'"),
+    (["--dashboard", "--address", "auto"], "--dashboard starts the dashboard of a local Ray; a cluster has its own"),
 ])
 def test_run_rejects_bad_values_before_anything_starts(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -106,3 +106,19 @@ def trial_statuses(experiment: Path) -> dict[str, str]:
     except (json.JSONDecodeError, OSError):  # replaced while we read it: the next poll gets the new one
         return {}
     return {json.loads(trial)["trial_id"]: json.loads(trial)["status"] for trial, _ in data["trial_data"]}
+
+
+def assert_leaderboard_sees_the_interrupted_search(experiment: Path) -> None:
+    """Unfinished trials are listed: as Ray recorded them while the state is fresh, INTERRUPTED once it is stale
+    (with the --resume command in the notes)."""
+    from search.analysis.experiment import LIVE_STATE_MAX_AGE_S, load_experiment
+
+    fresh = load_experiment(experiment)
+    assert fresh.live and any(r["status"] in ("RUNNING", "PENDING", "PAUSED") for r in fresh.rows)
+    stale = time.time() - 2 * LIVE_STATE_MAX_AGE_S
+    for state in experiment.glob("experiment_state-*.json"):
+        os.utime(state, (stale, stale))
+    old = load_experiment(experiment)
+    assert not old.live and {r["status"] for r in old.rows} & {"INTERRUPTED"}
+    assert not {r["status"] for r in old.rows} & {"RUNNING", "PENDING", "PAUSED"}
+    assert any("--resume" in note for note in old.notes)

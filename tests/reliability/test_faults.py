@@ -14,7 +14,8 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from tests.reliability.faults import SearchProcess, run_cli, trial_results, trial_statuses, wait_for
+from tests.reliability.faults import (SearchProcess, assert_leaderboard_sees_the_interrupted_search, run_cli,
+                                     trial_results, trial_statuses, wait_for)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -92,7 +93,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
     """SIGKILL run.py itself mid-search (TPE + ASHA, the default search), then `run.py --resume`: finished trials
     are kept as they were, running ones continue from at most one epoch back, pending ones run, Optuna agrees."""
     experiment = tmp_path / "results" / "driver"
-    args = search_args(fault_data, tmp_path, "driver", "--space", "gradnorm", "--num-samples", "6")
+    args = search_args(fault_data, tmp_path, "driver", "--space", "gradnorm", "--num-samples", "5")
     search = SearchProcess(args, tmp_path / "driver.log")
     try:
         def finished_and_running():
@@ -104,6 +105,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
         search.kill_driver()
         statuses, results = trial_statuses(experiment), trial_results(experiment)  # as the crash left them
         assert any(s == "RUNNING" for s in statuses.values()), statuses
+        assert_leaderboard_sees_the_interrupted_search(experiment)
         # as the README says: only the name (and where results live); settings and dataset come from search.json
         resume = ["--storage", str(tmp_path / "results"), "--name", "driver", "--resume"]
         rc = run_cli(resume, tmp_path / "resume.log", 400)
@@ -113,7 +115,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
 
     final = trial_results(experiment)
     rows = {r["trial_id"]: r for r in leaderboard(experiment)}
-    assert len(rows) == 6 and sorted(rows) == sorted(final)  # every trial exactly once
+    assert len(rows) == 5 and sorted(rows) == sorted(final)  # every trial exactly once
     assert {r["status"] for r in rows.values()} <= {"TERMINATED", "STOPPED_EARLY", "DIVERGED"}, rows
     for trial_id, status in statuses.items():
         if status == "TERMINATED":  # finished before the crash: not re-run, its results untouched

@@ -1,17 +1,14 @@
-"""Real Ray end-to-end searches (2 CPUs, tiny model, 64 px): files, leaderboard rows, Optuna states, divergence,
-and resume after an interrupted driver. Ray is always shut down by run_search / the fixtures."""
+"""Real Ray end-to-end searches (2 CPUs, tiny model, 64 px): files, leaderboard rows, Optuna states, divergence.
+Ray is always shut down by run_search / the fixtures. Resume after a killed driver: tests/reliability/test_faults.py."""
 from __future__ import annotations
 
 import optuna
 import pyarrow.parquet as pq
 import pytest
-import ray
-from ray import tune
 
-from search.orchestrate import run_search, start_ray
 from search.trial_table import SCHEMA
-from search.tuner import SearchConfig, build_tuner
-from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL, probe_search
+from search.tuner import SearchConfig
+from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL
 
 pytestmark = pytest.mark.ray
 def optuna_states(cfg: SearchConfig) -> list[str]:
@@ -53,60 +50,3 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
     assert all(r["best/val/score"] is not None and r["checkpoint_path"] for r in finished)
     assert {t.user_attrs.get("ray_trial_id") for t in study.trials} == {r["trial_id"] for r in rows}
 
-
-class InterruptOnce(tune.Callback):
-    """Raises in the driver after `after` results, once (a marker file keeps the resumed run going)."""
-
-    def __init__(self, after: int, marker: str):
-        self.after, self.marker, self.seen = after, marker, 0
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        import os
-
-        self.seen += 1
-        if self.seen >= self.after and not os.path.exists(self.marker):
-            open(self.marker, "w").close()
-            raise KeyboardInterrupt("injected driver interruption")
-
-
-def test_resume_after_interruption_runs_every_trial_exactly_once(tiny_synthetic, tmp_path):
-    cfg = probe_search(tmp_path, "resume", num_samples=4, space="gradnorm", max_epochs=3)
-    start_ray(None)
-    try:
-        tuner = build_tuner(cfg, tiny_synthetic, callbacks=[InterruptOnce(3, str(tmp_path / "interrupted"))])
-        with pytest.raises(BaseException):
-            tuner.fit()
-    finally:
-        ray.shutdown()
-    assert (tmp_path / "interrupted").exists()
-    before = sorted(p.name for p in (tmp_path / "results" / "resume").glob("trial_*"))
-    _leaderboard_sees_the_interrupted_search(tmp_path / "results" / "resume")
-    summary = run_search(cfg, tiny_synthetic, resume=True)
-    rows = summary["rows"]
-    ids = [r["trial_id"] for r in rows]
-    assert len(ids) == len(set(ids)) == 4
-    assert set(before) <= {f"trial_{i}" for i in ids}
-    assert all(r["status"] in ("TERMINATED", "STOPPED_EARLY", "DIVERGED") for r in rows)
-    study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{cfg.experiment_dir}/optuna.db")
-    orphans = [t for t in study.trials if "orphaned" in t.user_attrs]
-    assert all(t.state.name == "FAIL" for t in orphans)  # asked just before the interruption, never run
-    assert len(study.trials) - len(orphans) == 4
-    assert "RUNNING" not in {t.state.name for t in study.trials}
-
-
-def _leaderboard_sees_the_interrupted_search(experiment):
-    """Unfinished trials are listed: as Ray recorded them while the state is fresh, INTERRUPTED once it is stale."""
-    import os
-    import time
-
-    from search.analysis.experiment import LIVE_STATE_MAX_AGE_S, load_experiment
-
-    fresh = load_experiment(experiment)
-    assert fresh.live and any(r["status"] in ("RUNNING", "PENDING", "PAUSED") for r in fresh.rows)
-    stale = time.time() - 2 * LIVE_STATE_MAX_AGE_S
-    for state in experiment.glob("experiment_state-*.json"):
-        os.utime(state, (stale, stale))
-    old = load_experiment(experiment)
-    assert not old.live and {r["status"] for r in old.rows} & {"INTERRUPTED"}
-    assert not {r["status"] for r in old.rows} & {"RUNNING", "PENDING", "PAUSED"}
-    assert any("--resume" in note for note in old.notes)

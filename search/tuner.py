@@ -50,6 +50,10 @@ class SearchConfig:
     searcher: str = "tpe"
     time_budget_s: float | None = None
     max_failures: int = 2
+    # Run the next trial in the finished trial's worker process instead of starting a fresh one (its Python and
+    # torch imports cost seconds per trial: benchmarks/overhead.py). Trials stay independent: fit() seeds and
+    # builds everything from the config, and a trial that crashes gets a fresh process.
+    reuse_actors: bool = True
 
     @property
     def metrics(self) -> list[str]:
@@ -148,7 +152,7 @@ def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = Non
                 stop: tune.Stopper | None = None) -> tune.Tuner:
     tune_config = tune.TuneConfig(search_alg=build_searcher(cfg), scheduler=build_scheduler(cfg),
                                   num_samples=cfg.num_samples, max_concurrent_trials=cfg.concurrency,
-                                  time_budget_s=cfg.time_budget_s, reuse_actors=False,
+                                  time_budget_s=cfg.time_budget_s, reuse_actors=cfg.reuse_actors,
                                   trial_dirname_creator=trial_dirname)
     return tune.Tuner(build_trainable(cfg, data), tune_config=tune_config, run_config=run_config(cfg, callbacks, stop))
 

@@ -19,6 +19,17 @@ class ModelEMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.ramp, self.updates = decay, ramp, 0
+        self._source: nn.Module | None = None  # the model whose tensors are cached below
+        self._pairs: tuple[list, list, list, list] = ([], [], [], [])
+
+    def _tensors(self, model: nn.Module) -> tuple[list, list, list, list]:
+        """(ema params, model params, ema buffers, model buffers), listed once per model: walking the module tree
+        every step cost more than the update itself on small CPU models (benchmarks/throughput.py)."""
+        if model is not self._source:
+            self._source = model
+            self._pairs = (list(self.module.parameters()), [p.detach() for p in model.parameters()],
+                           list(self.module.buffers()), list(model.buffers()))
+        return self._pairs
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.ramp))
@@ -27,11 +38,9 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.current_decay()
-        ema_params = [p for p in self.module.parameters()]
-        model_params = [p.detach() for p in model.parameters()]
+        ema_params, model_params, ema_buffers, model_buffers = self._tensors(model)
         torch._foreach_lerp_(ema_params, model_params, 1.0 - d)  # ema = d * ema + (1 - d) * model
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+        torch._foreach_copy_(ema_buffers, model_buffers)
 
     def state_dict(self) -> dict:
         return {"module": self.module.state_dict(), "updates": self.updates}

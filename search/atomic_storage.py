@@ -21,12 +21,7 @@ import tempfile
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-
-def _default_file_mode() -> int:
-    """0o666 minus the process umask: what open() would give (mkstemp's files are 0o600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
+from echotune.atomic import current_umask, fsync_folder
 
 
 class _RenameOnClose:
@@ -66,8 +61,9 @@ class _RenameOnClose:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            os.chmod(self.tmp, _default_file_mode())
+            os.chmod(self.tmp, 0o666 & ~current_umask())  # what open() would give, not mkstemp's 0o600
             os.replace(self.tmp, self.path)
+            fsync_folder(os.path.dirname(self.path) or ".")  # the rename itself survives a power loss
         except BaseException:
             self._file.close()
             if os.path.exists(self.tmp):

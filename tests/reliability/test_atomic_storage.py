@@ -6,7 +6,6 @@ and is SIGKILLed once the copy is under way.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
+from echotune.atomic import current_umask
 from search.atomic_storage import AtomicLocalFileSystem, atomic_local_filesystem
 
 OLD = b"previous complete version\n"
@@ -22,6 +22,7 @@ SIZE = 400 * 2**20  # big enough that the copy is still running when the parent 
 
 COPY = """
 import sys, pyarrow.fs as pafs
+from echotune.atomic import current_umask
 from search.atomic_storage import atomic_local_filesystem
 target = atomic_local_filesystem() if sys.argv[3] == "atomic" else pafs.LocalFileSystem()
 pafs.copy_files(sys.argv[1], sys.argv[2], source_filesystem=pafs.LocalFileSystem(), destination_filesystem=target,
@@ -77,7 +78,7 @@ def test_writes_copies_and_reads_behave_like_a_local_filesystem(tmp_path):
         out.write(b"hello")
         assert not path.exists()  # nothing visible until the writer closes
     assert path.read_bytes() == b"hello"
-    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()  # like open(), not mkstemp's 0600
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # like open(), not mkstemp's 0600
     fs.copy_file(str(path), str(tmp_path / "c.txt"))
     assert (tmp_path / "c.txt").read_bytes() == b"hello"
     with fs.open_input_stream(str(tmp_path / "c.txt")) as f:
@@ -97,8 +98,3 @@ def test_it_travels_to_workers_and_compares_equal():
     assert clone.type_name == "py::echotune-atomic-local" and clone.equals(fs)
     assert AtomicLocalFileSystem() == AtomicLocalFileSystem()
 
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

@@ -9,8 +9,10 @@ The dataset is --data, else the one the search used (search.json's data_yaml), e
 set. Member weights and fusion thresholds are tuned on --tune-on (val) only; the --split images are read only
 after tuning. Writes results/<name>/ensemble/manifest.yaml and metrics.json (use the manifest with
 search/predict.py --ensemble).
-Exit codes: 0 success; 2 bad input (arguments, experiment folder, leaderboard, checkpoints or dataset; or the
-ensemble folder cannot be written).
+Leaky splits (a source video with frames in more than one split) are refused before anything is written; pass
+--allow-leaky-splits to build anyway (metrics.json then carries "leaky_splits" with the counts).
+Exit codes: 0 success; 2 bad input (arguments, experiment folder, leaderboard, checkpoints or dataset, leaky
+splits not allowed; or the ensemble folder cannot be written).
 """
 from __future__ import annotations
 
@@ -48,19 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", help="data.yaml (default: the search's dataset from search.json)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help=f"where the synthetic set is cached (default: $ECHOTUNE_CACHE or {default_cache_dir()})")
+    parser.add_argument("--video-id-pattern", metavar="REGEX",
+                        help="source-video id of a frame (re.search on the file name), replacing data.yaml's "
+                             "video_id_pattern (default: the one the search used, from search.json)")
+    parser.add_argument("--allow-leaky-splits", action="store_true",
+                        help="build even though a source video has frames in more than one split (refused by "
+                             "default: the numbers would be optimistic); metrics.json is flagged")
     return parser
 
 
-def resolve_data(experiment: Path, data: str | None, cache_dir: Path | None) -> DataCheck:
-    """--data, else search.json's data_yaml, else the synthetic set; checked, errors raised as DataError."""
+def resolve_data(experiment: Path, data: str | None, cache_dir: Path | None,
+                 video_id_pattern: str | None = None) -> DataCheck:
+    """--data, else search.json's data_yaml, else the synthetic set; checked, errors raised as DataError.
+    `video_id_pattern`: given, else the search's own (search.json) when the dataset is the search's."""
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if data is None:
         from search.search_record import read_search_record
 
-        data = read_search_record(experiment).get("data_yaml")
+        record = read_search_record(experiment)
+        data = record.get("data_yaml")
         if data is not None:
             log(f"Dataset (from {experiment / 'search.json'}): {data}")
-    check = check_dataset(resolve_data_yaml(data, cache_dir, log=log))
+            video_id_pattern = video_id_pattern or record.get("config", {}).get("video_id_pattern")
+    check = check_dataset(resolve_data_yaml(data, cache_dir, log=log), video_id_pattern=video_id_pattern)
     check.raise_if_errors()
     return check
 
@@ -75,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.experiment.is_dir():
             raise FileNotFoundError(f"{args.experiment}: no such experiment folder (expected results/<name> "
                                     "written by search/run.py)")
-        data = resolve_data(args.experiment, args.data, args.cache_dir)
+        data = resolve_data(args.experiment, args.data, args.cache_dir, args.video_id_pattern)
         build_ensemble(args.experiment, data, top_k=args.top_k, diverse=args.diverse, tta=args.tta,
                        fusion=args.fusion, tune_on=args.tune_on, split=args.split, tune_trials=args.tune_trials,
-                       seed=args.seed, device=args.device, log=lambda m: print(m, flush=True))
+                       seed=args.seed, device=args.device, allow_leaky_splits=args.allow_leaky_splits,
+                       log=lambda m: print(m, flush=True))
     except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -17,6 +17,7 @@ from ray import tune
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
+from echotune.data.leakage import guard_leakage
 from search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
 from search.search_record import write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
@@ -90,11 +91,29 @@ def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str 
         return context.dashboard_url if dashboard_host is not None else None
     # Through Ray Client the search loop (and ProgressPrinter) runs on the cluster: its output must be streamed.
     client = address.startswith("ray://")
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=client)
-        return None
-    except ConnectionError as exc:  # Ray logs the cause (e.g. InvalidAuthToken) but raises a generic message
-        raise ConnectionError(f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}") from exc
+    # Ray Client: the head's proxy forks one server process per connection, and that fork now and then dies at
+    # birth (a gRPC fork race in Ray 2.60, ray-project/ray#63202): ConnectionAbortedError "Initialization failure
+    # from server ... Starting Ray client server failed" (or "Proxy failed to Connect to backend" when the server
+    # is slow to come up). A new connection gets a new server, so only those are retried, with back-off. Nothing
+    # else is: Ray itself waits ~30 s for an unreachable client port, and over ray:// a missing or wrong token
+    # looks just like that ("ray client connection timeout"); an authentication failure must fail at once.
+    backoff_s = (2.0, 4.0, 8.0) if client else ()
+    import sys
+    for attempt in range(len(backoff_s) + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=client)
+            return None
+        except ConnectionError as exc:  # Ray logs the cause (e.g. InvalidAuthToken) but raises a generic message
+            text = str(exc)
+            server_startup_failed = isinstance(exc, ConnectionAbortedError) and not any(
+                word in text.lower() for word in ("authenticat", "authtoken", "auth token"))
+            if not server_startup_failed or attempt == len(backoff_s):
+                raise ConnectionError(f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}") \
+                    from exc
+            reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), repr(exc))
+            print(f"warning: Ray Client connection {attempt + 1} of {len(backoff_s) + 1} to {address} failed on the "
+                  f"cluster's side ({reason}); retrying in {backoff_s[attempt]:g} s", file=sys.stderr, flush=True)
+            time.sleep(backoff_s[attempt])
 
 
 def auth_hint() -> str:
@@ -125,6 +144,7 @@ def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
     print(f"\nEnsemble of the top {top_k} trials (weights and thresholds tuned on val, measured on {split}):")
     try:
         return build_ensemble(cfg.experiment_dir, data, top_k=top_k, split=split, seed=cfg.seed,
+                              allow_leaky_splits=cfg.allow_leaky_splits,
                               log=lambda m: print(textwrap.indent(m, "  "), flush=True))
     except (ValueError, FileNotFoundError) as exc:
         print(f"  skipped: {exc}")
@@ -132,8 +152,10 @@ def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
 
 
 def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: int = 0, top: int = 5) -> dict:
-    """Leaderboard parquet, the ensemble (ensemble_top_k > 0), then the leaderboard table, plots, report.html and
-    best_config.yaml; returns the best and baseline rows."""
+    """Leaderboard parquet, the ensemble (ensemble_top_k > 0), the best trial and the baseline on val and test
+    (held_out.json), then the leaderboard table, plots, report.html and best_config.yaml; returns the best and
+    baseline rows."""
+    from search.analysis.held_out import write_held_out
     from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
 
     if "://" in cfg.storage:  # the trial files are in the object store; the analysis reads a filesystem
@@ -144,13 +166,16 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
     report = build_report([experiment], by="score", top=top)
     write_parquets(report)  # the ensemble picks its members from it
     ensemble = build_final_ensemble(cfg, data, ensemble_top_k) if ensemble_top_k > 0 and data is not None else None
-    print("\n" + render_text(report, "table"))
-    plots = write_plots(report, experiment / "plots", log=lambda m: print(f"  ({m})"))
-    html = write_report_html(report, plots, experiment / "report.html")
     rows = report.experiments[0].rows
     ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
     best = ranked[0] if ranked else None
     baseline = next((r for r in ranked if r["is_baseline"]), None)
+    if data is not None:  # before the text and report.html, which show the held-out headline from held_out.json
+        print()
+        write_held_out(experiment, data, best, baseline, seed=cfg.seed, log=lambda m: print(m, flush=True))
+    print("\n" + render_text(report, "table"))
+    plots = write_plots(report, experiment / "plots", log=lambda m: print(f"  ({m})"))
+    html = write_report_html(report, plots, experiment / "report.html")
     if best is not None:
         atomic_write_text(experiment / "best_config.yaml",
                           yaml.safe_dump({"trial_id": best["trial_id"], "val/score": best["best/val/score"],
@@ -162,7 +187,7 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
         split = ensemble.split
         print(f"Ensemble of {len(ensemble.members)} on {split}: score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
               f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
-              f"(gain {ensemble.gain[f'{split}/score']:+.4f}); {ensemble.manifest_path}")
+              f"(gain {ensemble.ci['gain']['score']:+.4f}, paired 95 % CI); {ensemble.manifest_path}")
     print(f"Plots in {experiment / 'plots'}; report {html}; more: python search/leaderboard.py {experiment}")
     return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble}
 
@@ -196,6 +221,9 @@ def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
 def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
                ensemble_top_k: int = 0, dashboard_host: str | None = None) -> dict:
     start = time.time()
+    # Leaky splits are refused before Ray starts unless the search allows them (run.py has warned already);
+    # allowed, search.json records the counts, and the leaderboard and report.html show them.
+    leaky_splits = guard_leakage(data, cfg.allow_leaky_splits, log=None)
     dashboard = start_ray(address, dashboard_host=dashboard_host)
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}", flush=True)
@@ -210,7 +238,7 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
         cluster = prepare_cluster(cfg.storage, cfg.shared_storage, data) if address else None
         if cluster is not None:
             print(describe_cluster(cluster), flush=True)
-        write_search_record(cfg, data.config.yaml_path, resumed=resume,
+        write_search_record(cfg, data.config.yaml_path, resumed=resume, leaky_splits=leaky_splits,
                             cluster=cluster.to_record() if cluster is not None else None)
         tuner = restore_tuner(cfg, data) if resume else build_tuner(cfg, data, [ProgressPrinter(cfg.num_samples)])
         tuner.fit()

@@ -5,10 +5,16 @@
     python search/run.py --name gradnorm --resume               # continue an interrupted search
     python search/run.py --data DATA/data.yaml --check-data     # validate a dataset, print the report
     python search/run.py --data DATA/data.yaml --resplit-by-video --ratios 0.7,0.15,0.15 --seed 0
+    python search/run.py --data DATA/data.yaml --check-data --video-id-pattern '^(?P<video>.+)_f\\d+'
     python search/run.py --address auto --storage s3://BUCKET/echotune --gpus-per-trial 0.5   # on a Ray cluster
 
+A search refuses leaky splits (a source video with frames in more than one split: scores would be optimistic)
+before Ray starts; fix them with --resplit-by-video or --folds, or pass --allow-leaky-splits to go on knowingly
+(search.json, the leaderboard and report.html then carry a "leaky splits" warning).
+
 Exit codes: 0 success (data usable, maybe with warnings); 2 bad input (the data check or arguments failed,
-the results folder cannot be written, or no node of the Ray cluster can run a trial).
+leaky splits were not allowed, the results folder cannot be written, or no node of the Ray cluster can run a
+trial).
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from pathlib import Path
 
 from echotune.atomic import atomic_directory
 from echotune.data.check import check_dataset
+from echotune.data.config import compile_video_id_pattern
+from echotune.data.leakage import LeakySplitsError, guard_leakage
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.report import format_report, verdict
@@ -51,6 +59,14 @@ def _ratios(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three non-negative numbers train,val,test with train and "
                                          f"val > 0; got {text!r}")
     return values
+
+
+def _regex(text: str) -> str:
+    try:
+        compile_video_id_pattern(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; got {text!r}") from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images without a view line (or without a label file) are errors, not warnings")
     data.add_argument("--max-problems", type=int, default=25, metavar="N",
                       help="problems listed per kind in the report (0 = all; counts are always complete)")
+    data.add_argument("--video-id-pattern", type=_regex, metavar="REGEX",
+                      help="source-video id of a frame for this command (check, re-split, search), replacing "
+                           "data.yaml's video_id_pattern: re.search on the file name, the group named video, else "
+                           "group 1, else the whole match (default: data.yaml's key, else the names "
+                           "<video>.mp4-<frame>.png and Roboflow's <video>_mp4-<frame>_png.rf.<hash>.jpg); a "
+                           "re-split records it in the data.yaml it writes")
+    data.add_argument("--allow-leaky-splits", action="store_true",
+                      help="search even though a source video has frames in more than one split (refused by "
+                           "default: scores are optimistic); the results are flagged as leaky")
     split = parser.add_argument_group("leak-free re-split (writes a new data.yaml; no image is copied)")
     split.add_argument("--resplit-by-video", action="store_true",
                        help="pool all splits and re-split them so no source video is in two splits")
@@ -184,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
     try:
         yaml_path = resolve_data_yaml(args.data, args.cache_dir, log=lambda m: print(m, file=sys.stderr))
-        check = check_dataset(yaml_path, strict=args.strict)
+        check = check_dataset(yaml_path, strict=args.strict, video_id_pattern=search_config.video_id_pattern)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -201,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
             return _cannot_write(_split_folder(args, check.config.yaml_path.parent), exc)
         return EXIT_OK
     print(verdict(check), f"Dataset: {yaml_path}", flush=True)
+    try:  # before Ray starts and before anything is written
+        guard_leakage(check, search_config.allow_leaky_splits, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except LeakySplitsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     experiment = Path(search_config.experiment_dir)
     if "://" not in search_config.storage:
         if args.resume and not experiment.is_dir():
@@ -283,7 +313,8 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                         num_samples=args.num_samples, max_epochs=args.max_epochs, img_size=args.img_size,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                         concurrency=args.concurrency, seed=args.seed, objectives=objectives,
-                        scheduler=args.scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s)
+                        scheduler=args.scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s,
+                        allow_leaky_splits=args.allow_leaky_splits, video_id_pattern=args.video_id_pattern)
 
 
 if __name__ == "__main__":

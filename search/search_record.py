@@ -17,14 +17,18 @@ from echotune.engine.checkpoint import package_versions
 RECORD_FILE = "search.json"
 
 
-def write_search_record(cfg, data_yaml: str | Path, resumed: bool = False, cluster: dict | None = None) -> Path:
+def write_search_record(cfg, data_yaml: str | Path, resumed: bool = False, cluster: dict | None = None,
+                        leaky_splits: dict | None = None) -> Path:
     """Write (or, on resume, update) `local_dir/search.json` atomically; returns its path. `cluster`: the Ray
-    cluster's nodes as the driver found them (search.cluster.ClusterFacts.to_record), for runs on a cluster."""
+    cluster's nodes as the driver found them (search.cluster.ClusterFacts.to_record), for runs on a cluster.
+    `leaky_splits`: the flag of a search allowed to run on leaky splits (echotune.data.leakage.guard_leakage's
+    record: videos in more than one split, per pair, examples); null when the splits are leak-free."""
     path = Path(cfg.local_dir) / RECORD_FILE
     record = read_search_record(path.parent) if resumed and path.is_file() else {}
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     record.update({"config": dataclasses.asdict(cfg), "data_yaml": str(Path(data_yaml).resolve()),
-                   "experiment_dir": cfg.experiment_dir, "versions": package_versions()})
+                   "experiment_dir": cfg.experiment_dir, "versions": package_versions(),
+                   "leaky_splits": leaky_splits})
     if cluster is not None:
         record["cluster"] = cluster
     record.setdefault("started", now)

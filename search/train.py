@@ -4,8 +4,13 @@
     python search/train.py --arch dual --balance fixed --set classifier=mobilenetv3_small_050
     python search/train.py --preset baseline --data /path/to/data.yaml      # the original study's setup
 
-Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; prints validation metrics every epoch and
-the best checkpoint's metrics on the test split at the end (when the dataset has one).
+Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; prints validation metrics every epoch, and
+at the end the best checkpoint's metrics on val and test (when the dataset has one) with 95 % bootstrap
+intervals over source videos, P/R/F1 at the confidence chosen on val, and per-class AP, P and R.
+
+Refuses leaky splits (a source video with frames in more than one split: the scores would be optimistic) before
+anything is written; fix them with `python search/run.py --data DATA --resplit-by-video`, or pass
+--allow-leaky-splits to train anyway (metrics.json then carries "leaky_splits" with the counts).
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from pathlib import Path
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck, check_dataset
+from echotune.data.leakage import LeakySplitsError, guard_leakage
 from echotune.data.prepare import resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.report import format_report
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
-from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
+from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, held_out_table
 
 # The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
 # 0.01 / 0.001 / 0.0001 over 30 / 50 / 20 epochs, batch 8, augmentation off (no mixup either).
@@ -78,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output folder (default: results/train-<arch>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a last.pt")
     parser.add_argument("--strict", action="store_true", help="images without a view line are errors")
+    parser.add_argument("--allow-leaky-splits", action="store_true",
+                        help="train even though a source video has frames in more than one split (refused by "
+                             "default); metrics.json is flagged")
+    parser.add_argument("--video-id-pattern", metavar="REGEX",
+                        help="source-video id of a frame (re.search on the file name), replacing data.yaml's "
+                             "video_id_pattern")
     return parser
 
 
@@ -108,12 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        data = check_dataset(resolve_data_yaml(args.data, log=lambda m: print(m, file=sys.stderr)), args.strict)
+        data = check_dataset(resolve_data_yaml(args.data, log=lambda m: print(m, file=sys.stderr)), args.strict,
+                             video_id_pattern=args.video_id_pattern)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not data.ok:
         print(format_report(data), file=sys.stderr)
+        return 2
+    try:  # before --out is created
+        leaky_splits = guard_leakage(data, args.allow_leaky_splits, log=lambda m: print(m, file=sys.stderr))
+    except LeakySplitsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.resume is not None:
         try:  # before --out is created
@@ -134,17 +152,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: the best epoch ({result.best['epoch']}) was before the resume and its best.pt is not beside "
               f"{args.resume}; the test split is measured on the last checkpoint instead", flush=True)
         result.best_checkpoint = result.last_checkpoint
-    summary = {"best_val": result.best, "wall_s": time.perf_counter() - start,
-               "best_checkpoint": str(result.best_checkpoint)}
-    if "test" in data.samples and data.samples["test"]:
-        summary["test"] = evaluate_checkpoint(result.best_checkpoint, data, split="test")
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    wall_s = time.perf_counter() - start
     print(f"\nBest epoch {result.best['epoch']} (val/score {result.best['val/score']:.4f}); checkpoint "
-          f"{result.best_checkpoint}; wall {summary['wall_s']:.0f} s")
-    for split, metrics in (("val", result.best), ("test", summary.get("test"))):
-        if metrics:
-            print(f"  {split:<4} " + "  ".join(f"{k.split('/')[1]} {metrics[k]:.4f}" for k in sorted(metrics)
-                                              if k.startswith(("val/", "test/"))))
+          f"{result.best_checkpoint}; wall {wall_s:.0f} s. Evaluating it on val and test with "
+          f"{N_RESAMPLES} bootstrap resamples of source videos ...", flush=True)
+    held = evaluate_held_out(result.best_checkpoint, data, seed=cfg.seed)
+    summary = {"best_val": result.best, "wall_s": wall_s, "best_checkpoint": str(result.best_checkpoint),
+               **({"test": held.metrics["test"]} if "test" in held.metrics else {}), "held_out": held.to_dict()}
+    summary["leaky_splits"] = leaky_splits  # null: no source video in two splits (as far as names tell)
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    print(held_out_table(held, data.config.names))
+    print(f"Wrote {out / 'metrics.json'}")
     return 0
 
 

@@ -54,6 +54,10 @@ class SearchConfig:
     # torch imports cost seconds per trial: benchmarks/overhead.py). Trials stay independent: fit() seeds and
     # builds everything from the config, and a trial that crashes gets a fresh process.
     reuse_actors: bool = True
+    # Train and rank on splits that share source videos (run.py --allow-leaky-splits): the results are flagged.
+    allow_leaky_splits: bool = False
+    # data.yaml's `video_id_pattern` replaced for this search (run.py --video-id-pattern); --resume keeps it.
+    video_id_pattern: str | None = None
 
     @property
     def metrics(self) -> list[str]:

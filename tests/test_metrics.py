@@ -1,5 +1,5 @@
-"""Tests for echotune.metrics: COCO equality with an independent pycocotools call, hand-made cases, view
-metrics, the search score and the flat metrics dict."""
+"""Tests for echotune.metrics: COCO equality with an independent pycocotools call, hand-made cases (P/R/F1 in
+the Ultralytics convention), view metrics, the search score, the flat metrics dict. More in tests/metrics/."""
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +23,7 @@ from echotune.metrics import (
 )
 
 KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-        "val/score"]
+        "val/score", "val/conf"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -95,12 +95,12 @@ def test_map_equals_pycocotools(seed):
     m = detection_metrics(preds, targets, num_classes=4)
     stats, per_class = _reference_cocoeval(preds, targets, num_classes=4)
     assert 0.0 < m.map50 < 1.0
-    assert m.map50_95 == pytest.approx(stats[0], abs=1e-6)
-    assert m.map50 == pytest.approx(stats[1], abs=1e-6)
+    assert m.map50_95 == pytest.approx(stats[0], abs=1e-12)
+    assert m.map50 == pytest.approx(stats[1], abs=1e-12)
     assert set(m.ap50_per_class) == set(per_class) == set(m.ap_per_class)
     for c, (ap50, ap) in per_class.items():
-        assert m.ap50_per_class[c] == pytest.approx(ap50, abs=1e-6)
-        assert m.ap_per_class[c] == pytest.approx(ap, abs=1e-6)
+        assert m.ap50_per_class[c] == pytest.approx(ap50, abs=1e-12)
+        assert m.ap_per_class[c] == pytest.approx(ap, abs=1e-12)
 
 
 def test_torch_inputs_match_numpy():
@@ -112,6 +112,12 @@ def test_torch_inputs_match_numpy():
 
 
 # --------------------------------------------------------------------------------------- 2. hand-made cases
+# P/R/F1 follow the Ultralytics convention (echotune/metrics/prf.py): per class with GT, recall/precision
+# curves over the detections sorted by score, linearly interpolated in score space (above the highest score
+# R = 0, P = 1; below the lowest, the values at the last detection), means over classes at the operating
+# confidence. The chosen confidence is the first maximum, on the grid linspace(0, 1, 1000) (point i is
+# i / 999), of the mean F1 curve smoothed by a 101-point box filter (edges padded with the end values): when
+# mean F1 is constant and maximal below some score, the smoothed curve is flat there and conf = 0.0.
 GT = _det([[10, 10, 50, 60], [100, 100, 180, 150], [200, 20, 260, 90]], [0, 1, 0])
 
 
@@ -120,23 +126,31 @@ def test_perfect_predictions():
     m = detection_metrics([pred, _det([], [], [])], [GT, _det([], [])], num_classes=2)
     # COCO divides by (tp + fp + np.spacing(1)), so its "1" can be 1 - 1e-16: compare approximately
     assert (m.map50, m.map50_95) == pytest.approx((1.0, 1.0), abs=1e-12)
-    assert (m.precision, m.recall, m.f1, m.best_conf) == (1.0, 1.0, 1.0, 0.7)
+    # every class reaches P = R = F1 = 1 at and below its lowest score (0.7): flat maximum -> conf 0.0
+    assert (m.precision, m.recall, m.f1, m.conf) == (1.0, 1.0, 1.0, 0.0)
     assert m.ap50_per_class == pytest.approx({0: 1.0, 1: 1.0}, abs=1e-12)
     assert m.ap_per_class == pytest.approx({0: 1.0, 1: 1.0}, abs=1e-12)
+    assert m.gt_per_class == {0: 2, 1: 1}
+    # given conf 0.8: class 0 (TPs at 0.9 and 0.7, 2 GT) has R = 0.5 + 0.5 * (0.9 - 0.8) / (0.9 - 0.7) = 0.75,
+    # P = 1, F1 = 1.5 / 1.75 = 6/7; class 1 (TP at exactly 0.8): P = R = F1 = 1. Means: 1, 0.875, 13/14
+    g = detection_metrics([pred, _det([], [], [])], [GT, _det([], [])], num_classes=2, conf=0.8)
+    assert (g.precision, g.recall, g.f1, g.conf) == pytest.approx((1.0, 0.875, 13 / 14, 0.8))
+    assert g.recall_per_class == pytest.approx({0: 0.75, 1: 1.0})
+    assert g.map50 == m.map50
 
 
 def test_empty_predictions_give_zeros():
     m = detection_metrics([_det([], [], [])], [GT], num_classes=2)
-    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
-    assert m.ap50_per_class == {0: 0.0, 1: 0.0}
+    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.conf) == (0.0,) * 6
+    assert m.ap50_per_class == {0: 0.0, 1: 0.0} and m.f1_per_class == {0: 0.0, 1: 0.0}
     empty = detection_metrics([], [], num_classes=2)
     assert empty == DetectionMetrics()
 
 
 def test_no_gt_gives_zeros():
     m = detection_metrics([_det(GT["boxes"], GT["labels"], [0.9, 0.8, 0.7])], [_det([], [])], num_classes=2)
-    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
-    assert m.ap50_per_class == {} and m.ap_per_class == {}
+    assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.conf) == (0.0,) * 6
+    assert m.ap50_per_class == {} and m.ap_per_class == {} and m.f1_per_class == {} and m.gt_per_class == {}
 
 
 def test_wrong_class_or_far_away_gives_zeros():
@@ -144,15 +158,17 @@ def test_wrong_class_or_far_away_gives_zeros():
     far = _det(GT["boxes"] + 1000, GT["labels"], [0.9, 0.8, 0.7])
     for pred in (wrong, far):
         m = detection_metrics([pred], [GT], num_classes=2)
-        assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.best_conf) == (0.0,) * 6
+        # no TP: F1 = 0 everywhere -> conf 0.0, where P = 0 (all FPs) and R = 0
+        assert (m.map50, m.map50_95, m.precision, m.recall, m.f1, m.conf) == (0.0,) * 6
 
 
 def test_one_tp_one_fp_fp_scored_higher():
     gt = _det([[0, 0, 10, 10]], [0])
     pred = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [0.6, 0.9])
     m = detection_metrics([pred], [gt], num_classes=1)
-    # conf 0.9: TP 0, FP 1 -> F1 0; conf 0.6: TP 1, FP 1 -> P 1/2, R 1, F1 2/3
-    assert (m.precision, m.recall, m.best_conf) == (0.5, 1.0, 0.6)
+    # curve points: 0.9 (FP): P 0, R 0; 0.6 (TP): P 1/2, R 1. Between them P = R / 2 so F1 = 2R/3 < 2/3;
+    # at and below 0.6 F1 = 2 * 0.5 * 1 / 1.5 = 2/3, the flat maximum -> conf 0.0
+    assert (m.precision, m.recall, m.conf) == (0.5, 1.0, 0.0)
     assert m.f1 == pytest.approx(2 / 3)
     assert m.map50 == pytest.approx(0.5)  # COCO: precision 1/2 at every recall level up to 1
 
@@ -161,9 +177,16 @@ def test_one_tp_one_fp_tp_scored_higher_two_gt():
     gt = _det([[0, 0, 10, 10], [100, 100, 120, 120]], [0, 0])
     pred = _det([[0, 0, 10, 10], [50, 50, 60, 60]], [0, 0], [0.9, 0.6])
     m = detection_metrics([pred], [gt], num_classes=1)
-    # conf 0.9: P 1, R 1/2, F1 2/3; conf 0.6: P 1/2, R 1/2, F1 1/2 -> best at 0.9
-    assert (m.precision, m.recall, m.best_conf) == (1.0, 0.5, 0.9)
-    assert m.f1 == pytest.approx(2 / 3)
+    # curve points: 0.9 (TP): P 1, R 1/2; 0.6 (FP): P 1/2, R 1/2. F1 is 0 above 0.9, P / (P + 0.5) on
+    # (0.6, 0.9] with P = 1 - (0.9 - x) / 0.6 (rising to 2/3), 1/2 below 0.6. The 101-point window average
+    # rises while its right end stays at grid points <= 0.9 (the last is 899/999) and falls once it takes in
+    # zeros: conf = (899 - 50) / 999.
+    assert m.conf == pytest.approx(849 / 999)
+    p = 1 - (0.9 - m.conf) / 0.6
+    assert (m.precision, m.recall, m.f1) == pytest.approx((p, 0.5, p / (p + 0.5)))
+    # given conf 0.75: P = 1 - 0.15 / 0.6 = 0.75, R = 0.5, F1 = 0.75 / 1.25 = 0.6
+    g = detection_metrics([pred], [gt], num_classes=1, conf=0.75)
+    assert (g.precision, g.recall, g.f1) == pytest.approx((0.75, 0.5, 0.6))
     assert m.map50 == pytest.approx(51 / 101)  # precision 1 at recall 0..0.5 (51 of 101 points), 0 after
 
 
@@ -171,8 +194,11 @@ def test_iou_threshold_and_single_gt_match():
     gt = _det([[0, 0, 10, 10]], [0])
     # IoU of [0,0,10,5] with the GT is exactly 0.5 (counts); duplicate of the GT at a lower score is a FP
     pred = _det([[0, 0, 10, 5], [0, 0, 10, 10]], [0, 0], [0.9, 0.8])
-    m = detection_metrics([pred], [gt], num_classes=1)
-    assert (m.precision, m.recall, m.f1, m.best_conf) == (1.0, 1.0, 1.0, 0.9)
+    m = detection_metrics([pred], [gt], num_classes=1, conf=0.85)
+    # 0.9 is the TP (IoU 0.5 counts), 0.8 the FP: at 0.85 R = 1, P = 1 - 0.5 * 0.05 / 0.1 = 0.75, F1 = 6/7.
+    # (Were IoU 0.5 a miss, 0.8 would be the TP and R(0.85) = 0.5.)
+    assert (m.precision, m.recall, m.f1) == pytest.approx((0.75, 1.0, 6 / 7))
+    assert m.map50 == pytest.approx(1.0)  # P = 1 at R = 1 from the first detection
 
 
 def test_class_without_gt_does_not_drag_the_mean():
@@ -180,9 +206,10 @@ def test_class_without_gt_does_not_drag_the_mean():
     m = detection_metrics([pred], [GT], num_classes=3)  # class 2 has no GT, one FP
     assert (m.map50, m.map50_95) == pytest.approx((1.0, 1.0), abs=1e-12)
     assert set(m.ap50_per_class) == {0, 1}
-    # P/R/F1 pool classes (micro): the class-2 FP at 0.95 stays in at every threshold that keeps all TPs
-    assert (m.precision, m.recall, m.best_conf) == (0.75, 1.0, 0.7)
-    assert m.f1 == pytest.approx(6 / 7)
+    # P/R/F1 average the classes with GT only: the class-2 FP is ignored, classes 0 and 1 are perfect at and
+    # below 0.7 (flat maximum -> conf 0.0)
+    assert (m.precision, m.recall, m.f1, m.conf) == (1.0, 1.0, 1.0, 0.0)
+    assert set(m.f1_per_class) == {0, 1}
 
 
 def test_maxdets_caps_predictions_per_image_and_class():
@@ -194,7 +221,9 @@ def test_maxdets_caps_predictions_per_image_and_class():
         m = detection_metrics([_det(boxes, np.zeros(n_fp + 1), scores)], [gt], num_classes=1)
         # COCO: precision at recall 1 is 1/(n_fp+1) and is the interpolated precision at every recall level
         assert m.map50 == pytest.approx(expected)
-        assert m.recall == 1.0  # the F1 sweep has no cap
+        # P/R/F1 use the same capped matches: with 100 FPs ranked above it the TP is dropped (R = 0);
+        # with 99 it is the 100th detection: below 0.1 R = 1, P = 1/100 - the flat maximum of F1 -> conf 0.0
+        assert (m.recall, m.precision, m.conf) == ((0.0, 0.0, 0.0) if n_fp == 100 else (1.0, 0.01, 0.0))
 
 
 def test_invalid_inputs_raise():

@@ -1,10 +1,13 @@
-"""`data.yaml` parsing, compatible with Ultralytics dataset files, plus EchoTune's `view_names` key.
+"""`data.yaml` parsing, compatible with Ultralytics dataset files, plus EchoTune's `view_names` and
+`video_id_pattern` keys.
 
 Keys: `path` (dataset root), `train`, `val`, optional `test` (each a folder of images, a .txt list of image
 paths, or a list of either), `names` (list or {id: name}), optional `nc`, optional `view_names` (order of the
-one-hot view line). Paths resolve like Ultralytics: relative split paths against the root (`path`, itself
-resolved against the yaml's folder, or the yaml's folder when `path` is absent); a split given as `../x`
-that does not exist there is retried as `x` (Roboflow exports write `../train/images`).
+one-hot view line), optional `video_id_pattern` (a regular expression giving each file name's source video, for
+naming schemes EchoTune does not know: see echotune.data.check.video_id). Paths resolve like Ultralytics:
+relative split paths against the root (`path`, itself resolved against the yaml's folder, or the yaml's folder
+when `path` is absent); a split given as `../x` that does not exist there is retried as `x` (Roboflow exports
+write `../train/images`).
 
 Labels live in the sibling `labels/` folder: the last `/images/` of an image path becomes `/labels/` and the
 suffix becomes `.txt`.
@@ -12,6 +15,7 @@ suffix becomes `.txt`.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,8 @@ REQUIRED_SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # The Regurgitation-YOLODataset export writes the one-hot view line in this order and has no `view_names`.
 EXPORT_VIEW_NAMES = ("PSAX", "PLAX", "A4C")
+VIDEO_ID_KEY = "video_id_pattern"  # EchoTune's own data.yaml key, like view_names
+VIDEO_ID_OPTION = "--video-id-pattern"  # the command lines' override of that key
 
 
 @dataclass
@@ -33,6 +39,11 @@ class DataConfig:
     names: tuple[str, ...]  # detection classes, index = class id
     view_names: tuple[str, ...] | None  # None: absent from the yaml, to be inferred from the view lines
     split_sources: dict[str, list[Path]] = field(default_factory=dict)  # split -> folders and/or .txt lists
+    # `video_id_pattern` compiled (None: the built-in naming schemes), where it came from (data.yaml's key, or a
+    # command line's --video-id-pattern overriding it) and its line in data.yaml, for the check's messages.
+    video_id_pattern: re.Pattern | None = None
+    video_id_pattern_origin: str = VIDEO_ID_KEY
+    video_id_pattern_line: int | None = None
 
     @property
     def nc(self) -> int:
@@ -49,8 +60,21 @@ def label_path_for(image_path: Path) -> Path:
     return image_path.with_suffix(".txt")  # no images/ folder: label beside the image
 
 
-def load_data_config(yaml_path: str | os.PathLike) -> DataConfig:
-    """Read and validate a data.yaml; raises DataError naming the file, key and value of every problem."""
+def compile_video_id_pattern(text: object) -> re.Pattern:
+    """A `video_id_pattern` as a compiled regex; ValueError saying why not (the caller adds where it came from)."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("expected a non-empty regular expression (a string), e.g. '^(?P<video>.+)_frame\\d+'")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValueError(f"not a valid regular expression: {exc.msg}{where}") from None
+
+
+def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None = None) -> DataConfig:
+    """Read and validate a data.yaml; raises DataError naming the file, key and value of every problem.
+
+    `video_id_pattern`: a command line's --video-id-pattern, which replaces the file's `video_id_pattern` key."""
     yaml_path = Path(yaml_path).expanduser().resolve()
     if not yaml_path.is_file():
         raise DataError(f"{yaml_path}: data.yaml not found")
@@ -80,6 +104,20 @@ def load_data_config(yaml_path: str | os.PathLike) -> DataConfig:
     if raw.get("view_names") is not None:
         view_names = _parse_names(raw["view_names"], bad, key="view_names")
 
+    pattern, origin, pattern_line = None, VIDEO_ID_KEY, None
+    if video_id_pattern is not None:
+        try:
+            pattern, origin = compile_video_id_pattern(video_id_pattern), VIDEO_ID_OPTION
+        except ValueError as exc:
+            problems.append(Problem(ERROR, "data-yaml", yaml_path, f"{VIDEO_ID_OPTION}: {exc}",
+                                    value=str(video_id_pattern)))
+    elif raw.get(VIDEO_ID_KEY) is not None:
+        pattern_line = _key_line(yaml_path, VIDEO_ID_KEY)
+        try:
+            pattern = compile_video_id_pattern(raw[VIDEO_ID_KEY])
+        except ValueError as exc:
+            bad(VIDEO_ID_KEY, str(exc), raw[VIDEO_ID_KEY])
+
     sources: dict[str, list[Path]] = {}
     for split in SPLITS:
         spec = raw.get(split)
@@ -103,7 +141,8 @@ def load_data_config(yaml_path: str | os.PathLike) -> DataConfig:
 
     if problems:
         raise DataError(f"{yaml_path}: invalid dataset file", problems)
-    return DataConfig(yaml_path, root, tuple(names), view_names and tuple(view_names), sources)
+    return DataConfig(yaml_path, root, tuple(names), view_names and tuple(view_names), sources, pattern, origin,
+                      pattern_line)
 
 
 def yaml_error_text(exc: yaml.YAMLError) -> str:

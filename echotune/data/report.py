@@ -5,7 +5,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from echotune.data.check import DataCheck
+from echotune.data.check import SCHEME_NAMES, DataCheck
+from echotune.data.config import VIDEO_ID_KEY
 
 
 def format_report(check: DataCheck, max_per_kind: int = 25) -> str:
@@ -24,7 +25,8 @@ def verdict(check: DataCheck) -> str:
     n_err, n_warn = len(check.errors), len(check.warnings)
     if n_err:
         return f"NOT USABLE: {n_err} error(s), {n_warn} warning(s). Fix the errors above and run the check again."
-    return f"USABLE: 0 errors, {n_warn} warning(s)."
+    leaky = " (leaky splits: a search, train.py and ensemble.py refuse them unless given --allow-leaky-splits)"
+    return f"USABLE: 0 errors, {n_warn} warning(s){leaky if check.leakage else ''}."
 
 
 def _split_table(check: DataCheck) -> list[str]:
@@ -57,23 +59,38 @@ def _box_sizes(check: DataCheck) -> list[str]:
 
 
 def _leakage(check: DataCheck) -> list[str]:
-    videos_with_id = {s.video for split in check.samples.values() for s in split if s.video != s.image.stem}
+    videos_with_id = {s.video for split in check.samples.values() for s in split if s.video_derived}
+    lines = []
     if not videos_with_id:
-        return ["Leakage: file names carry no source-video id (`<video>.mp4-<frame>`): cannot check."]
-    if not check.leakage:
-        return [f"Leakage: none; each of {len(videos_with_id)} source videos sits in one split."]
-    frames = sum(sum(c.values()) for c in check.leakage.values())
-    pairs: dict[str, int] = defaultdict(int)
-    for counts in check.leakage.values():
-        pairs[" + ".join(sorted(counts, key=list(check.samples).index))] += 1
-    lines = [f"Leakage: {len(check.leakage)} of {len(videos_with_id)} source videos appear in more than one split "
-             f"({frames} frames); an evaluation on these splits is optimistic. "
-             f"Fix with --resplit-by-video.",
-             "  " + ", ".join(f"{n} videos in {where}" for where, n in sorted(pairs.items()))]
-    for video, counts in list(check.leakage.items())[:10]:
-        lines.append(f"  {video}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
-    if len(check.leakage) > 10:
-        lines.append(f"  ... and {len(check.leakage) - 10} more videos")
+        lines.append(f"Leakage: cannot check: no file name gives a source-video id (known schemes: {SCHEME_NAMES}).")
+    elif not check.leakage:
+        lines.append(f"Leakage: none; each of {len(videos_with_id)} source videos sits in one split.")
+    else:
+        frames = sum(sum(c.values()) for c in check.leakage.values())
+        pairs: dict[str, int] = defaultdict(int)
+        for counts in check.leakage.values():
+            pairs[" + ".join(sorted(counts, key=list(check.samples).index))] += 1
+        lines += [f"Leakage: {len(check.leakage)} of {len(videos_with_id)} source videos appear in more than one "
+                  f"split ({frames} frames); an evaluation on these splits is optimistic. "
+                  f"Fix with --resplit-by-video (a search, train.py and ensemble.py refuse these splits unless "
+                  f"given --allow-leaky-splits).",
+                  "  " + ", ".join(f"{n} videos in {where}" for where, n in sorted(pairs.items()))]
+        for video, counts in list(check.leakage.items())[:10]:
+            lines.append(f"  {video}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+        if len(check.leakage) > 10:
+            lines.append(f"  ... and {len(check.leakage) - 10} more videos")
+    for split, missing in check.without_video_id().items():
+        if missing:
+            examples = ", ".join(s.image.name for s in missing[:3]) + (", ..." if len(missing) > 3 else "")
+            lines.append(f"  {split}: {len(missing)} of {len(check.samples[split])} images have no source-video id "
+                         f"(e.g. {examples}): leakage could not be checked for them")
+    if any(check.without_video_id().values()) and check.config.video_id_pattern is not None:
+        lines.append(f"  Fix the video_id_pattern {check.config.video_id_pattern.pattern!r} so that it finds the "
+                     f"video in every file name (see the video-id errors below).")
+    elif any(check.without_video_id().values()):
+        lines.append(f"  Fix: add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (re.search on the file name; the group "
+                     f"named video, else group 1, else the whole match is the video id), e.g. "
+                     f"`{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`")
     return lines
 
 

@@ -14,7 +14,9 @@ import numpy as np
 import yaml
 
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck, Sample
+from echotune.data.check import SCHEME_NAMES, DataCheck, Sample
+from echotune.data.config import VIDEO_ID_KEY, VIDEO_ID_OPTION
+from echotune.data.problems import DataError
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
 
@@ -65,10 +67,26 @@ def _validate_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     return tuple(float(r) for r in ratios)
 
 
+def require_video_ids(check: DataCheck) -> None:
+    """A split by source video needs every image's video: DataError (count, examples, the fix) when a name gives
+    none (each such image would be a one-frame "video" of its own, free to land beside its siblings)."""
+    missing = [s for samples in check.without_video_id().values() for s in samples]
+    if not missing:
+        return
+    total = sum(len(samples) for samples in check.samples.values())
+    examples = ", ".join(s.image.name for s in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    raise DataError(f"{check.config.yaml_path}: cannot split by source video: {len(missing)} of {total} images have "
+                    f"no source-video id in their name (e.g. {examples}); the known schemes are {SCHEME_NAMES}. "
+                    f"Add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (or pass {VIDEO_ID_OPTION} '<regex>'): "
+                    f"re.search on the file name, the group named video (else group 1, else the whole match) is "
+                    f"the id, e.g. `{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`")
+
+
 def resplit_by_video(check: DataCheck, ratios: tuple[float, ...] = DEFAULT_RATIOS,
                      seed: int = 0) -> dict[str, list[Sample]]:
     """Pool all splits and divide them into train/val/test by source video."""
     ratios = _validate_ratios(ratios)
+    require_video_ids(check)
     groups = _pooled_groups(check)
     n_bins = 3 if ratios[2] > 0 else 2
     if len(groups) < n_bins:
@@ -87,6 +105,7 @@ def grouped_kfold(check: DataCheck, folds: int, fold: int, test_ratio: float = D
         raise ValueError(f"--folds must be >= 2, got {folds}")
     if not 0 <= fold < folds:
         raise ValueError(f"--fold must be in 0..{folds - 1}, got {fold}")
+    require_video_ids(check)
     groups = _pooled_groups(check)
     nc, n_views = check.config.nc, len(check.view_names)
     feats = _group_features(groups, nc, n_views)
@@ -119,6 +138,8 @@ def write_split(check: DataCheck, splits: dict[str, list[Sample]], out_dir: str 
         atomic_write_text(out_dir / f"{split}.txt", "".join(f"{line}\n" for line in lines))
     data = {"path": ".", **{split: f"{split}.txt" for split in splits},
             "nc": check.config.nc, "names": list(check.config.names), "view_names": list(check.view_names)}
+    if check.config.video_id_pattern is not None:  # later commands derive the same video ids
+        data[VIDEO_ID_KEY] = check.config.video_id_pattern.pattern
     header = (f"# Written by EchoTune from {check.config.yaml_path}\n# {description}\n"
               f"# Image paths in the .txt lists are relative to this folder.\n")
     return atomic_write_text(out_dir / "data.yaml", header + yaml.safe_dump(data, sort_keys=False))

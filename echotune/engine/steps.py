@@ -18,7 +18,7 @@ from torch import nn
 
 from echotune.balance import FixedBalancer, GradNormBalancer
 from echotune.engine.build import prefers_channels_last
-from echotune.metrics import detection_metrics, metrics_dict, view_metrics
+from echotune.metrics import EvaluationSet, metrics_dict
 
 DETECTION_LOSSES = ("loss/box", "loss/obj", "loss/cls_det")
 
@@ -90,10 +90,15 @@ def check_finite(losses: dict[str, torch.Tensor], where: str) -> None:
 
 def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer: torch.optim.Optimizer,
                     settings: StepSettings, epoch: int, device: torch.device, ema=None,
-                    scaler: torch.amp.GradScaler | None = None, log_every: int = 0) -> EpochResult:
+                    scaler: torch.amp.GradScaler | None = None, log_every: int = 0,
+                    autocast_dtype: torch.dtype | None = None) -> EpochResult:
+    """autocast_dtype None: float16 autocast when `scaler` is enabled (CUDA AMP), else float32; a dtype (e.g.
+    torch.bfloat16, which needs no scaler) autocasts the forward in it, with or without a scaler."""
     model.train()
     shared = model.gradnorm_shared_weight if isinstance(balancer, GradNormBalancer) else None
     amp = scaler is not None and scaler.is_enabled()
+    low_precision = amp or autocast_dtype is not None
+    autocast_dtype = autocast_dtype or torch.float16
     rng = np.random.default_rng([settings.seed, epoch, 7])
     sums: dict[str, float] = {}
     result = EpochResult(losses={})
@@ -108,21 +113,28 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
             lam = float(rng.beta(settings.mixup_alpha, settings.mixup_alpha))
             perm = torch.from_numpy(rng.permutation(len(images))).to(device)
             images, targets = mixup(images, targets, lam, perm)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=low_precision):
             losses = model(images, targets)
         check_finite(losses, f"epoch {epoch + 1}, step {step + 1}")
         task_losses = torch.stack([sum(losses[k] for k in DETECTION_LOSSES), losses["loss/view"]]).float()
-        total = balancer.weighted_loss(task_losses, shared)
+        if shared is not None:  # GradNorm's own task gradients: scaled like the model's backward, unscaled in fp32
+            total = balancer.weighted_loss(task_losses, shared, grad_scale=scaler.get_scale() if amp else None,
+                                           low_precision=low_precision)
+        else:
+            total = balancer.weighted_loss(task_losses, shared)
         optimizer.zero_grad(set_to_none=True)
         if amp:
             scaler.scale(total).backward()
             scaler.unscale_(optimizer)
         else:
             total.backward()
-        if shared is not None:
-            balancer.after_backward(shared)  # before clipping: GradNorm measures the raw task gradients
-        if settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if settings.grad_clip > 0 or (amp and shared is not None):
+            with_grad = [p for p in model.parameters() if p.grad is not None]
+            grad_norm = nn.utils.get_total_norm([p.grad for p in with_grad])  # non-finite: the scaler skips
+        if shared is not None:  # before clipping: GradNorm measures the raw task gradients
+            balancer.after_backward(shared, skip_update=amp and not bool(torch.isfinite(grad_norm)))
+        if settings.grad_clip > 0:  # = clip_grad_norm_, reusing the norm
+            nn.utils.clip_grads_with_norm_(with_grad, settings.grad_clip, grad_norm)
         if amp:
             scaler.step(optimizer)
             scaler.update()
@@ -148,8 +160,14 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: int,
-             score_weights: dict | None = None) -> tuple[dict[str, float], dict]:
-    """Metrics under their reported names (val/map50, ..., val/score) plus the raw metric objects."""
+             score_weights: dict | None = None, conf: float | None = None,
+             prefix: str = "val/") -> tuple[dict[str, float], dict]:
+    """Metrics under their reported names (val/map50, ..., val/score, val/conf) plus the raw metric objects.
+
+    `conf`: the P/R/F1 operating confidence; None chooses it on this split (validation), a float applies one
+    chosen on val (test). The raw dict holds "detection", "view" and "evaluation" (the EvaluationSet with
+    cached per-image matches and each image's source video, for bootstrap CIs).
+    """
     model.eval()
     predictions, targets, view_logits, view_targets = [], [], [], []
     for batch in loader:
@@ -163,9 +181,12 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
         targets += [{"boxes": b, "labels": c} for b, c in zip(batch["boxes"], batch["classes"])]
         view_logits.append(out["view_logits"].float().cpu())
         view_targets.append(batch["views"])
-    det = detection_metrics(predictions, targets, nc)
-    view = view_metrics(torch.cat(view_logits), torch.cat(view_targets), n_views)
-    metrics = metrics_dict(det, view, weights=score_weights)
+    samples = getattr(loader.dataset, "samples", None)  # EchoDataset: bootstrap groups are source videos
+    groups = [s.video for s in samples] if samples is not None and len(samples) == len(predictions) else None
+    evaluation = EvaluationSet.build(predictions, targets, torch.cat(view_logits), torch.cat(view_targets), nc,
+                                     n_views, groups=groups)
+    det, view = evaluation.detection(conf), evaluation.view()
+    metrics = metrics_dict(det, view, prefix=prefix, weights=score_weights)
     if not all(math.isfinite(v) for v in metrics.values()):
         raise NonFiniteLossError(f"non-finite validation metric: {metrics}")
-    return metrics, {"detection": det, "view": view}
+    return metrics, {"detection": det, "view": view, "evaluation": evaluation}

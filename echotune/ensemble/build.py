@@ -12,16 +12,20 @@ from pathlib import Path
 from typing import Callable
 
 from echotune.data.check import DataCheck
+from echotune.data.leakage import guard_leakage
 from echotune.engine.checkpoint import package_versions
-from echotune.ensemble.fusion import FUSIONS
+from echotune.ensemble.fusion import FUSIONS, FusionParams
 from echotune.ensemble.inference import SplitPredictions, predict_split
-from echotune.ensemble.manifest import MANIFEST_FILE, Manifest, ManifestMember, save_manifest
+from echotune.ensemble.manifest import MANIFEST_FILE, Manifest, ManifestMember, load_manifest, save_manifest
 from echotune.ensemble.members import Member, checkpoint_file, load_member, select_members
 from echotune.ensemble.predictor import EnsemblePredictor
 from echotune.ensemble.report import EnsembleResult, comparison_table, gain, write_metrics
-from echotune.ensemble.scoring import member_metrics, split_metrics
+from echotune.ensemble.scoring import evaluation_set, member_metrics, split_metrics
 from echotune.ensemble.tta import TTA_MODES
 from echotune.ensemble.tuning import DEFAULT_TRIALS, TuneResult, tune_fusion
+from echotune.metrics import bootstrap_ci, metrics_dict, paired_bootstrap
+
+N_RESAMPLES = 1000  # bootstrap resamples of source videos for the intervals
 
 LEADERBOARD_FILE = "leaderboard.parquet"
 ENSEMBLE_DIR = "ensemble"
@@ -68,30 +72,54 @@ def _select(experiment_dir: Path, top_k: int, diverse: bool, log: Callable[[str]
 
 
 def _score(members: list[Member], tune_preds: SplitPredictions, preds: SplitPredictions, tuned: TuneResult,
-           score_weights: dict | None, out: Path) -> EnsembleResult:
-    """Every member (plain run), the best single member (members[0]) and the tuned ensemble on both splits."""
+           score_weights: dict | None, out: Path, n_resamples: int, seed: int) -> EnsembleResult:
+    """Every member (plain run), the best single member (members[0]) and the tuned ensemble on both splits.
+
+    Each model's P/R/F1 confidence is chosen on the tuning split and applied unchanged to `split`; the best
+    single member and the ensemble get 95 % bootstrap intervals over source videos, and the gain a paired one
+    (the same resampled videos for both)."""
     tune_on, split = tune_preds.split, preds.split
-    per_member = [{"trial_id": m.trial_id, "arch": m.arch, "leaderboard_val_score": m.val_score,
-                   "checkpoint": str(checkpoint_file(m.checkpoint)),
-                   **{p.split: member_metrics(p, i, score_weights) for p in (tune_preds, preds)}}
-                  for i, m in enumerate(members)]
+    per_member = []
+    for i, m in enumerate(members):
+        chosen = member_metrics(tune_preds, i, score_weights)
+        per_member.append({"trial_id": m.trial_id, "arch": m.arch, "leaderboard_val_score": m.val_score,
+                           "checkpoint": str(checkpoint_file(m.checkpoint)), tune_on: chosen,
+                           split: member_metrics(preds, i, score_weights, conf=chosen[f"{tune_on}/conf"])})
     single = per_member[0]
-    ensemble = split_metrics(preds, tuned.weights, tuned.params, score_weights=score_weights)
+    single_conf = single[tune_on][f"{tune_on}/conf"]
+    ensemble_val = split_metrics(tune_preds, tuned.weights, tuned.params, score_weights=score_weights)
+    ensemble_conf = ensemble_val[f"{tune_on}/conf"]
+    ensemble_set = evaluation_set(preds, tuned.weights, tuned.params)
+    ensemble = metrics_dict(ensemble_set.detection(ensemble_conf), ensemble_set.view(), prefix=f"{split}/",
+                            weights=score_weights)
+    single_set = evaluation_set(preds, [1.0] * len(members), FusionParams(), [0], tta=False)
+    ci = {"best_single": bootstrap_ci(single_set, single_conf, n_resamples=n_resamples, seed=seed,
+                                      weights=score_weights),
+          "ensemble": bootstrap_ci(ensemble_set, ensemble_conf, n_resamples=n_resamples, seed=seed,
+                                   weights=score_weights),
+          "gain": paired_bootstrap(ensemble_set, single_set, ensemble_conf, single_conf, n_resamples=n_resamples,
+                                   seed=seed, weights=score_weights)}
     return EnsembleResult(members, tuned.weights, tuned.params, split,
                           {"trial_id": single["trial_id"], "val_metrics": single[tune_on], "metrics": single[split]},
-                          ensemble, split_metrics(tune_preds, tuned.weights, tuned.params, score_weights=score_weights),
-                          gain(ensemble, single[split]), per_member, out / MANIFEST_FILE, out / METRICS_FILE)
+                          ensemble, ensemble_val, gain(ensemble, single[split]), per_member, out / MANIFEST_FILE,
+                          out / METRICS_FILE, ci)
 
 
 def build_ensemble(experiment_dir: str | Path, data: DataCheck, top_k: int = 3, diverse: bool = False,
                    tta: str = "none", fusion: str = "wbf", tune_on: str = "val", split: str = "test",
                    tune_trials: int = DEFAULT_TRIALS, seed: int = 0, device: str = "auto",
-                   log: Callable[[str], None] = print) -> EnsembleResult:
-    """Build, tune (on `tune_on` only), evaluate (on `split`) and save the ensemble of an experiment folder."""
+                   log: Callable[[str], None] = print, n_resamples: int = N_RESAMPLES,
+                   allow_leaky_splits: bool = False) -> EnsembleResult:
+    """Build, tune (on `tune_on` only), evaluate (on `split`) and save the ensemble of an experiment folder.
+
+    Leaky splits (a source video in more than one split) raise echotune.data.leakage.LeakySplitsError before
+    anything is read or written, unless `allow_leaky_splits`: then metrics.json carries "leaky_splits"."""
     experiment_dir = Path(experiment_dir)
+    leaky_splits = guard_leakage(data, allow_leaky_splits, log)
     arguments = {"experiment_dir": str(experiment_dir), "data_yaml": str(data.config.yaml_path), "top_k": top_k,
                  "diverse": diverse, "tta": tta, "fusion": fusion, "tune_on": tune_on, "split": split,
-                 "tune_trials": tune_trials, "seed": seed, "device": device, "argv": sys.argv}
+                 "tune_trials": tune_trials, "seed": seed, "device": device, "n_resamples": n_resamples,
+                 "argv": sys.argv}
     check_options(data, tta, fusion, tune_on, split)
     if tune_on == split:
         log(f"warning: tuning and evaluating on the same split ({split}): its ensemble numbers are optimistic")
@@ -104,13 +132,15 @@ def build_ensemble(experiment_dir: str | Path, data: DataCheck, top_k: int = 3, 
     # only now is the evaluation split read
     preds = tune_preds if split == tune_on else predict_split(loaded, data.samples[split], split, data.config.nc,
                                                                tta, log)
-    result = _score(members, tune_preds, preds, tuned, score_weights, experiment_dir / ENSEMBLE_DIR)
+    result = _score(members, tune_preds, preds, tuned, score_weights, experiment_dir / ENSEMBLE_DIR, n_resamples, seed)
     write_metrics(result, result.metrics_path, arguments,
-                  {"trials": tuned.trials, "default_score": tuned.default_score, "best_score": tuned.val_score})
+                  {"trials": tuned.trials, "default_score": tuned.default_score, "best_score": tuned.val_score},
+                  leaky_splits=leaky_splits)
     manifest = Manifest([ManifestMember(m.trial_id, Path(p["checkpoint"]), m.arch, m.val_score)
                          for m, p in zip(members, result.member_metrics)], tuned.weights, tta, tuned.params,
                         list(data.config.names), list(data.view_names),
-                        {"tuned_on": tune_on, "data_yaml": str(data.config.yaml_path),
+                        {"tuned_on": tune_on, "conf": result.val_metrics[f"{tune_on}/conf"],
+                         "data_yaml": str(data.config.yaml_path),
                          "experiment": experiment_dir.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                          "versions": _versions()})
     save_manifest(manifest, result.manifest_path)
@@ -121,12 +151,15 @@ def build_ensemble(experiment_dir: str | Path, data: DataCheck, top_k: int = 3, 
 
 def evaluate_manifest(path: str | Path, data: DataCheck, split: str = "test", device: str = "auto",
                       log: Callable[[str], None] = print) -> dict[str, float]:
-    """Metrics (`<split>/map50`, ...) of a saved ensemble on `split`: rebuilds it from the manifest alone."""
+    """Metrics (`<split>/map50`, ...) of a saved ensemble on `split`: rebuilds it from the manifest alone. P/R/F1
+    are read at the confidence chosen on the tuning split (the manifest's `conf`; chosen on `split` itself for a
+    manifest without one)."""
     predictor = EnsemblePredictor.from_manifest(path, device)
+    conf = load_manifest(path).extra.get("conf")
     if predictor.names != list(data.config.names) or predictor.view_names != list(data.view_names):
         raise ValueError(f"{path}: the ensemble predicts classes {predictor.names} / views {predictor.view_names}, "
                          f"the dataset has {list(data.config.names)} / {list(data.view_names)}")
     check_split(data, split)
     preds = predict_split(predictor.members, data.samples[split], split, data.config.nc, predictor.tta, log)
     return split_metrics(preds, predictor.weights, predictor.params,
-                         score_weights=predictor.members[0][1].score_weights or None)
+                         score_weights=predictor.members[0][1].score_weights or None, conf=conf)

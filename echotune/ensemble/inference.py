@@ -37,6 +37,7 @@ class SplitPredictions:
     view_probs: list[np.ndarray]  # [member] -> (its variants, images, views) softmax probabilities
     targets: list[dict]  # [image] -> {boxes (N,4) original px, labels (N,)}
     view_targets: np.ndarray  # (images,) int64, -1 = no view label
+    groups: list[str] | None = None  # [image] -> source video id: the bootstrap resamples whole videos
 
     @property
     def n_members(self) -> int:
@@ -99,4 +100,4 @@ def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], sp
     return SplitPredictions(split, nc, [str(s.image) for s in samples],
                             [(s.image_hw[1], s.image_hw[0]) for s in samples], detections,
                             [np.stack([np.concatenate(p) for p in member]) for member in probs],
-                            targets, view_targets)
+                            targets, view_targets, [s.video for s in samples])

@@ -32,7 +32,7 @@ from echotune.ensemble.tta import TTA_MODES
 MANIFEST_VERSION = 1
 MANIFEST_FILE = "manifest.yaml"
 _REQUIRED = ("version", "members", "weights", "tta", "fusion", "names", "view_names")
-_OPTIONAL = ("tuned_on", "data_yaml", "created", "versions", "experiment")
+_OPTIONAL = ("tuned_on", "conf", "data_yaml", "created", "versions", "experiment")
 _MEMBER_KEYS = ("trial_id", "arch", "checkpoint", "val_score")
 _FUSION_RANGES = {"iou_thr": (0.0, 1.0), "skip_box_thr": (0.0, 1.0), "sigma": (0.001, 10.0), "max_det": (1, 100_000)}
 
@@ -53,7 +53,7 @@ class Manifest:
     fusion: FusionParams
     names: list[str]
     view_names: list[str]
-    extra: dict = field(default_factory=dict)  # tuned_on, data_yaml, created, versions, experiment
+    extra: dict = field(default_factory=dict)  # tuned_on, conf (P/R/F1 confidence chosen there), data_yaml, ...
 
 
 def _stored_path(checkpoint: Path, manifest_dir: Path) -> str:
@@ -148,6 +148,9 @@ def load_manifest(path: str | Path) -> Manifest:
         raise _fail(path, "weights", weights, f"expected {len(members)} positive numbers, one per member")
     if doc["tta"] not in TTA_MODES:
         raise _fail(path, "tta", doc["tta"], f"choose one of: {', '.join(TTA_MODES)}")
+    conf = doc.get("conf", 0.0)
+    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
+        raise _fail(path, "conf", conf, "expected the operating confidence chosen on val, a number in [0, 1]")
     return Manifest(members, [float(w) for w in weights], doc["tta"], _fusion(path, doc["fusion"]),
                     _string_list(path, doc, "names"), _string_list(path, doc, "view_names"),
                     {k: doc[k] for k in _OPTIONAL if k in doc})

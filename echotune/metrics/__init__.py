@@ -1,17 +1,35 @@
-"""Honest validation metrics: COCO mAP (pycocotools), P/R/F1 at best confidence, view metrics, search score."""
+"""Honest evaluation metrics: COCO mAP (pycocotools' matching), P/R/F1 in the Ultralytics convention at an
+operating confidence, view metrics, the search score, and bootstrap intervals over source videos."""
 from __future__ import annotations
 
+from echotune.metrics.bootstrap import Estimate, bootstrap_ci, format_estimates, paired_bootstrap
 from echotune.metrics.detection import DetectionMetrics, detection_metrics
-from echotune.metrics.score import DEFAULT_WEIGHTS, metrics_dict, validation_score
+from echotune.metrics.evaluation import EvaluationSet
+from echotune.metrics.score import (
+    DEFAULT_WEIGHTS,
+    METRIC_LABELS,
+    METRIC_NAMES,
+    metrics_dict,
+    per_class_metrics,
+    validation_score,
+)
 from echotune.metrics.view import NO_VIEW, ViewMetrics, view_metrics
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "METRIC_LABELS",
+    "METRIC_NAMES",
     "NO_VIEW",
     "DetectionMetrics",
+    "Estimate",
+    "EvaluationSet",
     "ViewMetrics",
+    "bootstrap_ci",
     "detection_metrics",
+    "format_estimates",
     "metrics_dict",
+    "paired_bootstrap",
+    "per_class_metrics",
     "validation_score",
     "view_metrics",
 ]

@@ -1,4 +1,4 @@
-"""Input normalisation shared by the metric modules: numpy/torch -> validated numpy arrays."""
+"""Array helpers shared by the metric modules: numpy/torch -> validated numpy arrays, class means."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,3 +81,14 @@ def parse_batch(
     preds = [parse_image(p, num_classes, f"predictions[{i}]", True) for i, p in enumerate(predictions)]
     gts = [parse_image(t, num_classes, f"targets[{i}]", False) for i, t in enumerate(targets)]
     return preds, gts
+
+
+def mean_over_classes(values: np.ndarray) -> np.ndarray:
+    """(B, K) per-class values, NaN for classes without GT -> (B,) mean over the others (0.0 where none).
+
+    Classes without GT are left out of every mean (COCO's summarize, Ultralytics' per-class averages).
+    """
+    valid = ~np.isnan(values)
+    n = valid.sum(axis=1)
+    total = np.where(valid, values, 0.0).sum(axis=1)
+    return np.divide(total, n, out=np.zeros(len(values)), where=n > 0)

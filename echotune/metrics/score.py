@@ -1,13 +1,21 @@
-"""The single search objective and the flat metrics dict that trials report."""
+"""The single search objective, the flat metrics dict that trials report, and the per-class table."""
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence, TypeVar
+
+import numpy as np
 
 from echotune.metrics.detection import DetectionMetrics
 from echotune.metrics.view import ViewMetrics
 
 DEFAULT_WEIGHTS: dict[str, float] = {"map50": 0.25, "map50_95": 0.25, "view_f1": 0.5}
+METRIC_NAMES = ("map50", "map50_95", "precision", "recall", "f1", "view_acc", "view_f1", "score")
+# (name, display label) for tables and reports, in METRIC_NAMES order
+METRIC_LABELS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"), ("f1", "F1"),
+                 ("view_acc", "view_acc"), ("view_f1", "view_f1"), ("score", "score"))
+
+Value = TypeVar("Value", float, np.ndarray)
 
 
 def resolve_weights(weights: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -29,6 +37,13 @@ def resolve_weights(weights: Mapping[str, float] | None = None) -> dict[str, flo
     return resolved
 
 
+def combine_score(values: Mapping[str, Value], weights: Mapping[str, float] | None = None) -> Value:
+    """The weighted mean ``sum(w_k * values[k]) / sum(w_k)`` over the weight keys; ``values`` maps metric
+    names (``METRIC_NAMES``) to floats or to equally shaped arrays (bootstrap resamples)."""
+    w = resolve_weights(weights)
+    return sum(w[k] * values[k] for k in w) / sum(w.values())
+
+
 def validation_score(det: DetectionMetrics, view: ViewMetrics, weights: Mapping[str, float] | None = None) -> float:
     """The search objective in [0, 1]: weighted mean ``sum(w_k * m_k) / sum(w_k)``.
 
@@ -39,22 +54,37 @@ def validation_score(det: DetectionMetrics, view: ViewMetrics, weights: Mapping[
     ``map50_95``, ``view_f1`` (missing keys keep their default); dividing by the sum keeps the score in [0, 1].
     A split without view labels has view_f1 = 0, which lowers the score rather than hiding it.
     """
-    w = resolve_weights(weights)
-    values = {"map50": det.map50, "map50_95": det.map50_95, "view_f1": view.macro_f1}
-    return float(sum(w[k] * values[k] for k in w) / sum(w.values()))
+    return float(combine_score({"map50": det.map50, "map50_95": det.map50_95, "view_f1": view.macro_f1}, weights))
 
 
 def metrics_dict(
     det: DetectionMetrics, view: ViewMetrics, prefix: str = "val/", weights: Mapping[str, float] | None = None
 ) -> dict[str, float]:
-    """Flat, finite float metrics: ``{prefix}map50, map50_95, precision, recall, f1, view_acc, view_f1, score}``."""
+    """Flat, finite float metrics: ``{prefix}`` + ``METRIC_NAMES`` (map50, map50_95, precision, recall, f1,
+    view_acc, view_f1, score), then ``{prefix}conf``, the operating confidence of precision/recall/f1 (store
+    the val-chosen one to apply it to test)."""
     values = {
         "map50": det.map50, "map50_95": det.map50_95, "precision": det.precision, "recall": det.recall,
         "f1": det.f1, "view_acc": view.accuracy, "view_f1": view.macro_f1,
-        "score": validation_score(det, view, weights),
+        "score": validation_score(det, view, weights), "conf": det.conf,
     }
     out = {f"{prefix}{k}": float(v) for k, v in values.items()}
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:
         raise ValueError(f"non-finite metrics: {bad}")
     return out
+
+
+def per_class_metrics(
+    det: DetectionMetrics, names: Sequence[str] | Mapping[int, str]
+) -> dict[str, dict[str, float | int]]:
+    """Per-class table for metrics.json: ``{names[c]: {"ap50", "ap50_95", "precision", "recall", "f1", "gt"}}``
+    for every class with GT, in class-id order (``gt`` is the number of GT boxes, an int)."""
+    return {
+        names[c]: {
+            "ap50": det.ap50_per_class[c], "ap50_95": det.ap_per_class[c],
+            "precision": det.precision_per_class[c], "recall": det.recall_per_class[c],
+            "f1": det.f1_per_class[c], "gt": det.gt_per_class[c],
+        }
+        for c in sorted(det.gt_per_class)
+    }

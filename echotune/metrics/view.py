@@ -1,4 +1,5 @@
-"""View-classification metrics: accuracy, macro-F1 (sklearn-style, by hand) and confusion matrix."""
+"""View-classification metrics: accuracy, macro-F1 (sklearn-style, by hand) and confusion matrix; batched
+forms over count-weighted confusions (bootstrap resamples)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,22 +46,45 @@ def confusion_matrix(true: np.ndarray, pred: np.ndarray, num_views: int) -> np.n
     return flat.reshape(num_views, num_views).astype(np.int64)
 
 
+def weighted_confusions(true: np.ndarray, pred: np.ndarray, num_views: int, counts: np.ndarray) -> np.ndarray:
+    """Confusion matrices of image multiplicities ``counts`` (B, N) -> (B, V, V) float.
+
+    ``true`` (N,) may hold NO_VIEW (those images do not count); ``pred`` (N,) in [0, V).
+    """
+    keep = true != NO_VIEW
+    onehot = np.zeros((len(true), num_views * num_views))
+    onehot[np.flatnonzero(keep), true[keep] * num_views + pred[keep]] = 1.0
+    return (counts @ onehot).reshape(len(counts), num_views, num_views)
+
+
+def accuracy_batch(confusion: np.ndarray) -> np.ndarray:
+    """(..., V, V) confusions -> (...) accuracy = trace / total (0.0 where nothing is labelled)."""
+    total = confusion.sum(axis=(-2, -1))
+    correct = np.trace(confusion, axis1=-2, axis2=-1)
+    return np.divide(correct, total, out=np.zeros(np.shape(total)), where=total > 0)
+
+
+def macro_f1_batch(confusion: np.ndarray) -> np.ndarray:
+    """(..., V, V) confusions -> (...) mean per-class F1 = 2TP / (2TP + FP + FN) over classes present in
+    targets or predictions (sklearn's macro average with labels = those present); 0.0 where none is."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+    seen = confusion.sum(axis=-1) + confusion.sum(axis=-2)  # support + predicted = 2TP + FP + FN
+    present = seen > 0
+    f1 = np.divide(2 * tp, seen, out=np.zeros(seen.shape), where=present)
+    n = present.sum(axis=-1)
+    return np.divide(f1.sum(axis=-1), n, out=np.zeros(np.shape(n)), where=n > 0)
+
+
 def macro_f1(confusion: np.ndarray) -> float:
-    """Mean per-class F1 = 2TP / (2TP + FP + FN) over classes present in targets or predictions."""
-    tp = np.diag(confusion).astype(np.float64)
-    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    present = (support + predicted) > 0
-    if not present.any():
-        return 0.0
-    f1 = 2 * tp[present] / (support[present] + predicted[present])  # 2TP+FP+FN = support + predicted
-    return float(f1.mean())
+    """Macro-F1 of one (V, V) confusion matrix (see :func:`macro_f1_batch`)."""
+    return float(macro_f1_batch(confusion))
 
 
-def view_metrics(logits_or_pred: Any, targets: Any, num_views: int) -> ViewMetrics:
-    """View metrics of one pass.
+def parse_views(logits_or_pred: Any, targets: Any, num_views: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate one pass's view outputs -> ``(true, pred)`` (N,) int64; ``true`` keeps NO_VIEW entries.
 
-    ``logits_or_pred``: (B, V) logits (argmax taken) or (B,) predicted view indices; ``targets``: (B,) int
-    view ids, -1 = no view label (ignored). numpy or torch. Targets must be -1 or in ``[0, num_views)``.
+    ``logits_or_pred``: (N, V) logits (argmax taken) or (N,) predicted view indices; ``targets``: (N,) int
+    view ids, -1 = no view label. numpy or torch. Targets must be -1 or in ``[0, num_views)``.
     """
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
@@ -71,10 +95,19 @@ def view_metrics(logits_or_pred: Any, targets: Any, num_views: int) -> ViewMetri
     bad = (true != NO_VIEW) & ((true < 0) | (true >= num_views))
     if bad.any():
         raise ValueError(f"view targets must be -1 or in [0, {num_views}), got {np.unique(true[bad]).tolist()}")
+    return true, pred
+
+
+def summarize_views(true: np.ndarray, pred: np.ndarray, num_views: int) -> ViewMetrics:
+    """:class:`ViewMetrics` of validated ``(true, pred)`` (see :func:`parse_views`)."""
     keep = true != NO_VIEW
-    true, pred = true[keep], pred[keep]
-    confusion = confusion_matrix(true, pred, num_views)
+    confusion = confusion_matrix(true[keep], pred[keep], num_views)
     count = int(keep.sum())
     if count == 0:
         return ViewMetrics(0.0, 0.0, confusion, 0)
     return ViewMetrics(float(np.trace(confusion) / count), macro_f1(confusion), confusion, count)
+
+
+def view_metrics(logits_or_pred: Any, targets: Any, num_views: int) -> ViewMetrics:
+    """View metrics of one pass (arguments as :func:`parse_views`; unlabelled images are ignored)."""
+    return summarize_views(*parse_views(logits_or_pred, targets, num_views), num_views)

@@ -47,6 +47,11 @@ class Experiment:
         return self.record.get("config", {}).get("space")
 
     @property
+    def leaky_splits(self) -> dict | None:
+        """The search ran on leaky splits (run.py --allow-leaky-splits): search.json's counts, else None."""
+        return self.record.get("leaky_splits") or None
+
+    @property
     def objectives(self) -> list[str]:
         """Reported metric names the study optimised, e.g. ["val/score"] or ["val/map50", "val/view_acc"]."""
         from search.tuner import OBJECTIVES

@@ -32,6 +32,7 @@ tbody tr:nth-child(even) { background: #f7f9fa; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 1em 0 1.6em; } figure img { max-width: 100%; height: auto; border: 1px solid #eef1f4; }
 figcaption { color: #5a6570; font-size: 0.9em; }
+.banner { background: #fff3cd; border: 2px solid #d39e00; color: #6b4e00; padding: 0.6em 1em; font-weight: 600; }
 """
 
 
@@ -94,17 +95,20 @@ def _section(index: int, section: Section) -> str:
     return "\n".join(p for p in parts if p) + "\n</section>"
 
 
-def render_html(title: str, subtitle: str, sections: list[Section]) -> str:
-    """The whole page as one string (a missing image file raises ``FileNotFoundError``)."""
+def render_html(title: str, subtitle: str, sections: list[Section], banner: str = "") -> str:
+    """The whole page as one string (a missing image file raises ``FileNotFoundError``). ``banner``: a warning
+    shown in a box under the title, one paragraph per line (e.g. the leaky-splits flag); none when empty."""
     contents = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     body = "\n".join(_section(i, s) for i, s in enumerate(sections))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
             f'<h1>{html.escape(title)}</h1>\n<p class="subtitle">{html.escape(subtitle)}</p>\n'
+            + "".join(f'<p class="banner" role="alert">{html.escape(line)}</p>\n' for line in banner.splitlines()
+                      if line.strip()) +
             f"<nav><ol>{contents}</ol></nav>\n{body}\n</body></html>\n")
 
 
-def write_html(path: str | Path, title: str, subtitle: str, sections: list[Section]) -> Path:
+def write_html(path: str | Path, title: str, subtitle: str, sections: list[Section], banner: str = "") -> Path:
     """Render the page and write it atomically; returns the path."""
-    return atomic_write_text(path, render_html(title, subtitle, sections))
+    return atomic_write_text(path, render_html(title, subtitle, sections, banner))

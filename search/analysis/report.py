@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from echotune.data.leakage import flag_text
 from search.analysis import plots as figures
+from echotune.metrics import METRIC_LABELS, Estimate
 from search.analysis.experiment import Experiment, load_experiment
+from search.analysis.held_out import held_out_frames, held_out_notes, read_held_out
 from search.analysis.html_page import Section, write_html
 from search.analysis.importance import Importance, importances, pareto_front
 from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
@@ -76,6 +79,12 @@ def write_parquets(report: LeaderboardReport) -> list[Path]:
     return [write_leaderboard(e.rows, e.path / "leaderboard.parquet") for e in report.experiments]
 
 
+def leaky_lines(report: LeaderboardReport) -> list[str]:
+    """One warning per experiment that ran on leaky splits (its search.json's flag), for the top of every output."""
+    flagged = [e for e in report.experiments if e.leaky_splits]
+    return [flag_text(e.leaky_splits) + (f" [{e.name}]" if len(report.experiments) > 1 else "") for e in flagged]
+
+
 def _status_counts(report: LeaderboardReport) -> str:
     counts = report.ranked["status"].value_counts()
     return ", ".join(f"{n} {s.lower().replace('_', ' ')}" for s, n in counts.items())
@@ -86,12 +95,9 @@ def _gain_lines(report: LeaderboardReport) -> list[str]:
     for g in report.gains:
         relative = f" ({g['relative_gain']:+.0%})" if math.isfinite(g["relative_gain"]) else ""
         lines.append(f"{g['experiment']}: best trial {g['best_trial']} {g['best']:.4f} vs the original study's baseline "
-                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative}")
+                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative} on val "
+                     f"(the selection split: optimistic for the best)")
     return lines or ["no scored baseline trial: gain over the baseline not available"]
-
-
-ENSEMBLE_METRICS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"),
-                    ("f1", "F1"), ("view_acc", "view_acc"), ("score", "score"))
 
 
 def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
@@ -105,7 +111,7 @@ def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
         rows = [(f"best single ({single['trial_id']})", single["metrics"]),
                 (f"ensemble (k={len(doc['members'])})", ensemble), ("gain", doc["gain"])]
         return pd.DataFrame([{"experiment": experiment.name, "split": split, "model": name,
-                              **{label: values[f"{split}/{key}"] for key, label in ENSEMBLE_METRICS}}
+                              **{label: values[f"{split}/{key}"] for key, label in METRIC_LABELS}}
                              for name, values in rows])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not an ensemble metrics file of this EchoTune version ({exc!r})") from exc
@@ -115,6 +121,25 @@ def ensembles(report: LeaderboardReport) -> pd.DataFrame | None:
     """Read at render time, so a report built before the ensemble (run.py) still shows it."""
     frames = [f for f in (ensemble_frame(e) for e in report.experiments) if f is not None]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def ensemble_ci_lines(experiment: Experiment) -> list[str]:
+    """The ensemble's 95 % intervals (bootstrap over source videos; the gain paired) from its metrics.json."""
+    path = experiment.path / "ensemble" / "metrics.json"
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    if "ci95" not in doc:
+        return []
+    lines = [f"95 % CIs on {doc['split']} (bootstrap over source videos; the gain paired):"]
+    for key, label in METRIC_LABELS:
+        cells = [f"{name} {Estimate(**doc['ci95'][name][key]):{'+.3f' if name == 'gain' else '.3f'}}"
+                 for name in ("best_single", "ensemble", "gain")]
+        lines.append(f"  {label}: " + ", ".join(cells))
+    return lines
+
+
+def held_out(report: LeaderboardReport) -> list[tuple[Experiment, dict]]:
+    """Each experiment's held_out.json (the best trial and the baseline on val and test), read at render time."""
+    return [(e, doc) for e in report.experiments if (doc := read_held_out(e.path)) is not None]
 
 
 def _importance_frame(item: Importance) -> pd.DataFrame:
@@ -128,13 +153,18 @@ def render_text(report: LeaderboardReport, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(_as_json(report), indent=2, default=str)
     heading = (lambda t: f"\n### {t}\n") if fmt == "markdown" else (lambda t: f"\n{t}:")
-    parts = [f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
+    parts = [*leaky_lines(report),
+             f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
              format_frame(report.table, fmt), heading("Best vs baseline"), *_gain_lines(report),
              heading("Per architecture (all trials)"), format_frame(report.architectures, fmt)]
+    for experiment, doc in held_out(report):
+        parts += [heading(f"{experiment.name}: best trial and baseline on held-out data"), *held_out_notes(doc)]
+        for caption, frame in held_out_frames(doc):
+            parts += [f"{caption}:", format_frame(frame, fmt)]
     ensemble = ensembles(report)
     if ensemble is not None:
         parts += [heading("Ensemble of the top trials vs the best single trial (held-out split)"),
-                  format_frame(ensemble, fmt)]
+                  format_frame(ensemble, fmt), *(line for e in report.experiments for line in ensemble_ci_lines(e))]
     for item in report.importances:
         parts += [heading(f"Hyperparameter importance for {item.objective} ({item.evaluator} over "
                           f"{item.n_trials} completed trials)"), format_frame(_importance_frame(item).head(10), fmt)]
@@ -151,9 +181,11 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _as_json(report: LeaderboardReport) -> dict:
     return {"experiments": [str(e.path) for e in report.experiments], "ranked_by": report.by,
+            "leaky_splits": {e.name: e.leaky_splits for e in report.experiments if e.leaky_splits},
             "top": _records(report.table), "baseline_gain": report.gains,
             "architectures": _records(report.architectures),
             "ensemble": _records(ensembles(report)) if ensembles(report) is not None else None,
+            "held_out": {e.name: doc for e, doc in held_out(report)},
             "importance": [vars(i) for i in report.importances],
             "pareto": _records(report.pareto) if report.pareto is not None else None, "notes": report.notes}
 
@@ -201,8 +233,12 @@ def write_report_html(report: LeaderboardReport, plots: dict[str, Path], path: s
         Section("Top trials", text="\n".join(_gain_lines(report)), tables=[(f"ranked by {report.by}", report.table)],
                 images=image("best_so_far", "Best score so far against compute")),
         Section("Per architecture", tables=[("all trials", report.architectures)]),
-        *([Section("Ensemble", text="Top trials fused (tuned on val only) vs the best single trial, on a held-out "
-                   "split", tables=[("best single vs ensemble", ensemble)])] if ensemble is not None else []),
+        *[Section(f"Held-out evaluation ({e.name})", text="\n\n".join(held_out_notes(doc)),
+                  tables=held_out_frames(doc)) for e, doc in held_out(report)],
+        *([Section("Ensemble", text="\n\n".join(
+            ["Top trials fused (tuned on val only) vs the best single trial, on a held-out split"]
+            + [line for e in report.experiments for line in ensemble_ci_lines(e)]),
+            tables=[("best single vs ensemble", ensemble)])] if ensemble is not None else []),
         Section("Training curves", images=image("learning_curves", "Top trials")
                 + image("gradnorm_weights", "GradNorm task weights of the top GradNorm trials")),
         Section("Hyperparameters", text="\n".join(report.notes),
@@ -215,4 +251,4 @@ def write_report_html(report: LeaderboardReport, plots: dict[str, Path], path: s
         sections.append(Section("Pareto front", tables=[("completed trials", report.pareto)],
                                 images=image("pareto_front", "Pareto front")))
     subtitle = f"{len(report.ranked)} trials: {_status_counts(report)}"
-    return write_html(path, report.title, subtitle, sections)
+    return write_html(path, report.title, subtitle, sections, banner="\n".join(leaky_lines(report)))

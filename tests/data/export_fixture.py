@@ -50,7 +50,7 @@ def make_export(tmp: Path, name: str = "Regurgitation-YOLODataset-1new",
 
 
 def default_frames() -> dict[str, dict[str, str | None]]:
-    """Polygon and YOLO lines, blank separators, one box-less frame; video `vidA` leaks train -> valid."""
+    """Polygon and YOLO lines, blank separators, one box-less frame; leak-free (each video in one split)."""
     return {
         "train": {
             "vidA.mp4-1": "1 0.1 0.2 0.3 0.2 0.35 0.4 0.1 0.4\n\n0 1 0\n",  # MR polygon, PLAX
@@ -58,10 +58,22 @@ def default_frames() -> dict[str, dict[str, str | None]]:
             "vidB.mp4-7": "\n0 0 1\n",  # no box, A4C
         },
         "valid": {
-            "vidA.mp4-9": "2 0.5 0.5 0.2 0.2\n\n1 0 0\n",
+            "vidH.mp4-9": "2 0.5 0.5 0.2 0.2\n\n1 0 0\n",
             "vidC.mp4-1": "1 0.6 0.6 0.2 0.2\n\n0 0 1\n",
         },
         "test": {
             "vidD.mp4-3": "3 0.4 0.4 0.3 0.3\n\n0 0 1\n",
         },
     }
+
+
+def leaky_frames() -> dict[str, dict[str, str | None]]:
+    """`default_frames` with video `vidA` leaking train -> valid (its frame 9 in valid), as real exports leak."""
+    frames = default_frames()
+    frames["valid"] = {"vidA.mp4-9": frames["valid"].pop("vidH.mp4-9"), **frames["valid"]}
+    return frames
+
+
+def leaky_export(tmp: Path, name: str = "Regurgitation-YOLODataset-1new") -> Path:
+    """The default export with `vidA` in train (2 frames) and valid (1 frame). Returns data.yaml."""
+    return make_export(tmp, name, leaky_frames())

@@ -5,7 +5,7 @@ import pytest
 from echotune.data.check import check_dataset, video_id
 from echotune.data.problems import DataError
 from echotune.data.report import format_report
-from tests.data.export_fixture import default_frames, make_export, write_image
+from tests.data.export_fixture import default_frames, leaky_export, make_export, write_image
 
 
 def test_video_id_from_export_names(tmp_path):
@@ -15,7 +15,7 @@ def test_video_id_from_export_names(tmp_path):
 
 
 def test_real_export_reads_and_reports_leakage(tmp_path):
-    check = check_dataset(make_export(tmp_path))
+    check = check_dataset(leaky_export(tmp_path))
     assert check.ok, check.errors
     assert check.view_names == ("PSAX", "PLAX", "A4C")
     assert any("using the export's order PSAX, PLAX, A4C" in n for n in check.notes)
@@ -26,7 +26,9 @@ def test_real_export_reads_and_reports_leakage(tmp_path):
     assert check.leakage == {"vidA": {"train": 2, "val": 1}}
     report = format_report(check)
     assert "Leakage: 1 of 4 source videos appear in more than one split (3 frames)" in report
-    assert "vidA: train 2, val 1" in report and "USABLE: 0 errors" in report
+    assert "vidA: train 2, val 1" in report
+    assert "USABLE: 0 errors, 1 warning(s) (leaky splits: a search, train.py and ensemble.py refuse them" in report
+    assert [p.kind for p in check.warnings] == ["leakage"] and "1 of 4 source videos" in check.warnings[0].message
     # box sizes in pixels of the 64x48 images: the AR box is 0.2 x 0.1 of the image
     assert "train:" in report and "px" in report
 

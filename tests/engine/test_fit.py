@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -7,12 +8,12 @@ import torch
 
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
-from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
+from echotune.engine.evaluate_checkpoint import evaluate_checkpoint, evaluate_held_out, paired_difference
 from echotune.engine.schedule import lr_at, plan_stages
 from tests.conftest import TINY_TRAIN
 
 REPORTED = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-            "val/score", "train/loss", "train/loss/box", "train/loss/obj", "train/loss/cls_det", "train/loss/view",
+            "val/conf", "val/score", "train/loss", "train/loss/box", "train/loss/obj", "train/loss/cls_det", "train/loss/view",
             "gradnorm/w_det", "gradnorm/w_view", "stage", "epoch"}
 
 
@@ -96,10 +97,31 @@ def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_syntheti
     assert set(result.best) >= REPORTED
     test = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="test")
     assert set(test) == {"test/map50", "test/map50_95", "test/precision", "test/recall", "test/f1",
-                         "test/view_acc", "test/view_f1", "test/score"}
+                         "test/view_acc", "test/view_f1", "test/score", "test/conf"}
     # re-evaluating the best checkpoint on val reproduces the metrics recorded during training
     val = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="val")
     assert val["val/score"] == pytest.approx(result.best["val/score"], abs=1e-9)
+    # selection on val, reporting on test: test's P/R/F1 are read at the confidence val chose, not re-chosen
+    assert test["test/conf"] == val["val/conf"] == result.best["val/conf"]
+    assert evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="test", conf=0.5)["test/conf"] == 0.5
+
+
+def test_held_out_evaluation_applies_the_val_conf_and_brackets_every_metric(tiny_synthetic, tmp_path):
+    result = fit({**TINY_TRAIN, "epochs": 2}, tiny_synthetic, out_dir=tmp_path, log=lambda _: None)
+    held = evaluate_held_out(result.best_checkpoint, tiny_synthetic, n_resamples=200)
+    assert list(held.metrics) == ["val", "test"] and held.conf == result.best["val/conf"]
+    assert held.metrics["test"]["test/conf"] == held.conf
+    assert held.metrics["test"] == pytest.approx(evaluate_checkpoint(result.best_checkpoint, tiny_synthetic), abs=1e-12)
+    for split in ("val", "test"):
+        for name, estimate in held.ci[split].items():  # the point estimate is the metric on the split as it is
+            assert estimate.value == pytest.approx(held.metrics[split][f"{split}/{name}"], abs=1e-12)
+            assert estimate.low <= estimate.value <= estimate.high
+        assert held.ci[split]["view_acc"].high > held.ci[split]["view_acc"].low  # 4 videos: not a point
+        assert set(held.per_class[split]) <= set(tiny_synthetic.config.names)
+    same = paired_difference(held, held, "test", n_resamples=200)
+    assert all((e.value, e.low, e.high) == (0.0, 0.0, 0.0) for e in same.values())
+    saved = json.loads(json.dumps(held.to_dict()))  # what train.py writes into metrics.json
+    assert saved["conf_chosen_on"] == "val" and saved["ci95"]["test"]["score"]["low"] == held.ci["test"]["score"].low
 
 
 def test_hard_mining_replaces_the_easiest_with_the_hardest():

@@ -72,6 +72,11 @@ def test_ensemble_of_one_reproduces_the_member(experiment, tmp_path):
     assert result.single_best["trial_id"] == trial and result.single_best["metrics"] == result.ensemble_metrics
     assert result.val_metrics["val/score"] == pytest.approx(experiment.scores[trial], abs=1e-9)
     assert all(v == 0 for v in result.gain.values())
+    # the paired interval of a model against itself is exactly zero; test is read at the confidence val chose
+    assert all((e.value, e.low, e.high) == (0, 0, 0) for e in result.ci["gain"].values())
+    assert result.ensemble_metrics["test/conf"] == result.val_metrics["val/conf"]
+    interval = result.ci["ensemble"]["score"]
+    assert interval.low <= result.ensemble_metrics["test/score"] <= interval.high
 
 
 def test_tuning_never_reads_the_test_split(experiment, monkeypatch):
@@ -151,4 +156,4 @@ def test_members_of_different_sizes_get_their_own_scale_variants(experiment):
     assert [preds.n_variants(m) for m in (0, 1)] == [2, 3] and preds.view_probs[1].shape == (3, 8, 3)
     metrics = split_metrics(preds, [1.0, 1.0], FusionParams())
     assert set(metrics) == {f"val/{k}" for k in ("map50", "map50_95", "precision", "recall", "f1", "view_acc",
-                                                 "view_f1", "score")}
+                                                 "view_f1", "score", "conf")}

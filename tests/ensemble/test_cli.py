@@ -31,9 +31,15 @@ def test_ensemble_cli_builds_prints_the_comparison_and_finds_the_dataset(experim
     assert code == 0
     assert f"Dataset (from {folder / 'search.json'}): {experiment.data.config.yaml_path}" in err
     table = out[out.index("split test"):].splitlines()
-    assert table[0].split() == ["split", "test", "mAP50", "mAP50-95", "P", "R", "F1", "view_acc", "score"]
-    assert table[1].startswith(f"best single ({ranked(experiment)[0]})") and table[2].startswith("ensemble (k=2)")
-    assert table[3].startswith("gain") and all(v[0] in "+-" for v in table[3].split()[1:])
+    assert "bootstrap over source videos; gain: paired" in table[0]
+    assert table[1].split() == ["metric", "best", "single", f"({ranked(experiment)[0]})", "ensemble", "(k=2)", "gain"]
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:10]}
+    assert list(rows) == ["mAP50", "mAP50-95", "P", "R", "F1", "view_acc", "view_f1", "score"]
+    saved = json.loads((folder / "ensemble" / "metrics.json").read_text())
+    for cells in rows.values():  # value [low, high] for the single member, the ensemble, and the signed gain
+        assert len(cells) == 9 and cells[6][0] in "+-" and cells[7].startswith(("[+", "[-"))
+    score = saved["ci95"]["gain"]["score"]
+    assert rows["score"][6:] == [f"{score['value']:+.3f}", f"[{score['low']:+.3f},", f"{score['high']:+.3f}]"]
     assert (folder / "ensemble" / "manifest.yaml").is_file()
     assert json.loads((folder / "ensemble" / "metrics.json").read_text())["arguments"]["top_k"] == 2
 

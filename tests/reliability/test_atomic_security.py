@@ -283,7 +283,7 @@ def _writer_functions(root: Path) -> dict:
         result = EnsembleResult([], [1.0] * n, FusionParams(), "test", {"trial_id": "t0", "metrics": metrics},
                                 metrics, {}, {k: 0.0 for k in metrics},
                                 [{"trial_id": f"t{i}", "test": metrics} for i in range(n)],
-                                folder / "manifest.yaml", folder / "metrics.json")
+                                folder / "manifest.yaml", folder / "metrics.json", {})
         return write_metrics(result, folder / "metrics.json", {"top_k": n}, {})
 
     def predictions(folder, new):

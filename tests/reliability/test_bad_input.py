@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from tests.conftest import TINY_TRAIN
-from tests.data.export_fixture import EXPORT_YAML, default_frames, make_export, write_image
+from tests.data.export_fixture import EXPORT_YAML, default_frames, leaky_export, make_export, write_image
 from tests.search.test_cli import ROOT, load
 
 NAME = "Regurgitation-YOLODataset-1new"  # make_export's dataset folder
@@ -95,6 +95,9 @@ def _empty_split(tmp: Path) -> Path:
 ROOT_DIR = "{tmp}/" + NAME
 YAML = ROOT_DIR + "/data.yaml"
 TRUNCATED_LABEL = "1 0.1 0.2 0.3 0.2 0.35 0.4 0.1 0.4\n\n0 1 0\n"[:20]  # the file cut mid-line: '... 0.2 0.'
+LEAKY = ("error: " + YAML + ": leaky splits: 1 of 4 source videos have frames in more than one split (3 frames): "
+         "train+val 1, train+test 0, val+test 0, all three 0. Scores on these splits are optimistic (the model is "
+         "evaluated on frames of videos it trained on).")
 TOKEN_COUNT = ("expected 5 tokens (cls cx cy w h), 9 (cls x1 y1 .. x4 y4) or a one-hot view line as the last line; "
                "got {n} tokens")
 
@@ -143,6 +146,7 @@ DATA_CASES = [  # (id, build(tmp) -> data.yaml, the message line; {tmp} is the t
      ROOT_DIR + "/train/labels/vidE.mp4-1.txt:1: a view line must be the last non-blank line (value: '0 0 1')"),
     ("empty-split", _empty_split,
      ROOT_DIR + "/test/images: split 'test' has no images (value: '" + ROOT_DIR + "/test/images')"),
+    ("leaky-splits", leaky_export, LEAKY),  # vidA: 2 frames in train, 1 in valid; the message goes on with the fix
 ]
 
 
@@ -155,6 +159,12 @@ def test_bad_dataset_is_refused_before_anything_is_written(cli, build, message, 
     code, lines = run_cli(cli, argv, capsys)
     assert code == 2
     assert message.format(tmp=tmp_path) in lines, "\n".join(lines)
+    if message == LEAKY:  # then the example video, the fix and the way to go on knowingly
+        assert lines[lines.index(message.format(tmp=tmp_path)) + 1:] == [
+            "vidA: train 2, val 1",
+            f"Fix: python search/run.py --data {data_yaml} --resplit-by-video (or --folds K --fold I for grouped "
+            f"K-fold) writes leak-free splits and a new data.yaml; use that one.",
+            "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky."]
     if message.startswith(YAML):  # a data.yaml problem: listed under the file's verdict
         assert f"error: {data_yaml}: invalid dataset file" in lines
     elif not message.startswith("error: "):  # a data-check report: one error, the verdict says so
@@ -407,8 +417,8 @@ def _edit(change):
     return write
 
 
-VALID_KEYS = ("version, members, weights, tta, fusion, names, view_names, tuned_on, data_yaml, created, versions, "
-              "experiment")
+VALID_KEYS = ("version, members, weights, tta, fusion, names, view_names, tuned_on, conf, data_yaml, created, "
+              "versions, experiment")
 MANIFEST_CASES = [  # (id, doc -> manifest text, message after "error: "; {m}: the manifest file)
     ("not-yaml", lambda doc: "members: [unclosed\n",
      "{m}: not valid YAML: line 2, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow "
@@ -421,6 +431,8 @@ MANIFEST_CASES = [  # (id, doc -> manifest text, message after "error: "; {m}: t
      "{m}: members[0].checkpoint: '../nowhere/last.pt' -> {tmp}/nowhere/last.pt does not exist"),
     ("weights-wrong-type", _edit(lambda d: d.update(weights="x")),
      "{m}: weights: expected 1 positive numbers, one per member (got 'x')"),
+    ("conf-out-of-range", _edit(lambda d: d.update(conf=1.5)),
+     "{m}: conf: expected the operating confidence chosen on val, a number in [0, 1] (got 1.5)"),
     ("member-not-a-mapping", _edit(lambda d: d.update(members=["t0"])),
      "{m}: members[0]: expected a mapping with string trial_id and checkpoint (got 't0')"),
     ("member-of-other-class-count", _edit(lambda d: d.update(names=["AR", "MR", "PR", "TR", "XR"])),
@@ -467,6 +479,19 @@ def test_damaged_experiment_folder_is_left_untouched(cli, message, tmp_path, cap
     assert lines == [message.format(exp=experiment)]
     assert snapshot(experiment) == before
     assert_nothing_written(tmp_path)
+
+
+def test_ensemble_refuses_leaky_splits_and_leaves_the_experiment_untouched(tmp_path, capsys):
+    experiment = tmp_path / "exp"
+    experiment.mkdir()
+    (experiment / "search.json").write_text('{"config": {"space": "gradnorm"}}\n')
+    before = snapshot(experiment)
+    code, lines = run_cli("ensemble", [experiment, "--data", leaky_export(tmp_path)], capsys)
+    assert code == 2
+    assert lines[0] == LEAKY.format(tmp=tmp_path) and lines[1] == "vidA: train 2, val 1", "\n".join(lines)
+    assert lines[-1] == "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky."
+    assert snapshot(experiment) == before  # no ensemble/ folder
+    assert_nothing_written(tmp_path, experiment / "ensemble")
 
 
 # ---------------------------------------------------------------- unwritable results

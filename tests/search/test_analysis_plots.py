@@ -216,3 +216,10 @@ def test_render_html_is_self_contained_and_escaped(tmp_path, history):
     assert "http" not in page and "<link" not in page  # nothing fetched from outside
     written = write_html(tmp_path / "out" / "index.html", "Leaderboard", "", sections)
     assert written.read_text(encoding="utf-8").count("<img ") == 1
+
+
+def test_render_html_banner_is_escaped_and_only_there_when_given():
+    page = render_html("Leaderboard", "", [Section("Top")], banner="WARNING: leaky <splits>\nsecond line")
+    assert ('<p class="banner" role="alert">WARNING: leaky &lt;splits&gt;</p>\n'
+            '<p class="banner" role="alert">second line</p>') in page
+    assert 'class="banner"' not in render_html("Leaderboard", "", [Section("Top")])

@@ -157,6 +157,8 @@ def loopback_cluster(tmp_path_factory):
             *(["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
               if HAS_DASHBOARD else ["--include-dashboard=false"])])
         _wait_for_port(gcs_port, head, head_log)
+        if HAS_CLIENT:  # the Ray Client server (the proxy) starts after the GCS: drivers get a listening port
+            _wait_for_port(client_port, head, head_log)
         worker, _ = start("worker", [f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
                                      f'--resources={{"{WORKER_RESOURCE}": 1}}'])
         cluster = LoopbackCluster(gcs_address=f"127.0.0.1:{gcs_port}", client_address=f"ray://127.0.0.1:{client_port}",
@@ -253,6 +255,54 @@ def test_ray_client_route(loopback_cluster, tiny_synthetic):
                                     loopback_cluster.ray_logs("ray_client_server*.err"))
     assert "through Ray Client" in result.stdout
     _assert_trials_ran_on_both_nodes(loopback_cluster, loopback_cluster.root / "results" / "client")
+
+
+def test_ray_client_connect_retries_a_server_that_died_at_birth_and_nothing_else(monkeypatch, capsys):
+    """Why test_ray_client_route was flaky (no cluster here: ray.init is scripted). The head's Ray Client proxy
+    forks a server per connection, and that fork now and then dies at birth (Ray's gRPC fork race: the head's
+    ray_client_server.err shows `Check failed: next_worker->state == KICKED`, then "SpecificServer startup failed"):
+    ray.init raises ConnectionAbortedError. start_ray retries that, a bounded number of times with logged back-off,
+    and nothing else: not a GCS address, not Ray's own connection timeout (what a missing token looks like over
+    ray://), not an authentication failure."""
+    from types import SimpleNamespace
+
+    from search import orchestrate
+
+    died = ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n"
+                                  "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err "
+                                  "for detailed logs.\n")
+    outcomes, calls, sleeps = [], [], []
+
+    def scripted_init(**kwargs):
+        calls.append(kwargs["address"])
+        error = outcomes.pop(0) if outcomes else None
+        if error is not None:
+            raise error
+
+    monkeypatch.setattr(orchestrate.ray, "init", scripted_init)
+    monkeypatch.setattr(orchestrate, "time", SimpleNamespace(sleep=sleeps.append))
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # a driver without token auth: the hint says what to set
+    outcomes[:] = [died, died]
+    assert orchestrate.start_ray("ray://127.0.0.1:10001") is None
+    assert len(calls) == 3 and sleeps == [2.0, 4.0]
+    err = capsys.readouterr().err
+    assert err.count("retrying in") == 2 and "connection 1 of 4" in err and "Starting Ray client server failed" in err
+
+    calls.clear(), sleeps.clear()  # bounded: four attempts, then the usual message with the hint
+    outcomes[:] = [died] * 10
+    with pytest.raises(ConnectionError, match="could not connect to the Ray cluster at ray://127.0.0.1:10001"):
+        orchestrate.start_ray("ray://127.0.0.1:10001")
+    assert len(calls) == 4 and sleeps == [2.0, 4.0, 8.0]
+
+    for address, error in [("ray://127.0.0.1:10001", ConnectionError("ray client connection timeout")),
+                           ("ray://127.0.0.1:10001", ConnectionAbortedError("Initialization failure from server:\n"
+                                                                            "AuthenticationError: InvalidAuthToken")),
+                           ("127.0.0.1:6379", ConnectionAbortedError("anything, to a GCS address"))]:
+        calls.clear(), sleeps.clear(), capsys.readouterr()
+        outcomes[:] = [error, None]
+        with pytest.raises(ConnectionError, match="export RAY_AUTH_MODE=token"):  # at once, with the fix
+            orchestrate.start_ray(address)
+        assert len(calls) == 1 and sleeps == [] and "retrying" not in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not HAS_DASHBOARD, reason=f"ray job submit needs the job server: {NEEDS_CLUSTER_EXTRA}")

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from search import leaderboard
+from search.analysis.held_out import write_held_out
 from search.analysis.importance import importances, pareto_front
 from search.analysis.report import build_report, figure_builders
 from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
@@ -57,6 +58,42 @@ def test_run_search_builds_the_ensemble_and_the_leaderboard_reports_it(e2e_searc
     assert leaderboard.main([str(experiment), "--no-write"]) == 0
     out = capsys.readouterr().out
     assert "Ensemble of the top trials" in out and "ensemble (k=2)" in out
+    gain = ensemble.ci["gain"]["score"]
+    assert f"score: best_single {ensemble.ci['best_single']['score']:.3f}" in out and f"gain {gain:+.3f}" in out
+
+
+def test_run_search_measures_best_and_baseline_on_test_with_paired_intervals(e2e_search, tiny_synthetic, tmp_path,
+                                                                               capsys):
+    """held_out.json: the best trial and the baseline, each at its val-chosen confidence, on val and test with
+    95 % intervals, and their paired difference; the leaderboard prints it and report.html shows it."""
+    _, summary, experiment = e2e_search
+    held = json.loads((experiment / "held_out.json").read_text())
+    assert held["split"] == "test" and held["best"]["trial_id"] == summary["best"]["trial_id"]
+    assert "Held-out evaluation" in (experiment / "report.html").read_text()
+    if summary["baseline"]["trial_id"] == summary["best"]["trial_id"]:  # the baseline won: nothing to pair
+        assert "baseline" not in held and "best_minus_baseline" not in held
+    # Pair the best with the runner-up as the "baseline", in a copy of the experiment, to check the comparison.
+    copy = tmp_path / experiment.name
+    shutil.copytree(experiment, copy)
+    scored = [r for r in summary["rows"] if r["best/val/score"] is not None and r["checkpoint_path"]]
+    best, other = sorted(scored, key=lambda r: -r["best/val/score"])[:2]
+    held = write_held_out(copy, tiny_synthetic, best, other, n_resamples=300, log=lambda _: None)
+    for name in ("best", "baseline"):
+        model = held[name]
+        assert model["metrics"]["test"]["test/conf"] == model["conf"] == model["metrics"]["val"]["val/conf"]
+        for split in ("val", "test"):
+            for key, estimate in model["ci95"][split].items():
+                assert estimate["value"] == model["metrics"][split][f"{split}/{key}"]
+                assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    difference = held["best_minus_baseline"]["test"]["score"]
+    test_scores = [held[name]["metrics"]["test"]["test/score"] for name in ("best", "baseline")]
+    assert difference["value"] == pytest.approx(test_scores[0] - test_scores[1], abs=1e-12)
+    assert difference["low"] <= difference["value"] <= difference["high"]
+    assert leaderboard.main([str(copy), "--no-write"]) == 0
+    out = capsys.readouterr().out
+    assert f"{copy.name}: best trial and baseline on held-out data" in out
+    score_row = [line for line in out.splitlines() if line.split()[:1] == ["score"] and "[" in line][-1]  # test
+    assert f"{difference['value']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]" in score_row
 
 
 def test_errored_and_diverged_trials_are_listed_and_marked(e2e_search):
@@ -94,6 +131,29 @@ def test_several_experiments_merge_and_a_name_clash_is_refused(e2e_search, tmp_p
     assert "experiment" in report.table.columns and len(report.gains) == 2
     with pytest.raises(ValueError, match="share a name"):
         build_report([experiment, experiment])
+
+
+def test_a_search_on_leaky_splits_is_flagged_at_the_top_of_every_output(e2e_search, tmp_path, capsys):
+    _, _, experiment = e2e_search
+    assert json.loads((experiment / "search.json").read_text())["leaky_splits"] is None  # the synthetic set
+    assert leaderboard.main([str(experiment), "--no-write"]) == 0
+    assert "leaky splits" not in capsys.readouterr().out
+    copy = tmp_path / "leaky"
+    shutil.copytree(experiment, copy)
+    record = json.loads((copy / "search.json").read_text())
+    record["leaky_splits"] = {"videos": 103, "videos_checked": 144, "frames": 1099,
+                              "pairs": {"train+val": 40, "train+test": 30, "val+test": 20, "train+val+test": 13}}
+    (copy / "search.json").write_text(json.dumps(record))
+    page = tmp_path / "report.html"
+    assert leaderboard.main([str(copy), "--no-write", "--html", str(page)]) == 0
+    warning = ("WARNING: leaky splits: 103 source videos in more than one split (train+val 40, train+test 30, "
+               "val+test 20, all three 13): evaluation is optimistic")
+    assert capsys.readouterr().out.splitlines()[0] == warning
+    html = page.read_text()
+    assert f'<p class="banner" role="alert">{warning}</p>' in html
+    assert html.index('class="banner"') < html.index("<nav>")  # above the contents, not in a section
+    assert leaderboard.main([str(copy), "--no-write", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["leaky_splits"] == {"leaky": record["leaky_splits"]}
 
 
 def test_bad_paths_and_arguments_fail_clearly(tmp_path, capsys):

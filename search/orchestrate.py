@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -98,7 +99,6 @@ def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str 
     # else is: Ray itself waits ~30 s for an unreachable client port, and over ray:// a missing or wrong token
     # looks just like that ("ray client connection timeout"); an authentication failure must fail at once.
     backoff_s = (2.0, 4.0, 8.0) if client else ()
-    import sys
     for attempt in range(len(backoff_s) + 1):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=client)

@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="asha: stop weak trials at stage ends (default); fifo: no early stopping")
     search.add_argument("--searcher", choices=("tpe", "random"), default="tpe")
     search.add_argument("--time-budget-s", type=float, help="stop launching trials after this many seconds")
+    search.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
+                        help="start a fresh worker process for every trial instead of reusing a finished trial's "
+                             "(costs seconds per trial; on a cluster each trial is then placed anew, so trials "
+                             "spread over nodes as they free up)")
     search.add_argument("--ensemble-top-k", type=int, default=3, metavar="K",
                         help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
                              "(default 3; 0 = no ensemble; more options: search/ensemble.py)")
@@ -314,6 +318,7 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                         concurrency=args.concurrency, seed=args.seed, objectives=objectives,
                         scheduler=args.scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s,
+                        reuse_actors=args.reuse_actors,
                         allow_leaky_splits=args.allow_leaky_splits, video_id_pattern=args.video_id_pattern)
 
 

@@ -1,16 +1,13 @@
-"""Tests for echotune.metrics: COCO equality with an independent pycocotools call, hand-made cases (P/R/F1 in
-the Ultralytics convention), view metrics, the search score, the flat metrics dict. More in tests/metrics/."""
+"""Tests for echotune.metrics: input handling, hand-made cases (P/R/F1 in the Ultralytics convention), view
+metrics, the search score, the flat metrics dict. COCOeval equality, the convention against an independent
+implementation, and the bootstrap: tests/metrics/."""
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from echotune.metrics import (
     DEFAULT_WEIGHTS,
@@ -21,66 +18,13 @@ from echotune.metrics import (
     validation_score,
     view_metrics,
 )
+from tests.metrics.cases import random_case
 
 KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
         "val/score", "val/conf"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _random_case(seed: int, num_images: int = 20, num_classes: int = 4) -> tuple[list[dict], list[dict]]:
-    """Random GT, jittered predictions with random scores, false positives, images without GT / preds."""
-    rng = np.random.default_rng(seed)
-    preds, targets = [], []
-    for i in range(num_images):
-        n = 0 if i % 5 == 0 else int(rng.integers(1, 5))
-        xy = rng.uniform(0, 400, (n, 2))
-        gt_boxes = np.concatenate([xy, xy + rng.uniform(5, 120, (n, 2))], axis=1)
-        gt_labels = rng.integers(0, num_classes, n)
-        targets.append({"boxes": gt_boxes, "labels": gt_labels})
-        if i % 7 == 3:  # an image without predictions
-            preds.append({"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)})
-            continue
-        k_tp = 3 * n
-        src = rng.integers(0, max(n, 1), k_tp)
-        jitter = gt_boxes[src] + rng.normal(0, 6, (k_tp, 4)) if n else np.zeros((0, 4))
-        tp_labels = np.where(rng.random(k_tp) < 0.85, gt_labels[src] if n else 0, rng.integers(0, num_classes, k_tp))
-        k_fp = int(rng.integers(0, 15)) + (120 if i == 1 else 0)  # image 1 exceeds maxDets=100 per class
-        fxy = rng.uniform(0, 400, (k_fp, 2))
-        fp = np.concatenate([fxy, fxy + rng.uniform(5, 120, (k_fp, 2))], axis=1)
-        boxes = np.concatenate([jitter, fp]).clip(0, 600)
-        boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-        labels = np.concatenate([tp_labels, rng.integers(0, num_classes, k_fp)]).astype(np.int64)
-        if i == 1:
-            labels[-120:] = 0
-        preds.append({"boxes": boxes, "scores": rng.random(len(boxes)), "labels": labels})
-    return preds, targets
-
-
-def _reference_cocoeval(preds: list[dict], targets: list[dict], num_classes: int) -> tuple[np.ndarray, dict]:
-    """Independent, plain COCOeval (default params, N x 7 result array, shifted image and category ids)."""
-    annotations, rows = [], []
-    for i, t in enumerate(targets):
-        for (x1, y1, x2, y2), c in zip(t["boxes"], t["labels"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": 1000 + i, "category_id": int(c) + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
-    for i, p in enumerate(preds):
-        for (x1, y1, x2, y2), s, c in zip(p["boxes"], p["scores"], p["labels"]):
-            rows.append([1000 + i, x1, y1, x2 - x1, y2 - y1, s, int(c) + 1])
-    gt = COCO()
-    gt.dataset = {"images": [{"id": 1000 + i} for i in range(len(targets))],
-                  "categories": [{"id": c + 1} for c in range(num_classes)], "annotations": annotations}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-        ev = COCOeval(gt, gt.loadRes(np.array(rows, dtype=np.float64)), "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    precision = ev.eval["precision"][:, :, :, 0, 2]  # area "all", maxDets 100
-    per_class = {c: (precision[0, :, c].mean(), precision[:, :, c].mean())
-                 for c in range(num_classes) if (precision[:, :, c] > -1).any()}
-    return ev.stats, per_class
-
-
 def _det(boxes, labels, scores=None) -> dict:
     out = {"boxes": np.asarray(boxes, np.float64).reshape(-1, 4), "labels": np.asarray(labels, np.int64)}
     if scores is not None:
@@ -88,23 +32,9 @@ def _det(boxes, labels, scores=None) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------ 1. equality with COCOeval
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5])
-def test_map_equals_pycocotools(seed):
-    preds, targets = _random_case(seed)
-    m = detection_metrics(preds, targets, num_classes=4)
-    stats, per_class = _reference_cocoeval(preds, targets, num_classes=4)
-    assert 0.0 < m.map50 < 1.0
-    assert m.map50_95 == pytest.approx(stats[0], abs=1e-12)
-    assert m.map50 == pytest.approx(stats[1], abs=1e-12)
-    assert set(m.ap50_per_class) == set(per_class) == set(m.ap_per_class)
-    for c, (ap50, ap) in per_class.items():
-        assert m.ap50_per_class[c] == pytest.approx(ap50, abs=1e-12)
-        assert m.ap_per_class[c] == pytest.approx(ap, abs=1e-12)
-
-
+# ------------------------------------------------------------------------------ 1. inputs (COCOeval equality: tests/metrics)
 def test_torch_inputs_match_numpy():
-    preds, targets = _random_case(11, num_images=8)
+    preds, targets = random_case(11, num_images=8)
     as_torch = lambda d: {k: torch.as_tensor(v) for k, v in d.items()}  # noqa: E731
     a = detection_metrics(preds, targets, 4)
     b = detection_metrics([as_torch(p) for p in preds], [as_torch(t) for t in targets], 4)
@@ -306,7 +236,7 @@ def test_validation_score_rejects_bad_weights(weights):
 
 
 def test_metrics_dict_keys_and_finite():
-    preds, targets = _random_case(3, num_images=6)
+    preds, targets = random_case(3, num_images=6)
     det = detection_metrics(preds, targets, 4)
     view = view_metrics(np.array([0, 1, 1]), np.array([0, 1, -1]), 2)
     for d, v in ((det, view), (DetectionMetrics(), ViewMetrics())):

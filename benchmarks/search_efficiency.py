@@ -6,7 +6,7 @@
 Every method gets the same budget of trial-epochs (a search stops once its trials together reported that many
 epochs: search.budget.TrialEpochBudget) and the same seeds:
 
-  asha+tpe   ours: Optuna TPE picks configurations, stage-end ASHA stops the weaker half at stage ends
+  asha+tpe   ours: Optuna TPE picks configurations, ASHA stops the weaker half at fixed epochs
   tpe        TPE with a FIFO scheduler (every trial runs all its epochs)
   random     random sampling, FIFO
   baseline   the space's baseline configuration trained once for the whole budget (budget epochs in one run,

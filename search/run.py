@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--objectives", default="score",
                         help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} (default: score)")
     search.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
-                        help="asha: stop weak trials at stage ends (default); fifo: no early stopping")
+                        help="asha: stop the weaker half at fixed epochs, every trial compared after the same "
+                             "training (default); fifo: no early stopping")
     search.add_argument("--searcher", choices=("tpe", "random"), default="tpe")
     search.add_argument("--time-budget-s", type=float, help="stop launching trials after this many seconds")
     search.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",

@@ -1,12 +1,25 @@
-"""ASHA whose rungs sit at the ends of the training stages, and whose rung state survives a resume.
+"""ASHA whose rungs compare trials after the same number of epochs, never stops the baseline, and whose rung
+state survives a resume.
 
-Time axis: `stages_done` (0 while in stage 1, 1 after stage 1, 2 after stage 2, 3 at the end), reported by
-the trainables. With grace period 1, max_t 3 and reduction factor 2, ASHA's rungs are exactly 1 and 2: trials
-are compared when they finish stage 1 and stage 2, never mid-stage (stage lengths are themselves searched).
+Time axis: `epoch` (epochs trained, reported by the engine after every epoch and restored with a checkpoint).
+Rungs sit at fixed epochs, grace period max_epochs / reduction_factor² (rounded, at least 1) times powers of
+the reduction factor: with 12 epochs and factor 2, trials are compared after epochs 3 and 6 (and Ray's last rung
+at 12, where every trial ends anyway). A searched stage split moves the stage boundaries, never the epochs at
+which trials are compared: rungs at stage ends compared a trial after 1 epoch with one after 6. Epochs, not
+trial-epochs of compute: a larger model is judged after the same training as a small one, as in the final
+comparison with the baseline; its cost is the search's choice to weigh, not a handicap at the rungs.
+
+The baseline (the original study's configuration, the space's baseline point) is the reference every gain is
+measured against, so it always trains the full budget. Its scores still enter the rungs, as any trial's at
+the same epoch: it is the first trial, so the early cutoffs are what the original recipe reaches by then.
 
 Ray restores the searcher on `Tuner.restore` but gives back the scheduler as pickled when the search started,
-so its rungs would be empty. `StageASHA` rebuilds them once, from the `result.json` of every trial in the
-experiment folder, before it makes its first decision after a resume.
+so its rungs would be empty. `EpochASHA` rebuilds them once, from the `result.json` of every trial in the
+experiment folder, before it makes its first decision after a resume. Its stop decisions are kept too
+(`asha_stopped.json`, written atomically before Ray stops the trial and tells Optuna): a driver killed after a
+decision but before Ray's experiment state recorded the stop would otherwise resume the trial, and the rebuilt
+rung, which already holds the trial's score, would never judge it again. It would train to the end while
+Optuna holds it as PRUNED; instead it is stopped again at its first result after the resume.
 """
 from __future__ import annotations
 
@@ -14,25 +27,45 @@ import json
 import logging
 from pathlib import Path
 
-from ray.tune.schedulers import AsyncHyperBandScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+from echotune.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
-TIME_ATTR = "stages_done"
+TIME_ATTR = "epoch"
+STOPPED_FILE = "asha_stopped.json"  # trial id -> epoch at which ASHA stopped it
 
 
-class StageASHA(AsyncHyperBandScheduler):
-    def __init__(self, metric: str, mode: str, experiment_dir: str | Path, reduction_factor: float = 2):
-        super().__init__(time_attr=TIME_ATTR, metric=metric, mode=mode, grace_period=1, max_t=3,
-                         reduction_factor=reduction_factor)
+def grace_period(max_epochs: int, reduction_factor: float) -> int:
+    """First rung: two reductions before the end (E/4 for factor 2), so a trial is judged after real training."""
+    return max(1, round(max_epochs / reduction_factor ** 2))
+
+
+class EpochASHA(AsyncHyperBandScheduler):
+    def __init__(self, metric: str, mode: str, experiment_dir: str | Path, max_epochs: int,
+                 baseline: dict | None = None, reduction_factor: float = 2):
+        """`baseline`: the space's baseline point (parameter values); a trial whose config holds all of them is
+        the baseline, as in the leaderboard (an empty point, the `baseline` space: every trial)."""
+        super().__init__(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_epochs,
+                         grace_period=grace_period(max_epochs, reduction_factor), reduction_factor=reduction_factor)
         self.experiment_dir = str(experiment_dir)
+        self.baseline = baseline
+        self._baseline_trials: set[str] = set()
+        self._stopped: dict[str, int] = {}  # trial id -> epoch of the decision (STOPPED_FILE)
         self._rebuilt = False
 
     def rung_milestones(self) -> list[float]:
-        return sorted(milestone for milestone, _ in self._brackets[0]._rungs)
+        """Epochs at which trials are compared and may be stopped (Ray's rung at max_t decides nothing)."""
+        return sorted(milestone for milestone, _ in self._brackets[0]._rungs if milestone < self._max_t)
 
     def rebuild_rungs(self) -> int:
-        """Record each trial's metric at each stage end it reached (from result.json); returns the count."""
+        """Record each trial's metric at each rung it reached (from result.json); returns the count. As live,
+        a rung takes a trial's first result at or after its epoch: the milestone epoch itself, as every epoch
+        is reported."""
         self._rebuilt = True
+        stopped = Path(self.experiment_dir) / STOPPED_FILE
+        if stopped.is_file():
+            self._stopped = {str(k): int(v) for k, v in json.loads(stopped.read_text()).items()}
         recorded = 0
         for result_file in Path(self.experiment_dir).glob("*/result.json"):
             seen: set[float] = set()
@@ -49,10 +82,31 @@ class StageASHA(AsyncHyperBandScheduler):
                         rung.setdefault(result["trial_id"], self._metric_op * result[self._metric])
                         recorded += 1
         if recorded:
-            logger.info("StageASHA: rebuilt %d rung entries from %s", recorded, self.experiment_dir)
+            logger.info("EpochASHA: rebuilt %d rung entries from %s", recorded, self.experiment_dir)
         return recorded
 
     def on_trial_add(self, tune_controller, trial) -> None:
         if not self._rebuilt:
             self.rebuild_rungs()
+        if self.baseline is not None and all(trial.config.get(k) == v for k, v in self.baseline.items()):
+            self._baseline_trials.add(trial.trial_id)
         super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if trial.trial_id in self._stopped:  # stopped before a driver crash, resumed by Ray: stop it again
+            return TrialScheduler.STOP
+        action = super().on_trial_result(tune_controller, trial, result)  # records the score in its rung
+        if action == TrialScheduler.STOP and trial.trial_id in self._baseline_trials:
+            self._num_stopped -= 1  # Ray's count of stopped trials, shown in its status
+            return TrialScheduler.CONTINUE  # the trainable ends the baseline after its last epoch
+        if action == TrialScheduler.STOP:
+            self._record_stop(trial.trial_id, int(result[TIME_ATTR]))
+        return action
+
+    def _record_stop(self, trial_id: str, epoch: int) -> None:
+        """Keep the decision in the experiment folder before Ray acts on it (only where that is a local folder:
+        on an object store the rungs are not rebuilt either)."""
+        self._stopped[trial_id] = epoch
+        folder = Path(self.experiment_dir)
+        if folder.is_dir():
+            atomic_write_text(folder / STOPPED_FILE, json.dumps(self._stopped, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Assemble the Ray Tune search: trainable with resources, Optuna searcher, stage-end ASHA, run config.
+"""Assemble the Ray Tune search: trainable with resources, Optuna searcher, equal-epoch ASHA, run config.
 
 Data flow: SearchConfig (validated by run.py) + a checked dataset -> `build_tuner` -> `Tuner.fit()`.
 The dataset is checked once by the driver and shipped to trials once through Ray's object store
@@ -19,7 +19,7 @@ from ray.tune.schedulers import FIFOScheduler
 from echotune.data.check import DataCheck
 from search.atomic_storage import atomic_local_filesystem
 from search.optuna_bridge import EchoOptunaSearch
-from search.scheduler import StageASHA
+from search.scheduler import EpochASHA
 from spaces import get_space
 from trainables import train_any
 
@@ -116,7 +116,9 @@ def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
 def build_scheduler(cfg: SearchConfig):
     if cfg.scheduler == "fifo":
         return FIFOScheduler()
-    return StageASHA(metric="val/score", mode="max", experiment_dir=cfg.experiment_dir)
+    # The baseline point marks the trial ASHA must never stop (the reference of every gain over the baseline).
+    return EpochASHA(metric="val/score", mode="max", experiment_dir=cfg.experiment_dir, max_epochs=cfg.max_epochs,
+                     baseline=get_space(cfg.space).baseline(cfg.profile))
 
 
 def trial_resources(cfg: SearchConfig) -> dict[str, float]:
@@ -163,6 +165,6 @@ def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = Non
 
 def restore_tuner(cfg: SearchConfig, data: DataCheck) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints,
-    the Optuna study (SQLite) keeps its history, and StageASHA rebuilds its rungs from the trials' results."""
+    the Optuna study (SQLite) keeps its history, and EpochASHA rebuilds its rungs from the trials' results."""
     return tune.Tuner.restore(cfg.experiment_dir, trainable=build_trainable(cfg, data), resume_unfinished=True,
                               resume_errored=False, restart_errored=False, storage_filesystem=storage_filesystem(cfg))

@@ -18,7 +18,6 @@ from ray import tune
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
-from echotune.engine.schedule import plan_stages
 from search.cluster import require_dataset_on_node
 from spaces import to_train_config
 
@@ -26,11 +25,6 @@ VAL_METRICS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/
                "val/score")
 
 CHECKPOINT_FILE = "last.pt"
-
-
-def stages_done(cfg: TrainConfig, epoch: int) -> int:
-    """Number of stages finished after `epoch` epochs: ASHA's time axis, so its rungs sit at stage ends."""
-    return sum(stage.end_epoch <= epoch for stage in plan_stages(cfg))
 
 
 def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
@@ -55,8 +49,9 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
         os.link(checkpoint_path, folder / CHECKPOINT_FILE)  # Ray copies it to storage; a link avoids one copy
         # restored_from_epoch: the checkpoint this run of the trial started from (0: from scratch), so a retry
         # or resume is visible in every result, with how much it had to redo.
-        metrics = {**metrics, "stages_done": stages_done(cfg, int(metrics["epoch"])), "epochs_planned": cfg.epochs,
-                   "node_id": node_id, "restored_from_epoch": restored_epoch,
+        # `epoch` (from the engine) is ASHA's time axis: every epoch is reported, so rungs see each trial at
+        # exactly their epochs (search/scheduler.py).
+        metrics = {**metrics, "epochs_planned": cfg.epochs, "node_id": node_id, "restored_from_epoch": restored_epoch,
                    "trial_started_at": started_at, "report_s": last_report_s[0]}  # report_s: 0 on the first report
         start = time.perf_counter()
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
@@ -75,7 +70,6 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
         tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
-                     "stages_done": stages_done(cfg, epochs_done[0]), "diverged": 1.0, "error": str(exc),
-                     "node_id": node_id, "restored_from_epoch": restored_epoch})
+                     "diverged": 1.0, "error": str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch})
     finally:
         shutil.rmtree(work, ignore_errors=True)

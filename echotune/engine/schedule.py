@@ -27,7 +27,7 @@ class Stage:
 
     @property
     def end_epoch(self) -> int:
-        """One past the stage's last epoch: the epoch count reported when the stage ends (an ASHA rung)."""
+        """One past the stage's last epoch: the epoch count reported when the stage ends."""
         return self.start_epoch + self.epochs
 
 

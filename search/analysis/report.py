@@ -95,9 +95,9 @@ def _gain_lines(report: LeaderboardReport) -> list[str]:
     for g in report.gains:
         relative = f" ({g['relative_gain']:+.0%})" if math.isfinite(g["relative_gain"]) else ""
         lines.append(f"{g['experiment']}: best trial {g['best_trial']} {g['best']:.4f} vs the original study's baseline "
-                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative} on val "
-                     f"(the selection split: optimistic for the best)")
-    return lines or ["no scored baseline trial: gain over the baseline not available"]
+                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative}, both after "
+                     f"{g['epochs']} epochs, on val (the selection split: optimistic for the best)")
+    return lines or ["no baseline trial that trained every epoch: gain over the baseline not available"]
 
 
 def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:

@@ -80,20 +80,24 @@ def top_table(ranked: pd.DataFrame, by: str = "score", top: int = 10, params: li
 
 
 def baseline_gain(ranked: pd.DataFrame, by: str = "score") -> list[dict]:
-    """Per experiment: best trial vs the baseline trial on `by` (both at their best epoch). Empty when an
-    experiment has no scored baseline (unknown space, or the baseline trial has not reported yet)."""
+    """Per experiment: the best trial that trained the full budget vs the baseline trial on `by`, both after the
+    same `epochs` (each at its best epoch on val). Trials stopped early or failed are left out: their scores come
+    from less training, which is not a gain at equal budget. Empty when an experiment has no scored baseline that
+    trained the full budget (unknown space, the baseline still running, or a search in which it was stopped)."""
     column = metric_column(by)
     gains = []
     for experiment, group in ranked.groupby("experiment", sort=False):
-        scored = group[group[column].notna()]
-        baseline = scored[scored["is_baseline"].fillna(False).astype(bool)]
-        if scored.empty or baseline.empty:
+        full = group[group[column].notna() & (group["epochs_trained"] >= group["epochs_planned"])
+                     & ~group["status"].isin(FAILED)]
+        baseline = full[full["is_baseline"].fillna(False).astype(bool)]
+        if baseline.empty:
             continue
-        best, base = scored.iloc[0], baseline.iloc[0]
+        best, base = full.iloc[0], baseline.iloc[0]
         gain = float(best[column] - base[column])
-        gains.append({"experiment": experiment, "metric": column, "best_trial": best["trial_id"],
-                      "best": float(best[column]), "baseline_trial": base["trial_id"], "baseline": float(base[column]),
-                      "gain": gain, "relative_gain": gain / base[column] if base[column] else math.nan})
+        gains.append({"experiment": experiment, "metric": column, "epochs": int(base["epochs_trained"]),
+                      "best_trial": best["trial_id"], "best": float(best[column]), "baseline_trial": base["trial_id"],
+                      "baseline": float(base[column]), "gain": gain,
+                      "relative_gain": gain / base[column] if base[column] else math.nan})
     return gains
 
 

@@ -186,6 +186,17 @@ def test_ranking_gain_and_baseline_row_arithmetic():
     assert baseline_gain(rank(_frame([0.3, 0.2], baseline_index=-1))) == []
 
 
+def test_gain_over_the_baseline_compares_only_trials_that_trained_every_epoch():
+    frame = _frame([0.60, 0.40, 0.30, 0.70], baseline_index=2)
+    frame.loc[0, ["status", "epochs_trained"]] = ["STOPPED_EARLY", 1]  # its best score is after 1 of 4 epochs
+    frame.loc[3, ["status", "epochs_trained"]] = ["RUNNING", 2]
+    (gain,) = baseline_gain(rank(frame))
+    assert (gain["best_trial"], gain["baseline_trial"], gain["epochs"]) == ("t1", "t2", 4)
+    assert gain["gain"] == pytest.approx(0.10)
+    frame.loc[2, ["status", "epochs_trained"]] = ["STOPPED_EARLY", 1]  # a baseline stopped early: no gain to state
+    assert baseline_gain(rank(frame)) == []
+
+
 def test_architecture_comparison_counts_and_compute():
     frame = _frame([0.5, 0.3, 0.4, None], baseline_index=0, arch=["shared", "shared", "dual", "dual"])
     frame.loc[2:, "hp/balance"] = "fixed"

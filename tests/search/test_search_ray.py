@@ -2,13 +2,16 @@
 Ray is always shut down by run_search / the fixtures. Resume after a killed driver: tests/reliability/test_faults.py."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import optuna
 import pyarrow.parquet as pq
 import pytest
 
 from search.trial_table import SCHEMA
 from search.tuner import SearchConfig
-from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL
+from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL, probe_search
 
 pytestmark = pytest.mark.ray
 def optuna_states(cfg: SearchConfig) -> list[str]:
@@ -46,7 +49,34 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
         if expected == "PRUNED":
             assert max(trial.intermediate_values) == row["epochs_trained"]
     assert summary["baseline"] is not None and summary["baseline"]["is_baseline"]
+    # ASHA never stops the baseline: it trained every epoch, like the trial its gain is measured against
+    assert (summary["baseline"]["status"], summary["baseline"]["epochs_trained"]) == ("TERMINATED", cfg.max_epochs)
+    (gain,) = summary["report"].gains
+    assert gain["epochs"] == cfg.max_epochs
     finished = [r for r in rows if r["status"] in ("TERMINATED", "STOPPED_EARLY")]
     assert all(r["best/val/score"] is not None and r["checkpoint_path"] for r in finished)
     assert {t.user_attrs.get("ray_trial_id") for t in study.trials} == {r["trial_id"] for r in rows}
 
+
+
+def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every_rung(tiny_synthetic, probe_space,
+                                                                                      tmp_path):
+    """The rungs already hold a trial scoring 1.0 at every epoch (as after a resume: EpochASHA reads every
+    result.json in the experiment folder first), so the baseline is below the cutoff at each rung (1, 2 of 4).
+    It trains all 4 epochs; the normal trial (3; 1 diverges, 2 errors) is stopped at the first rung."""
+    from search.orchestrate import run_search
+
+    cfg = probe_search(tmp_path, "worst_baseline", num_samples=4, max_failures=0)
+    planted = Path(cfg.experiment_dir, "trial_planted")
+    planted.mkdir(parents=True)
+    planted.joinpath("result.json").write_text("".join(
+        json.dumps({"trial_id": "planted", "epoch": e, "val/score": 1.0}) + "\n" for e in range(1, 5)))
+    summary = run_search(cfg, tiny_synthetic, resume=False)
+    rows = {r["trial_id"]: r for r in summary["rows"]}
+    baseline = summary["baseline"]
+    assert (baseline["status"], baseline["epochs_trained"]) == ("TERMINATED", 4)
+    assert baseline["best/val/score"] < 1.0  # below the cutoff at every rung
+    normal = [r for r in rows.values() if not r["is_baseline"] and r["status"] not in ("DIVERGED", "ERROR")]
+    assert [(r["status"], r["epochs_trained"]) for r in normal] == [("STOPPED_EARLY", 1)]
+    (gain,) = summary["report"].gains  # only the baseline trained the full budget: it is also the best at it
+    assert (gain["best_trial"], gain["epochs"], gain["gain"]) == (baseline["trial_id"], 4, 0.0)

@@ -99,7 +99,7 @@ class EpochASHA(AsyncHyperBandScheduler):
         if action == TrialScheduler.STOP and trial.trial_id in self._baseline_trials:
             self._num_stopped -= 1  # Ray's count of stopped trials, shown in its status
             return TrialScheduler.CONTINUE  # the trainable ends the baseline after its last epoch
-        if action == TrialScheduler.STOP:
+        if action == TrialScheduler.STOP and result[TIME_ATTR] < self._max_t:  # at max_t the trial ends anyway
             self._record_stop(trial.trial_id, int(result[TIME_ATTR]))
         return action
 

@@ -156,3 +156,15 @@ def test_a_stop_decided_before_a_driver_crash_is_kept_after_the_resume(tmp_path)
     unaware = EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS)
     unaware.on_trial_add(None, weak)
     assert unaware.on_trial_result(None, weak, {"epoch": 4, "val/score": 0.1}) == TrialScheduler.CONTINUE
+
+
+def test_the_end_of_the_budget_is_not_recorded_as_an_early_stop(tmp_path):
+    """Ray's ASHA answers STOP at max_t, where every trial ends anyway: that is no pruning decision, and a trial
+    whose last epoch was reported just before a driver crash must not come back as stopped early."""
+    scheduler = EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS)
+    trial = _trial("a", 0.3)
+    scheduler.on_trial_add(None, trial)
+    for epoch in range(1, EPOCHS + 1):
+        action = scheduler.on_trial_result(None, trial, {"epoch": epoch, "val/score": 0.5})
+    assert action == TrialScheduler.STOP  # Ray's own end of the trial
+    assert not (tmp_path / STOPPED_FILE).exists()

@@ -20,9 +20,9 @@ from ray.tune import ExperimentAnalysis
 
 from echotune.atomic import atomic_write_bytes
 from echotune.engine.config import TrainConfig
+from echotune.metrics import METRIC_NAMES
 
-METRICS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-           "val/score")
+METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # val/map50, ..., val/view_kappa, val/score
 _HP_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
 
 

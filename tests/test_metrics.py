@@ -20,7 +20,7 @@ from echotune.metrics import (
 )
 from tests.metrics.cases import random_case
 
-KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
+KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1", "val/view_kappa",
         "val/score", "val/conf"]
 
 
@@ -214,21 +214,27 @@ def test_view_invalid_inputs_raise():
 
 
 # ------------------------------------------------------------------------------------ 4. score and dict
-def _metrics(map50: float, map50_95: float, view_f1: float) -> tuple[DetectionMetrics, ViewMetrics]:
-    return DetectionMetrics(map50=map50, map50_95=map50_95), ViewMetrics(macro_f1=view_f1, accuracy=0.9, count=5)
+def _metrics(map50: float, map50_95: float, view_kappa: float, view_f1: float = 0.9
+             ) -> tuple[DetectionMetrics, ViewMetrics]:
+    return (DetectionMetrics(map50=map50, map50_95=map50_95),
+            ViewMetrics(macro_f1=view_f1, kappa=view_kappa, accuracy=0.9, count=5))
 
 
 def test_validation_score_arithmetic():
     det, view = _metrics(0.8, 0.2, 0.6)
-    assert DEFAULT_WEIGHTS == {"map50": 0.25, "map50_95": 0.25, "view_f1": 0.5}
+    assert DEFAULT_WEIGHTS == {"map50": 0.25, "map50_95": 0.25, "view_kappa": 0.5, "view_f1": 0.0}
     assert validation_score(det, view) == pytest.approx(0.5 * (0.5 * 0.8 + 0.5 * 0.2) + 0.5 * 0.6)
-    assert validation_score(det, view, {"view_f1": 0}) == pytest.approx(0.5)  # missing keys keep defaults
-    assert validation_score(det, view, {"map50": 1, "map50_95": 0, "view_f1": 0}) == pytest.approx(0.8)
-    assert validation_score(det, view, {"map50": 2, "map50_95": 0, "view_f1": 2}) == pytest.approx(0.7)
+    assert validation_score(det, view, {"view_kappa": 0}) == pytest.approx(0.5)  # missing keys keep defaults
+    assert validation_score(det, view, {"map50": 1, "map50_95": 0, "view_kappa": 0}) == pytest.approx(0.8)
+    assert validation_score(det, view, {"map50": 2, "map50_95": 0, "view_kappa": 2}) == pytest.approx(0.7)
+    # macro-F1 only where asked for, in place of kappa
+    assert validation_score(det, view, {"view_kappa": 0, "view_f1": 0.5}) == pytest.approx(0.5 * 0.5 + 0.5 * 0.9)
+    # worse than chance counts as chance: kappa is clipped at 0, the score stays in [0, 1]
+    assert validation_score(*_metrics(0.0, 0.0, -0.4)) == 0.0
 
 
 @pytest.mark.parametrize("weights", [{"map50": -0.1}, {"bogus": 1.0}, {"map50": float("nan")},
-                                     {"map50": 0, "map50_95": 0, "view_f1": 0}])
+                                     {"map50": 0, "map50_95": 0, "view_kappa": 0}])
 def test_validation_score_rejects_bad_weights(weights):
     det, view = _metrics(0.8, 0.2, 0.6)
     with pytest.raises(ValueError, match="map50_95"):  # the message names the valid keys

@@ -3,7 +3,8 @@
     fit(cfg, data, report=callback, resume_from=None, out_dir=None) -> FitResult
 
 `report(metrics, checkpoint_path)` is called once per epoch with the fixed metric names of DESIGN.md §4
-(val/*, train/loss*, gradnorm/w_*, stage, epoch). The engine never imports Ray; the trainables adapt it.
+(val/*, train/loss*, gradnorm/w_*, stage, epoch), and val/best_score: the best val/score so far (the search's
+SELECTION_METRIC; it survives a resume with the checkpoint's `best`). The engine never imports Ray; the trainables adapt it.
 Every epoch's randomness (shuffle, augmentation, mixup, hard mining) is keyed by (seed, epoch), and the torch
 RNG (dropout) is checkpointed, so 2 epochs + resume + 2 epochs equals 4 epochs straight on CPU.
 """
@@ -29,6 +30,7 @@ from echotune.engine.config import TrainConfig
 from echotune.engine.ema import ModelEMA
 from echotune.engine.schedule import lr_at, plan_stages, stage_at
 from echotune.engine.steps import StepSettings, evaluate, train_one_epoch
+from echotune.metrics import SELECTION_METRIC
 
 Report = Callable[[dict, "Path | None"], None]
 
@@ -124,8 +126,10 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
         metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
                         "time/train_s": epoch_result.seconds,
                         "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})
-        history.append(metrics)
         improved = best is None or metrics["val/score"] > best["val/score"]
+        # the running best: what the search selects on (SELECTION_METRIC), the score of the best.pt so far
+        metrics[SELECTION_METRIC] = metrics["val/score"] if improved else best["val/score"]
+        history.append(metrics)
         best = metrics if improved else best
         result = FitResult(best=best, last=metrics, history=history,
                            best_checkpoint=result.best_checkpoint, last_checkpoint=result.last_checkpoint)
@@ -147,6 +151,6 @@ def _epoch_line(m: dict, total: int) -> str:
     return (f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m['train/loss']:.3f} "
             f"(box {m['train/loss/box']:.3f} obj {m['train/loss/obj']:.3f} cls {m['train/loss/cls_det']:.3f} "
             f"view {m['train/loss/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
-            f"view acc {m['val/view_acc']:.3f} f1 {m['val/view_f1']:.3f} | score {m['val/score']:.3f} | "
+            f"view acc {m['val/view_acc']:.3f} kappa {m['val/view_kappa']:.3f} | score {m['val/score']:.3f} | "
             f"w det {m.get('gradnorm/w_det', 1):.2f} view {m.get('gradnorm/w_view', 1):.2f} | "
             f"{m['time/images_per_s']:.0f} img/s")

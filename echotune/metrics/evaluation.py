@@ -22,6 +22,7 @@ from echotune.metrics.score import combine_score, metrics_dict
 from echotune.metrics.view import (
     ViewMetrics,
     accuracy_batch,
+    kappa_batch,
     macro_f1_batch,
     parse_views,
     summarize_views,
@@ -103,7 +104,7 @@ class EvaluationSet:
 
         Row b is what this class computes on the list where image i appears ``counts[b, i]`` times:
         ``{name: (B,) float64}`` for ``METRIC_NAMES`` (mAP the COCO way, P/R/F1 at ``conf``, view accuracy
-        and macro-F1 from count-weighted confusions, score by :func:`echotune.metrics.score.combine_score`).
+        macro-F1 and kappa from count-weighted confusions, score by :func:`echotune.metrics.score.combine_score`).
         """
         counts = np.asarray(counts, np.float64)
         if counts.ndim != 2 or counts.shape[1] != self.n_images:
@@ -115,6 +116,7 @@ class EvaluationSet:
             "map50": mean_over_classes(ap[:, :, 0]), "map50_95": mean_over_classes(ap.mean(axis=2)),
             "precision": mean_over_classes(p), "recall": mean_over_classes(r), "f1": mean_over_classes(f1),
             "view_acc": accuracy_batch(confusion), "view_f1": macro_f1_batch(confusion),
+            "view_kappa": kappa_batch(confusion),
         }
         out["score"] = combine_score(out, weights)
         return out

@@ -1,4 +1,11 @@
-"""The single search objective, the flat metrics dict that trials report, and the per-class table."""
+"""The single search objective, the flat metrics dict that trials report, and the per-class table.
+
+The objective needs both tasks: half detection (mean of mAP50 and mAP50-95), half view classification
+measured by Cohen's kappa clipped at 0, which is chance-corrected (a model that guesses the view, or always
+says the commonest one, gets 0 whatever the view mix; macro-F1 gave such a model about 1/3, so a model that
+detected nothing scored 0.17 and could win a search). A model that detects nothing and guesses views therefore
+scores about 0; see tests/metrics/test_score.py for the floor.
+"""
 from __future__ import annotations
 
 import math
@@ -9,11 +16,16 @@ import numpy as np
 from echotune.metrics.detection import DetectionMetrics
 from echotune.metrics.view import ViewMetrics
 
-DEFAULT_WEIGHTS: dict[str, float] = {"map50": 0.25, "map50_95": 0.25, "view_f1": 0.5}
-METRIC_NAMES = ("map50", "map50_95", "precision", "recall", "f1", "view_acc", "view_f1", "score")
+# Weight keys of the score; view_f1 may be weighted in (score_weights) but is not part of the default.
+DEFAULT_WEIGHTS: dict[str, float] = {"map50": 0.25, "map50_95": 0.25, "view_kappa": 0.5, "view_f1": 0.0}
+METRIC_NAMES = ("map50", "map50_95", "precision", "recall", "f1", "view_acc", "view_f1", "view_kappa", "score")
 # (name, display label) for tables and reports, in METRIC_NAMES order
 METRIC_LABELS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"), ("f1", "F1"),
-                 ("view_acc", "view_acc"), ("view_f1", "view_f1"), ("score", "score"))
+                 ("view_acc", "view_acc"), ("view_f1", "view_f1"), ("view_kappa", "kappa"), ("score", "score"))
+# What the search selects on (Optuna's value, ASHA's rungs, the leaderboard's rank): the best val/score over the
+# epochs trained so far, reported by the engine each epoch. The model handed back is that epoch's checkpoint, so
+# the number a trial is judged by is the number of the model it would hand back.
+SELECTION_METRIC = "val/best_score"
 
 Value = TypeVar("Value", float, np.ndarray)
 
@@ -38,35 +50,39 @@ def resolve_weights(weights: Mapping[str, float] | None = None) -> dict[str, flo
 
 
 def combine_score(values: Mapping[str, Value], weights: Mapping[str, float] | None = None) -> Value:
-    """The weighted mean ``sum(w_k * values[k]) / sum(w_k)`` over the weight keys; ``values`` maps metric
-    names (``METRIC_NAMES``) to floats or to equally shaped arrays (bootstrap resamples)."""
+    """The weighted mean ``sum(w_k * v_k) / sum(w_k)`` over the weight keys, where v_k is ``values[k]`` except
+    that view_kappa is clipped at 0 (worse than chance is no worse than guessing, and keeps the score in
+    [0, 1]); ``values`` maps metric names (``METRIC_NAMES``) to floats or equally shaped arrays (resamples)."""
     w = resolve_weights(weights)
-    return sum(w[k] * values[k] for k in w) / sum(w.values())
+    terms = {k: np.maximum(values[k], 0.0) if k == "view_kappa" else values[k] for k in w if w[k] > 0}
+    return sum(w[k] * terms[k] for k in terms) / sum(w.values())
 
 
 def validation_score(det: DetectionMetrics, view: ViewMetrics, weights: Mapping[str, float] | None = None) -> float:
     """The search objective in [0, 1]: weighted mean ``sum(w_k * m_k) / sum(w_k)``.
 
-    Default ``0.5 * (0.5 * map50 + 0.5 * map50_95) + 0.5 * view_f1``: the model has two jobs, so detection
-    and view classification weigh the same. Detection quality is the mean of mAP@0.5 (does it find the jet at
-    all - what matters clinically) and mAP@0.5:0.95 (how tightly it boxes it); view quality is macro-F1, not
-    accuracy, so rare views count as much as common ones. ``weights`` may set any of ``map50``,
-    ``map50_95``, ``view_f1`` (missing keys keep their default); dividing by the sum keeps the score in [0, 1].
-    A split without view labels has view_f1 = 0, which lowers the score rather than hiding it.
+    Default ``0.5 * (0.5 * map50 + 0.5 * map50_95) + 0.5 * max(0, view_kappa)``: the model has two jobs, so
+    detection and view classification weigh the same. Detection quality is the mean of mAP@0.5 (does it find
+    the jet at all - what matters clinically) and mAP@0.5:0.95 (how tightly it boxes it); view quality is
+    Cohen's kappa, chance-corrected, so guessing earns nothing and rare views count through the chance term.
+    ``weights`` may set any of ``map50``, ``map50_95``, ``view_kappa``, ``view_f1`` (missing keys keep their
+    default; view_f1's is 0); dividing by the sum keeps the score in [0, 1]. A split without view labels has
+    kappa = 0, which lowers the score rather than hiding it.
     """
-    return float(combine_score({"map50": det.map50, "map50_95": det.map50_95, "view_f1": view.macro_f1}, weights))
+    values = {"map50": det.map50, "map50_95": det.map50_95, "view_f1": view.macro_f1, "view_kappa": view.kappa}
+    return float(combine_score(values, weights))
 
 
 def metrics_dict(
     det: DetectionMetrics, view: ViewMetrics, prefix: str = "val/", weights: Mapping[str, float] | None = None
 ) -> dict[str, float]:
     """Flat, finite float metrics: ``{prefix}`` + ``METRIC_NAMES`` (map50, map50_95, precision, recall, f1,
-    view_acc, view_f1, score), then ``{prefix}conf``, the operating confidence of precision/recall/f1 (store
+    view_acc, view_f1, view_kappa, score), then ``{prefix}conf``, the operating confidence of precision/recall/f1 (store
     the val-chosen one to apply it to test)."""
     values = {
         "map50": det.map50, "map50_95": det.map50_95, "precision": det.precision, "recall": det.recall,
         "f1": det.f1, "view_acc": view.accuracy, "view_f1": view.macro_f1,
-        "score": validation_score(det, view, weights), "conf": det.conf,
+        "view_kappa": view.kappa, "score": validation_score(det, view, weights), "conf": det.conf,
     }
     out = {f"{prefix}{k}": float(v) for k, v in values.items()}
     bad = [k for k, v in out.items() if not math.isfinite(v)]

@@ -1,5 +1,5 @@
-"""View-classification metrics: accuracy, macro-F1 (sklearn-style, by hand) and confusion matrix; batched
-forms over count-weighted confusions (bootstrap resamples)."""
+"""View-classification metrics: accuracy, macro-F1 and Cohen's kappa (sklearn-style, by hand: the batched forms
+work on many count-weighted confusions at once, for bootstrap resamples) and the confusion matrix."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,11 +14,13 @@ NO_VIEW = -1
 
 @dataclass
 class ViewMetrics:
-    """``accuracy`` and ``macro_f1`` over images with a view label; ``confusion`` (V, V) int64, rows = true,
+    """``accuracy``, ``macro_f1`` and ``kappa`` (Cohen's, chance-corrected: 0 for any guess that ignores the
+    image, negative below chance) over images with a view label; ``confusion`` (V, V) int64, rows = true,
     cols = predicted; ``count`` = number of labelled images (0 -> all metrics 0.0)."""
 
     accuracy: float = 0.0
     macro_f1: float = 0.0
+    kappa: float = 0.0
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     count: int = 0
 
@@ -75,6 +77,21 @@ def macro_f1_batch(confusion: np.ndarray) -> np.ndarray:
     return np.divide(f1.sum(axis=-1), n, out=np.zeros(np.shape(n)), where=n > 0)
 
 
+def kappa_batch(confusion: np.ndarray) -> np.ndarray:
+    """(..., V, V) confusions -> (...) Cohen's kappa ``(p_o - p_e) / (1 - p_e)``, as
+    ``sklearn.metrics.cohen_kappa_score``: p_o the accuracy, p_e the agreement expected by chance from the
+    true and predicted view frequencies. Constant or random guesses score 0 in expectation whatever the view
+    mix (macro-F1 of a random guess is about 1/V). 0.0 where nothing is labelled or p_e = 1 (one view only,
+    always predicted: agreement that carries no information)."""
+    confusion = np.asarray(confusion, np.float64)
+    total = confusion.sum(axis=(-2, -1))
+    safe_total = np.where(total > 0, total, 1.0)
+    observed = np.trace(confusion, axis1=-2, axis2=-1) / safe_total
+    expected = (confusion.sum(axis=-1) * confusion.sum(axis=-2)).sum(axis=-1) / safe_total ** 2
+    informative = (total > 0) & (expected < 1.0 - 1e-12)
+    return np.divide(observed - expected, 1.0 - expected, out=np.zeros(np.shape(total)), where=informative)
+
+
 def macro_f1(confusion: np.ndarray) -> float:
     """Macro-F1 of one (V, V) confusion matrix (see :func:`macro_f1_batch`)."""
     return float(macro_f1_batch(confusion))
@@ -104,8 +121,9 @@ def summarize_views(true: np.ndarray, pred: np.ndarray, num_views: int) -> ViewM
     confusion = confusion_matrix(true[keep], pred[keep], num_views)
     count = int(keep.sum())
     if count == 0:
-        return ViewMetrics(0.0, 0.0, confusion, 0)
-    return ViewMetrics(float(np.trace(confusion) / count), macro_f1(confusion), confusion, count)
+        return ViewMetrics(0.0, 0.0, 0.0, confusion, 0)
+    return ViewMetrics(float(np.trace(confusion) / count), macro_f1(confusion), float(kappa_batch(confusion)),
+                       confusion, count)
 
 
 def view_metrics(logits_or_pred: Any, targets: Any, num_views: int) -> ViewMetrics:

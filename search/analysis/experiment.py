@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
 from search.search_record import read_search_record
 from search.trial_table import load_analysis, trial_rows
 from spaces import get_space, list_spaces
@@ -26,8 +27,7 @@ from spaces import get_space, list_spaces
 # file older than this while trials are still marked RUNNING means the driver is gone (interrupted search).
 LIVE_STATE_MAX_AGE_S = 120.0
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
-HISTORY_COLUMNS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc",
-                   "val/view_f1", "val/score", "train/loss", "gradnorm/w_det", "gradnorm/w_view", "lr",
+HISTORY_COLUMNS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC, "train/loss", "gradnorm/w_det", "gradnorm/w_view", "lr",
                    "time_total_s", "stage", "epoch", "timestamp")
 
 

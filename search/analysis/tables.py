@@ -10,11 +10,11 @@ import math
 
 import pandas as pd
 
+from echotune.metrics import METRIC_LABELS
 from search.trial_table import METRICS
 
 SHORT_METRICS = {m.split("/", 1)[1]: m for m in METRICS}  # score -> val/score, map50 -> val/map50, ...
-DISPLAY = {"val/map50": "mAP50", "val/map50_95": "mAP50-95", "val/precision": "P", "val/recall": "R",
-           "val/f1": "F1", "val/view_acc": "view_acc", "val/view_f1": "view_f1", "val/score": "score"}
+DISPLAY = {f"val/{name}": label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...
 TABLE_FORMATS = ("table", "markdown", "csv", "json")
 FAILED = ("ERROR", "DIVERGED")
 # Shown first when there is no importance ranking yet: the choices that change a model most.
@@ -73,7 +73,8 @@ def top_table(ranked: pd.DataFrame, by: str = "score", top: int = 10, params: li
                        for s, b, n in zip(shown["status"], shown["is_baseline"].fillna(False), retries)]
     table["epochs"] = [f"{t}/{p}" for t, p in zip(shown["epochs_trained"], shown["epochs_planned"])]
     for metric, label in DISPLAY.items():
-        table[label] = shown[f"best/{metric}"]
+        if f"best/{metric}" in shown:  # parquets written before a metric existed (view_kappa) lack its column
+            table[label] = shown[f"best/{metric}"]
     for column in params or []:
         table[column.removeprefix("hp/")] = shown[column]
     return table.reset_index(drop=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from echotune.engine.evaluate_checkpoint import evaluate_checkpoint, evaluate_he
 from echotune.engine.schedule import lr_at, plan_stages
 from tests.conftest import TINY_TRAIN
 
-REPORTED = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
+REPORTED = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1", "val/view_kappa", "val/best_score",
             "val/conf", "val/score", "train/loss", "train/loss/box", "train/loss/obj", "train/loss/cls_det", "train/loss/view",
             "gradnorm/w_det", "gradnorm/w_view", "stage", "epoch"}
 
@@ -60,6 +61,11 @@ def test_resume_reproduces_straight_training(tiny_synthetic, tmp_path):
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
     torch.testing.assert_close(b["balancer"]["w"], a["balancer"]["w"])
     assert [m["val/score"] for m in resumed.history] == pytest.approx([m["val/score"] for m in straight.history])
+    # the search's selection metric is the running best, also across the resume, and ends at best.pt's score
+    scores = [m["val/score"] for m in straight.history]
+    for run in (straight, resumed):
+        assert [m["val/best_score"] for m in run.history] == pytest.approx(np.maximum.accumulate(scores).tolist())
+        assert run.history[-1]["val/best_score"] == pytest.approx(run.best["val/score"])
 
 
 class _Interrupted(Exception):
@@ -97,7 +103,7 @@ def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_syntheti
     assert set(result.best) >= REPORTED
     test = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="test")
     assert set(test) == {"test/map50", "test/map50_95", "test/precision", "test/recall", "test/f1",
-                         "test/view_acc", "test/view_f1", "test/score", "test/conf"}
+                         "test/view_acc", "test/view_f1", "test/view_kappa", "test/score", "test/conf"}
     # re-evaluating the best checkpoint on val reproduces the metrics recorded during training
     val = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="val")
     assert val["val/score"] == pytest.approx(result.best["val/score"], abs=1e-9)

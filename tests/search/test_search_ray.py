@@ -48,6 +48,9 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
         assert trial.state.name == expected, (row["status"], trial.state.name)
         if expected == "PRUNED":
             assert max(trial.intermediate_values) == row["epochs_trained"]
+        if expected in ("COMPLETE", "PRUNED"):  # one number: what Optuna holds is what the leaderboard ranks by
+            told = trial.value if expected == "COMPLETE" else trial.intermediate_values[max(trial.intermediate_values)]
+            assert told == pytest.approx(row["best/val/score"], abs=1e-12), (trial.number, told, row)
     assert summary["baseline"] is not None and summary["baseline"]["is_baseline"]
     # ASHA never stops the baseline: it trained every epoch, like the trial its gain is measured against
     assert (summary["baseline"]["status"], summary["baseline"]["epochs_trained"]) == ("TERMINATED", cfg.max_epochs)
@@ -70,7 +73,8 @@ def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every
     planted = Path(cfg.experiment_dir, "trial_planted")
     planted.mkdir(parents=True)
     planted.joinpath("result.json").write_text("".join(
-        json.dumps({"trial_id": "planted", "epoch": e, "val/score": 1.0}) + "\n" for e in range(1, 5)))
+        json.dumps({"trial_id": "planted", "epoch": e, "val/score": 1.0, "val/best_score": 1.0}) + "\n"
+        for e in range(1, 5)))
     summary = run_search(cfg, tiny_synthetic, resume=False)
     rows = {r["trial_id"]: r for r in summary["rows"]}
     baseline = summary["baseline"]

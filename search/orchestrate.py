@@ -1,6 +1,7 @@
 """Run a search end to end: start Ray, fit (or resume) the Tuner with live progress, then summarise.
 
-Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard.parquet, best_config.yaml.
+Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard.parquet, the final round's
+final/ and final.json, held_out.json, best_config.yaml (runnable: search/train.py --config).
 """
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from pathlib import Path
 
 import optuna
 import ray
-import yaml
 from ray import tune
 
-from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
 from echotune.data.leakage import guard_leakage
 from search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
-from search.search_record import write_search_record
+from search.best_config import reproduce_command, train_config_of, write_best_config
+from search.final_round import headline, run_final_round, write_winner_config
+from search.search_record import read_search_record, write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
@@ -47,7 +48,8 @@ class ProgressPrinter(tune.Callback):
             return
         print(f"{self._elapsed()} {trial.trial_id} epoch {result.get('epoch', 0):>2}/{result.get('epochs_planned', '?')}"
               f" stage {result.get('stage', '?')} | score {result.get('val/score', float('nan')):.3f} "
-              f"mAP50 {result.get('val/map50', float('nan')):.3f} view_acc {result.get('val/view_acc', float('nan')):.3f}"
+              f"(best {result.get('val/best_score', float('nan')):.3f}) mAP50 {result.get('val/map50', float('nan')):.3f} "
+              f"view_acc {result.get('val/view_acc', float('nan')):.3f} kappa {result.get('val/view_kappa', float('nan')):.3f}"
               f" | {trial.config.get('arch')} {trial.config.get('model_scale')}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -58,7 +60,7 @@ class ProgressPrinter(tune.Callback):
         elif last.get("epoch", 0) < last.get("epochs_planned", 0):
             outcome = f"stopped by ASHA after epoch {last.get('epoch')} (stage {last.get('stage')})"
         else:
-            outcome = f"finished, final score {last.get('val/score', float('nan')):.3f}"
+            outcome = f"finished, best score {last.get('val/best_score', float('nan')):.3f}"
         print(f"{self._elapsed()} {trial.trial_id} {outcome}  [{self.done}/{self.total} trials done]", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -69,6 +71,8 @@ class ProgressPrinter(tune.Callback):
 
 def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     """Trials left RUNNING in the study (asked by a driver that died before Ray recorded them) become FAIL."""
+    if cfg.scheduler == "pbt":  # population-based training runs without Optuna: there is no study
+        return 0
     study = optuna.load_study(study_name=cfg.name, storage=cfg.optuna_storage_url)
     closed = 0
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -151,10 +155,12 @@ def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
         return None
 
 
-def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: int = 0, top: int = 5) -> dict:
+def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: int = 0, top: int = 5,
+              final: dict | None = None) -> dict:
     """Leaderboard parquet, the ensemble (ensemble_top_k > 0), the best trial and the baseline on val and test
     (held_out.json), then the leaderboard table, plots, report.html and best_config.yaml; returns the best and
-    baseline rows."""
+    baseline rows. `final`: the final round's final.json content (search/final_round.py): its winner is the best,
+    its final fit (already in held_out.json) the headline, and best_config.yaml its winning run's config."""
     from search.analysis.held_out import write_held_out
     from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
 
@@ -170,26 +176,37 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
     ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
     best = ranked[0] if ranked else None
     baseline = next((r for r in ranked if r["is_baseline"]), None)
-    if data is not None:  # before the text and report.html, which show the held-out headline from held_out.json
+    winner = (final or {}).get("winner")
+    if winner is not None:  # the final round chose among the top trials on fresh full-budget runs
+        best = next((r for r in rows if r["trial_id"] == winner["search_trial_id"]), best)
+    # held_out.json, before the text and report.html, which show it: the final round wrote the final fit's
+    if data is not None and not (final or {}).get("final_fit"):
         print()
         write_held_out(experiment, data, best, baseline, seed=cfg.seed, log=lambda m: print(m, flush=True))
     print("\n" + render_text(report, "table"))
     plots = write_plots(report, experiment / "plots", log=lambda m: print(f"  ({m})"))
     html = write_report_html(report, plots, experiment / "report.html")
-    if best is not None:
-        atomic_write_text(experiment / "best_config.yaml",
-                          yaml.safe_dump({"trial_id": best["trial_id"], "val/score": best["best/val/score"],
-                                          "checkpoint": best["checkpoint_path"], "config": json.loads(best["config_json"])},
-                                         sort_keys=False))
+    data_yaml = data.config.yaml_path if data is not None else read_search_record(cfg.local_dir).get("data_yaml")
+    if winner is not None:
+        path = write_winner_config(experiment, final, data_yaml)
+        print(f"\n{headline(final)}")
+        print(f"Best: trial {winner['search_trial_id']}, final-round val/score {winner['val_mean']:.4f} (mean over "
+              f"{len(final['seeds'])} seed(s)); runnable config {path}: python search/train.py --config {path}")
+    elif best is not None:
+        path = experiment / "best_config.yaml"
+        write_best_config(path, train_config_of(json.loads(best["config_json"])), {
+            "trial_id": best["trial_id"], "selected_by": "the search's best val/score (no final round)",
+            "val/score": best["best/val/score"], "checkpoint": best["checkpoint_path"],
+            "reproduce": reproduce_command(path, data_yaml)})
         print(f"\nBest trial {best['trial_id']}: val/score {best['best/val/score']:.4f}; checkpoint "
-              f"{best['checkpoint_path']}; config {experiment / 'best_config.yaml'}")
+              f"{best['checkpoint_path']}; runnable config {path}")
     if ensemble is not None:
         split = ensemble.split
         print(f"Ensemble of {len(ensemble.members)} on {split}: score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
               f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
               f"(gain {ensemble.ci['gain']['score']:+.4f}, paired 95 % CI); {ensemble.manifest_path}")
     print(f"Plots in {experiment / 'plots'}; report {html}; more: python search/leaderboard.py {experiment}")
-    return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble}
+    return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble, "final": final}
 
 
 def trial_fit_problem(cfg: SearchConfig, nodes: list[dict[str, float]]) -> tuple[str, str] | None:
@@ -245,7 +262,9 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
         closed = close_orphaned_optuna_trials(cfg)
         if closed:
             print(f"Closed {closed} Optuna trial(s) left RUNNING by an interrupted driver as FAIL.")
-        summary = summarise(cfg, data, ensemble_top_k)
+        # Before the summary: the top trials and the baseline again at full budget with fresh seeds (final.json)
+        final = run_final_round(cfg, data, progress=ProgressPrinter, log=lambda m: print(m, flush=True))
+        summary = summarise(cfg, data, ensemble_top_k, final=final)
     finally:
         ray.shutdown()
     print(f"Search wall time {time.time() - start:.0f} s; results in {cfg.experiment_dir}")

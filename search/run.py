@@ -33,6 +33,7 @@ from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.report import format_report, verdict
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
+from search.pbt import DEFAULT_PBT_INTERVAL
 from search.tuner import OBJECTIVES, SearchConfig
 from spaces import PROFILES, list_spaces
 
@@ -77,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", default="gradnorm", help=f"search space: {', '.join(list_spaces())} "
                         "(default: gradnorm)")
     search.add_argument("--profile", default="quick", choices=PROFILES,
-                        help="quick: laptop CPU scales and 160 px; full: the original study's 640 px, bigger models")
+                        help="quick: laptop CPU scales and 160 px, the 8 parameters that mattered most (the rest at the "
+                             "original recipe's values); quick-all: the same sizes, every parameter; full: the "
+                             "original study's 640 px, bigger models, every parameter")
     search.add_argument("--name", help="experiment name: results go to STORAGE/NAME (default: the space name)")
     search.add_argument("--storage", default=os.environ.get(STORAGE_ENV, "results"),
                         help=f"results root: local dir, NFS path or s3://bucket/path (default: ${STORAGE_ENV} or results; "
@@ -85,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--shared-storage", action="store_true",
                         help="the local --storage path is mounted at the same place on every cluster node (NFS); "
                              "needed to use a local path on a multi-node cluster (checked on every node)")
-    search.add_argument("--num-samples", type=_positive_int, default=16, help="trials to run (default 16)")
+    # 10 trials + the final round's 4 runs (top 3 + baseline) at 12 epochs: about the trial-epochs 16 trials took
+    # alone (~125), within 10 minutes on 2 CPU cores with the 256-image val/test splits of the synthetic set
+    search.add_argument("--num-samples", type=_positive_int, default=10,
+                        help="trials to run (default 10); with --scheduler pbt the population size")
     search.add_argument("--max-epochs", type=_positive_int, default=12,
                         help="epochs per trial, over the three stages (default 12)")
     search.add_argument("--img-size", type=int, help="override the profile's image size (multiple of 32)")
@@ -104,9 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "dashboard's job API runs any command, so expose it only on a network you trust)")
     search.add_argument("--objectives", default="score",
                         help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} (default: score)")
-    search.add_argument("--scheduler", choices=("asha", "fifo"), default="asha",
+    search.add_argument("--scheduler", choices=("asha", "fifo", "pbt"), default=None,
                         help="asha: stop the weaker half at fixed epochs, every trial compared after the same "
-                             "training (default); fifo: no early stopping")
+                             "training (default with one objective); fifo: no early stopping (default with "
+                             "several --objectives: ASHA prunes on one number, so it would decide the Pareto front); "
+                             "pbt: population-based training, --num-samples members sampled from the space (the "
+                             "baseline among them) train together; at each perturbation point the weakest quarter "
+                             "continues from a top member's checkpoint with mutated per-stage learning rates, "
+                             "augmentation strengths, label smoothing and mixup (no Optuna; one objective; all "
+                             "members live at once, so --concurrency does not apply)")
+    search.add_argument("--pbt-interval", type=_pbt_interval, metavar="N|stages",
+                        help=f"--scheduler pbt: perturb every N epochs, or at the stage ends of the 30/50/20 split "
+                             f"(stages) (default: {_pbt_interval_text(DEFAULT_PBT_INTERVAL)})")
     search.add_argument("--searcher", choices=("tpe", "random"), default="tpe")
     search.add_argument("--time-budget-s", type=float, help="stop launching trials after this many seconds")
     search.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
@@ -116,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--ensemble-top-k", type=int, default=3, metavar="K",
                         help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
                              "(default 3; 0 = no ensemble; more options: search/ensemble.py)")
+    search.add_argument("--final-top-k", type=int, default=SearchConfig.final_top_k, metavar="K",
+                        help="after the search, train the top K distinct configurations and the baseline again for "
+                             "--max-epochs with fresh seeds; the winner is the best mean val score over those runs, "
+                             "measured against the baseline's run on test (final.json; default "
+                             f"{SearchConfig.final_top_k}; 0 = no final round: the search's best trial wins)")
+    search.add_argument("--final-seeds", type=_positive_int, default=SearchConfig.final_seeds, metavar="N",
+                        help="seeds per final-round candidate: --seed+1 ... --seed+N, the same for every candidate "
+                             f"(default {SearchConfig.final_seeds})")
     data = parser.add_argument_group("data")
     data.add_argument("--data", help="path to a data.yaml (default: the embedded synthetic echo set, "
                                      "generated on first use)")
@@ -253,10 +276,15 @@ def main(argv: list[str] | None = None) -> int:
     from search.cluster import ClusterError  # these import Ray: keep --check-data and --help fast
     from search.orchestrate import run_search
 
+    pbt = search_config.scheduler == "pbt"  # a population, all live (PBT time-slices it), no searcher
     print(f"Search '{search_config.name}': space {search_config.space} ({search_config.profile}), "
-          f"{search_config.num_samples} trials x {search_config.max_epochs} epochs, {search_config.concurrency} at "
-          f"a time, {search_config.cpus_per_trial:g} CPU + {search_config.gpus_per_trial:g} GPU each, scheduler "
-          f"{search_config.scheduler}, searcher {search_config.searcher}; results in {experiment}", flush=True)
+          f"{search_config.num_samples} {'members' if pbt else 'trials'} x {search_config.max_epochs} epochs, "
+          f"{'all live (as many at a time as resources allow)' if pbt else f'{search_config.concurrency} at a time'}, "
+          f"{search_config.cpus_per_trial:g} CPU + {search_config.gpus_per_trial:g} GPU each, scheduler "
+          f"{search_config.scheduler}"
+          f"{f' (perturbing {_pbt_interval_text(search_config.pbt_interval)})' if pbt else ''}, searcher "
+          f"{'none: the population is sampled from the space' if pbt else search_config.searcher}; results in "
+          f"{experiment}", flush=True)
     try:
         run_search(search_config, check, resume=args.resume, address=args.address,
                    ensemble_top_k=args.ensemble_top_k, dashboard_host=args.dashboard_host if args.dashboard else None)
@@ -287,6 +315,29 @@ def _resume_from_record(cfg: SearchConfig, args: argparse.Namespace) -> SearchCo
     return resumed
 
 
+def _pbt_interval(text: str) -> int:
+    """--pbt-interval: a positive number of epochs, or `stages` (returned as 0: at the stage ends)."""
+    return 0 if text == "stages" else _positive_int(text)
+
+
+def _pbt_interval_text(interval: int | None) -> str:
+    return "stages" if interval is None else f"every {interval} epochs"
+
+
+def _check_pbt(parser: argparse.ArgumentParser, args: argparse.Namespace, interval: int | None) -> None:
+    """Refuse a PBT search that could not perturb: no mutable key in the space, no perturbation epoch."""
+    from search.pbt import mutation_ranges, pbt_stage_split, perturbation_epochs
+
+    probe = SearchConfig(space=args.space, profile=args.profile, max_epochs=args.max_epochs, pbt_interval=interval)
+    try:
+        mutation_ranges(probe)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not perturbation_epochs(args.max_epochs, interval, pbt_stage_split(probe)):
+        parser.error(f"--pbt-interval {interval} with --max-epochs {args.max_epochs}: no perturbation before the last "
+                     f"epoch")
+
+
 def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SearchConfig:
     if args.space not in list_spaces():
         parser.error(f"unknown --space {args.space!r}; valid: {', '.join(list_spaces())}")
@@ -294,6 +345,20 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown or not objectives:
         parser.error(f"unknown --objectives {unknown or args.objectives!r}; valid: {', '.join(OBJECTIVES)}")
+    if len(objectives) > 1 and args.scheduler == "asha":
+        parser.error(f"--scheduler asha with several --objectives ({', '.join(objectives)}): ASHA stops trials on one "
+                     f"number, so its pruning, not the objectives, would decide the Pareto front; use --scheduler "
+                     f"fifo (the default with several objectives)")
+    scheduler = args.scheduler or ("fifo" if len(objectives) > 1 else "asha")
+    if scheduler == "pbt" and len(objectives) > 1:
+        parser.error(f"--scheduler pbt with several --objectives ({', '.join(objectives)}): PBT ranks members on one "
+                     f"number (val/score), so it, not the objectives, would decide which models survive; use "
+                     f"--scheduler fifo for a Pareto front")
+    if args.pbt_interval is not None and scheduler != "pbt":
+        parser.error(f"--pbt-interval is for --scheduler pbt (this search's scheduler: {scheduler})")
+    pbt_interval = DEFAULT_PBT_INTERVAL if args.pbt_interval is None else args.pbt_interval or None
+    if scheduler == "pbt":
+        _check_pbt(parser, args, pbt_interval)
     if args.cpus_per_trial <= 0:
         parser.error(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
     if args.gpus_per_trial < 0:
@@ -304,6 +369,8 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         parser.error(f"--img-size must be a multiple of 32 and >= 64, got {args.img_size}")
     if args.ensemble_top_k < 0:
         parser.error(f"--ensemble-top-k must be >= 0 (0 = no ensemble), got {args.ensemble_top_k}")
+    if args.final_top_k < 0:
+        parser.error(f"--final-top-k must be >= 0 (0 = no final round), got {args.final_top_k}")
     if args.time_budget_s is not None and args.time_budget_s <= 0:
         parser.error(f"--time-budget-s must be > 0, got {args.time_budget_s}")
     if args.max_epochs < 3:
@@ -318,9 +385,10 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                         num_samples=args.num_samples, max_epochs=args.max_epochs, img_size=args.img_size,
                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
                         concurrency=args.concurrency, seed=args.seed, objectives=objectives,
-                        scheduler=args.scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s,
+                        scheduler=scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s,
                         reuse_actors=args.reuse_actors,
-                        allow_leaky_splits=args.allow_leaky_splits, video_id_pattern=args.video_id_pattern)
+                        allow_leaky_splits=args.allow_leaky_splits, video_id_pattern=args.video_id_pattern,
+                        final_top_k=args.final_top_k, final_seeds=args.final_seeds, pbt_interval=pbt_interval)
 
 
 if __name__ == "__main__":

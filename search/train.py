@@ -3,6 +3,7 @@
     python search/train.py --arch shared --balance gradnorm --epochs 3,5,2
     python search/train.py --arch dual --balance fixed --set classifier=mobilenetv3_small_050
     python search/train.py --preset baseline --data /path/to/data.yaml      # the original study's setup
+    python search/train.py --config results/gradnorm/best_config.yaml      # a search's winner, trained again
 
 Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; prints validation metrics every epoch, and
 at the end the best checkpoint's metrics on val and test (when the dataset has one) with 95 % bootstrap
@@ -30,6 +31,7 @@ from echotune.data.report import format_report
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, held_out_table
+from search.best_config import ConfigFileError, read_config_file
 
 # The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
 # 0.01 / 0.001 / 0.0001 over 30 / 50 / 20 epochs, batch 8, augmentation off (no mixup either).
@@ -69,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="data.yaml (default: the embedded synthetic echo set)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named configuration")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="start from a YAML file of TrainConfig fields: a search's best_config.yaml (the fields "
+                             "under its config: key; seed and epochs included, so it trains the winning run again) "
+                             "or a bare mapping; the other flags override it")
     parser.add_argument("--arch", choices=("shared", "dual"), help="architecture (default: shared)")
     parser.add_argument("--balance", choices=("fixed", "gradnorm", "uncertainty"),
                         help="task-loss balancing (default: gradnorm for shared, fixed for dual)")
@@ -94,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """--preset, then --config's fields, then the other flags (each overrides the one before). Raises
+    ConfigFileError for an unusable --config file, ValueError for an invalid configuration."""
     values = dict(PRESETS.get(args.preset, {}))
+    if args.config is not None:
+        values.update(read_config_file(args.config))
     for key in ("arch", "balance", "model_scale", "img_size", "batch_size", "seed", "cpus", "device"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -117,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
+    except ConfigFileError as exc:  # before anything is written
+        print(f"error: --config {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
+        if args.config is not None:
+            print(f"error: --config {args.config} (with the other flags applied): {exc}", file=sys.stderr)
+            return 2
         parser.error(str(exc))
     try:
         data = check_dataset(resolve_data_yaml(args.data, log=lambda m: print(m, file=sys.stderr)), args.strict,

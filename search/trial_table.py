@@ -21,6 +21,7 @@ from ray.tune import ExperimentAnalysis
 from echotune.atomic import atomic_write_bytes
 from echotune.engine.config import TrainConfig
 from echotune.metrics import METRIC_NAMES
+from search.analysis.lineage import is_pbt_search, lineage_columns, read_lineage
 
 METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # val/map50, ..., val/view_kappa, val/score
 _HP_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
@@ -52,6 +53,10 @@ SCHEMA = pa.schema([
     *[pa.field(f"final/{m}", pa.float64()) for m in METRICS],
     pa.field("checkpoint_path", pa.string()),
     pa.field("config_json", pa.string()),
+    # population-based training (search/pbt.py; null in other searches): the member's clones, "e2←<donor id>; ..."
+    # ('' never cloned into), and the per-stage schedule it ended with, JSON (search/analysis/lineage.py)
+    pa.field("pbt_lineage", pa.string()),
+    pa.field("pbt_final_config", pa.string()),
     *_hp_fields(),
 ])
 
@@ -108,9 +113,14 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
     """Rows for every trial in the experiment (any status)."""
     analysis = analysis or load_analysis(experiment_dir)
     frames = analysis.trial_dataframes
+    lineage = read_lineage(experiment_dir, {t.trial_id: (t.experiment_tag, t.config) for t in analysis.trials}) \
+        if is_pbt_search(experiment_dir) else {}
     rows = []
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id)
+        clones = lineage[trial.trial_id].exploits if trial.trial_id in lineage else []
+        if clones and frame is not None and "epoch" in frame:  # a PBT member is its models since its last clone
+            frame = frame[frame["epoch"] > clones[-1].epoch]
         last = trial.last_result or {}
         best_row = {}
         if frame is not None and "val/score" in frame and len(frame):
@@ -144,6 +154,7 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
         for field in SCHEMA:
             if field.name.startswith("hp/"):
                 row[field.name] = _hp_value(field, trial.config.get(field.name[3:]))
+        row.update(lineage_columns(lineage.get(trial.trial_id)))
         rows.append(row)
     return rows
 

@@ -17,8 +17,10 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from echotune.data.check import DataCheck
+from echotune.metrics import SELECTION_METRIC
 from search.atomic_storage import atomic_local_filesystem
 from search.optuna_bridge import EchoOptunaSearch
+from search.pbt import DEFAULT_PBT_INTERVAL, build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
 from search.scheduler import EpochASHA
 from spaces import get_space
 from trainables import train_any
@@ -27,8 +29,10 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 RESULTS_DIR_ENV = "ECHOTUNE_RESULTS_DIR"
 
-OBJECTIVES = {"score": "val/score", "map50": "val/map50", "map50_95": "val/map50_95", "view_acc": "val/view_acc",
-              "view_f1": "val/view_f1", "f1": "val/f1"}
+# --objectives name -> reported metric. score: the best val/score so far (SELECTION_METRIC), the number ASHA's
+# rungs compare, Optuna is told and the leaderboard ranks by; the others are the last epoch's values.
+OBJECTIVES = {"score": SELECTION_METRIC, "map50": "val/map50", "map50_95": "val/map50_95",
+              "view_acc": "val/view_acc", "view_f1": "val/view_f1", "view_kappa": "val/view_kappa", "f1": "val/f1"}
 
 
 @dataclass
@@ -46,7 +50,8 @@ class SearchConfig:
     concurrency: int = 2
     seed: int = 0
     objectives: list[str] = field(default_factory=lambda: ["score"])
-    scheduler: str = "asha"
+    scheduler: str = "asha"  # asha, fifo or pbt (search/pbt.py: num_samples is then the population size)
+    pbt_interval: int | None = DEFAULT_PBT_INTERVAL  # pbt: perturb every N epochs; None: at the stage ends
     searcher: str = "tpe"
     time_budget_s: float | None = None
     max_failures: int = 2
@@ -58,6 +63,10 @@ class SearchConfig:
     allow_leaky_splits: bool = False
     # data.yaml's `video_id_pattern` replaced for this search (run.py --video-id-pattern); --resume keeps it.
     video_id_pattern: str | None = None
+    # The final round after the search (search/final_round.py): the top `final_top_k` distinct configurations and
+    # the baseline trained again for max_epochs with seeds seed+1 ... seed+final_seeds; 0 turns it off.
+    final_top_k: int = 3
+    final_seeds: int = 1
 
     @property
     def metrics(self) -> list[str]:
@@ -116,8 +125,14 @@ def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
 def build_scheduler(cfg: SearchConfig):
     if cfg.scheduler == "fifo":
         return FIFOScheduler()
+    if cfg.scheduler == "pbt":  # refuses several objectives itself
+        return build_pbt_scheduler(cfg)
+    if len(cfg.metrics) > 1:  # run.py refuses the combination; a SearchConfig built in code must not slip by
+        raise ValueError(f"ASHA with several objectives {cfg.objectives}: its pruning on one number would decide "
+                         f"the Pareto front; use scheduler='fifo'")
+    # The rungs compare the number Optuna is told (SELECTION_METRIC for --objectives score, the default).
     # The baseline point marks the trial ASHA must never stop (the reference of every gain over the baseline).
-    return EpochASHA(metric="val/score", mode="max", experiment_dir=cfg.experiment_dir, max_epochs=cfg.max_epochs,
+    return EpochASHA(metric=cfg.metrics[0], mode="max", experiment_dir=cfg.experiment_dir, max_epochs=cfg.max_epochs,
                      baseline=get_space(cfg.space).baseline(cfg.profile))
 
 
@@ -143,8 +158,8 @@ def run_config(cfg: SearchConfig, callbacks: list | None = None, stop: tune.Stop
     return tune.RunConfig(
         name=cfg.name, storage_path=cfg.storage if "://" in cfg.storage else str(Path(cfg.storage).resolve()),
         storage_filesystem=storage_filesystem(cfg),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score",
-                                                checkpoint_score_order="max"),
+        checkpoint_config=pbt_checkpoint_config(cfg) if cfg.scheduler == "pbt" else
+        tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score", checkpoint_score_order="max"),
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks or [], stop=stop, verbose=0)
 
@@ -156,11 +171,14 @@ def trial_dirname(trial) -> str:
 
 def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None,
                 stop: tune.Stopper | None = None) -> tune.Tuner:
-    tune_config = tune.TuneConfig(search_alg=build_searcher(cfg), scheduler=build_scheduler(cfg),
-                                  num_samples=cfg.num_samples, max_concurrent_trials=cfg.concurrency,
+    pbt = cfg.scheduler == "pbt"  # PBT: a fixed population, all live at once (Ray time-slices it), no Optuna
+    search_alg, param_space = build_pbt_search(cfg) if pbt else (build_searcher(cfg), None)
+    tune_config = tune.TuneConfig(search_alg=search_alg, scheduler=build_scheduler(cfg), num_samples=cfg.num_samples,
+                                  max_concurrent_trials=None if pbt else cfg.concurrency,
                                   time_budget_s=cfg.time_budget_s, reuse_actors=cfg.reuse_actors,
                                   trial_dirname_creator=trial_dirname)
-    return tune.Tuner(build_trainable(cfg, data), tune_config=tune_config, run_config=run_config(cfg, callbacks, stop))
+    return tune.Tuner(build_trainable(cfg, data), param_space=param_space, tune_config=tune_config,
+                      run_config=run_config(cfg, callbacks, stop))
 
 
 def restore_tuner(cfg: SearchConfig, data: DataCheck) -> tune.Tuner:

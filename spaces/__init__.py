@@ -20,7 +20,9 @@ from spaces import gradnorm as _gradnorm  # noqa: F401
 from spaces.common import SEARCH_ONLY_PARAMS, to_train_config
 from spaces.original import original_config
 from spaces.profiles import PROFILES, Profile, get_profile
-from spaces.registry import SearchSpace, describe_space, get_space, list_spaces, parameter_table, register_space
+from spaces.registry import (SearchSpace, describe_space, get_space, list_spaces, parameter_ranges, parameter_table,
+                             register_space)
 
 __all__ = ["PROFILES", "SEARCH_ONLY_PARAMS", "Profile", "SearchSpace", "describe_space", "get_profile",
-           "get_space", "list_spaces", "original_config", "parameter_table", "register_space", "to_train_config"]
+           "get_space", "list_spaces", "original_config", "parameter_ranges", "parameter_table", "register_space",
+           "to_train_config"]

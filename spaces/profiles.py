@@ -19,20 +19,46 @@ class Profile:
     aug_policies: tuple[str, ...]  # `aug_policy` choices
     baseline_scale: str  # the scale that stands for the original study's YOLOv5s
     baseline_classifier: str  # the dual baseline's classifier
+    # The parameters this profile searches (None: every parameter of the space); the others stay at the
+    # baseline's values (spaces/registry.py SearchSpace.fixed_values). Names a space does not have are ignored.
+    searched: tuple[str, ...] | None = None
 
+
+# The quick profile's parameters: the 8 with the best mean rank of fANOVA importance over bootstrap resamples of
+# a 64-trial random search of the whole quick gradnorm space (benchmarks/space_importance.py; the table is in the
+# README, "The quick space"): a 16-trial search cannot model 20 dimensions. The two stage fractions are one
+# choice, the stage split. Other spaces' own switches (arch, classifier, balance, lr_cls_factor: not measured
+# there) are searched where a space has them; every other parameter stays at the original recipe's value.
+QUICK_SEARCHED: tuple[str, ...] = (
+    "lr_stage3", "optimizer", "momentum", "stage1_frac", "stage2_frac", "view_level", "mixup_alpha",
+    "label_smoothing_stage3",
+    "arch", "classifier", "balance", "lr_cls_factor",
+)
+
+_QUICK_SIZES = dict(
+    scales=("test", "n"),
+    img_size=160,
+    classifiers=("resnet10t", "mobilenetv3_small_050", "mobilenetv3_large_100", "efficientnet_b0"),
+    aug_policies=("none", "medical"),
+    # The original study used YOLOv5s; "n" is the largest scale that trains in CPU minutes, so the quick
+    # baseline is the original recipe on the closest CPU-sized detector.
+    baseline_scale="n",
+    baseline_classifier="resnet10t",
+)
 
 _PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         name="quick",
-        description="laptop CPU: test/n detectors, 160 px, small timm classifiers, no flips",
-        scales=("test", "n"),
-        img_size=160,
-        classifiers=("resnet10t", "mobilenetv3_small_050", "mobilenetv3_large_100", "efficientnet_b0"),
-        aug_policies=("none", "medical"),
-        # The original study used YOLOv5s; "n" is the largest scale that trains in CPU minutes, so the quick
-        # baseline is the original recipe on the closest CPU-sized detector.
-        baseline_scale="n",
-        baseline_classifier="resnet10t",
+        description="laptop CPU: test/n detectors, 160 px, small timm classifiers, no flips; the parameters "
+                    "that mattered most (QUICK_SEARCHED)",
+        **_QUICK_SIZES,
+        searched=QUICK_SEARCHED,
+    ),
+    Profile(
+        name="quick-all",
+        description="the quick profile's sizes with every parameter searched (what QUICK_SEARCHED was chosen "
+                    "from: benchmarks/space_importance.py)",
+        **_QUICK_SIZES,
     ),
     Profile(
         name="full",

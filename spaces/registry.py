@@ -22,9 +22,10 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from echotune.engine.config import TrainConfig
 from spaces.common import fractions_from_split
 from spaces.profiles import Profile, get_profile
-from spaces.trials import CyclingTrial, ReplayTrial, SuggestTrial
+from spaces.trials import CyclingTrial, FocusedTrial, NumericRange, ReplayTrial, SuggestTrial
 
 DefineFn = Callable[[SuggestTrial, Profile], dict]
 ConfigFn = Callable[[Profile], dict]
@@ -39,8 +40,21 @@ class SearchSpace:
     baseline_config_fn: ConfigFn
 
     def define(self, trial: SuggestTrial, profile: str | Profile) -> dict:
-        """Define-by-run: suggest this space's parameters on `trial`; return the constant config keys."""
-        return dict(self.define_fn(trial, get_profile(profile)))
+        """Define-by-run: suggest this space's parameters on `trial`; return the constant config keys. A profile
+        with a `searched` list suggests only those; the others are constants at the baseline's values."""
+        profile = get_profile(profile)
+        if profile.searched is None:
+            return dict(self.define_fn(trial, profile))
+        focused = FocusedTrial(trial, profile.searched, self.fixed_values(profile))
+        constants = self.define_fn(focused, profile)
+        return {**focused.fixed_used, **constants}
+
+    def fixed_values(self, profile: str | Profile) -> dict:
+        """What a parameter a profile does not search is fixed at: the baseline configuration's value (the
+        original study's recipe), else TrainConfig's default (parameters the baseline does not use, such as
+        focal_gamma), plus the search-only stage fractions of the baseline's split."""
+        config = {**TrainConfig().to_dict(), **self.baseline_config_fn(get_profile(profile))}
+        return {**config, **fractions_from_split(config["stage_split"])}
 
     def baseline_config(self, profile: str | Profile) -> dict:
         """The full training configuration (TrainConfig keys) that this space's baseline point stands for."""
@@ -83,14 +97,32 @@ def get_space(name: str) -> SearchSpace:
     return _SPACES[name]
 
 
-def parameter_table(name: str, profile: str | Profile = "quick") -> dict[str, tuple[str, bool]]:
-    """{parameter: (distribution, conditional)} for space `name` under `profile`, found by running the space with
-    CyclingTrial until every categorical choice has come up once (so every single-choice condition fires)."""
-    space = get_space(name)
+def _cycling_runs(name: str, profile: str | Profile, searched_only: bool = True) -> list[CyclingTrial]:
+    """Space `name` run with CyclingTrial until every categorical choice has come up once (so every
+    single-choice condition fires): together the runs have suggested every parameter the space has (under a
+    focused profile only its searched ones, unless `searched_only` is False)."""
+    space, profile = get_space(name), get_profile(profile)
     runs: list[CyclingTrial] = []
     while not runs or len(runs) < max(r.max_choices for r in runs):
         runs.append(CyclingTrial(len(runs)))
-        space.define(runs[-1], profile)
+        if searched_only:
+            space.define(runs[-1], profile)
+        else:
+            space.define_fn(runs[-1], profile)
+    return runs
+
+
+def parameter_ranges(name: str, profile: str | Profile = "quick") -> dict[str, NumericRange]:
+    """{parameter: NumericRange(low, high, log)} of every numeric parameter of space `name` under `profile`, as
+    the space suggests it (conditional ones included), e.g. {"lr_stage1": (0.001, 0.03, True), ...}: for code that
+    must stay inside the space's ranges without restating them (search/pbt.py's mutations). Every parameter of
+    the space, also those a focused profile (quick) keeps fixed."""
+    return {param: rng for run in _cycling_runs(name, profile, searched_only=False) for param, rng in run.ranges.items()}
+
+
+def parameter_table(name: str, profile: str | Profile = "quick") -> dict[str, tuple[str, bool]]:
+    """{parameter: (distribution, conditional)} for space `name` under `profile` (see _cycling_runs)."""
+    runs = _cycling_runs(name, profile)
     table: dict[str, tuple[str, bool]] = {}
     for run in runs:
         for param, dist in run.distributions.items():

@@ -7,12 +7,13 @@ function a wrapper around ``optuna.Trial`` (it records each ``suggest_*`` return
 ``ReplayTrial`` answers every suggestion from a fixed configuration and refuses values outside the
 distribution: running a space with it turns "the original configuration" into that space's baseline point.
 ``CyclingTrial`` answers categorical suggestions with choice ``k % len(choices)``, so a few runs reach every
-conditional branch; ``describe_space`` uses it to list a space's parameters.
+conditional branch; ``describe_space`` uses it to list a space's parameters. ``FocusedTrial`` searches only a
+profile's chosen parameters and fixes the rest.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class SuggestTrial(Protocol):
@@ -66,24 +67,72 @@ class ReplayTrial:
         return value
 
 
+class NumericRange(NamedTuple):
+    """A numeric parameter's distribution as the space suggests it, e.g. lr_stage1: (0.001, 0.03, True)."""
+    low: float
+    high: float
+    log: bool
+
+
 class CyclingTrial:
-    """Run `k`: categorical -> choices[k % len(choices)], numeric -> low. Records each parameter's distribution."""
+    """Run `k`: categorical -> choices[k % len(choices)], numeric -> low. Records each parameter's distribution
+    (as text in `distributions`, and the numeric ones as NumericRange in `ranges`)."""
 
     def __init__(self, k: int):
         self.k = k
         self.distributions: dict[str, str] = {}
+        self.ranges: dict[str, NumericRange] = {}
         self.max_choices = 1
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
                       log: bool = False) -> float:
         self.distributions[name] = format_distribution("float", low, high, log)
+        self.ranges[name] = NumericRange(float(low), float(high), log)
         return float(low)
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         self.distributions[name] = format_distribution("int", low, high, log)
+        self.ranges[name] = NumericRange(low, high, log)
         return int(low)
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         self.distributions[name] = format_distribution("categorical", choices=choices)
         self.max_choices = max(self.max_choices, len(choices))
         return choices[self.k % len(choices)]
+
+
+class FocusedTrial:
+    """Passes the suggestions of `searched` parameters to `trial`; answers every other one with its value in
+    `fixed` (recorded in `fixed_used`, which the space returns as constants). A profile that searches a subset
+    of a space (the quick profile) runs the space's define function through it, so the conditions between
+    parameters stay in one place (a fixed aug_policy=none still turns the strengths off)."""
+
+    def __init__(self, trial: SuggestTrial, searched: Sequence[str], fixed: dict):
+        self.trial, self.searched, self.fixed = trial, frozenset(searched), fixed
+        self.fixed_used: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the trial's API (number, user attrs) is the trial's
+        return getattr(self.trial, name)
+
+    def _fixed(self, name: str) -> Any:
+        if name not in self.fixed:
+            raise ValueError(f"parameter {name!r} is neither searched nor fixed; fixed values exist for: "
+                             f"{', '.join(sorted(self.fixed))}")
+        self.fixed_used[name] = self.fixed[name]
+        return self.fixed[name]
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        if name in self.searched:
+            return self.trial.suggest_float(name, low, high, step=step, log=log)
+        return float(self._fixed(name))
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        if name in self.searched:
+            return self.trial.suggest_int(name, low, high, step=step, log=log)
+        return int(self._fixed(name))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        if name in self.searched:
+            return self.trial.suggest_categorical(name, choices)
+        return self._fixed(name)

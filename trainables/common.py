@@ -3,9 +3,13 @@
 The engine writes `last.pt` into a local folder each epoch; each report hands Ray a one-file checkpoint folder
 (hard-linked, not copied) that Ray persists to the experiment's storage. On a retry or a resumed search,
 `tune.get_checkpoint()` gives that folder back and `fit(resume_from=...)` continues from the next epoch.
+Under population-based training (search/pbt.py) it may be another member's checkpoint, with this member's new,
+mutated config: each checkpoint folder names the trial that wrote it (ORIGIN_FILE), reported as
+`restored_from_trial` beside `restored_from_epoch`.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -15,16 +19,18 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from echotune.atomic import atomic_write_text
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
+from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
 from search.cluster import require_dataset_on_node
 from spaces import to_train_config
 
-VAL_METRICS = ("val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-               "val/score")
+VAL_METRICS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC)
 
 CHECKPOINT_FILE = "last.pt"
+ORIGIN_FILE = "origin.json"  # {"trial_id": the trial that reported this checkpoint}, beside last.pt
 
 
 def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
@@ -34,25 +40,31 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
     # Every result names the Ray node that produced it (Ray's own node_ip/hostname cannot tell apart two nodes
     # of one machine, and a retried trial may move to another node).
     node_id = ray.get_runtime_context().get_node_id()
+    trial_id = tune.get_context().get_trial_id()
     work = Path(tempfile.mkdtemp(prefix="echotune-trial-"))
-    resume_from, restored_epoch = None, 0
+    resume_from, restored_epoch, restored_trial = None, 0, trial_id
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retry after a crash, or a resumed search: continue after the saved epoch
+    if checkpoint is not None:  # a retry after a crash, a resumed search, or a PBT clone: continue after its epoch
         restored = Path(checkpoint.to_directory(str(work / "restored")))
         resume_from = restored / CHECKPOINT_FILE
         restored_epoch = int(load_checkpoint(resume_from)["epoch"])
+        origin = restored / ORIGIN_FILE
+        restored_trial = json.loads(origin.read_text())["trial_id"] if origin.is_file() else trial_id
 
     last_report_s = [0.0]  # how long the previous tune.report (checkpoint upload + driver hand-off) blocked
 
     def report(metrics: dict, checkpoint_path: Path | None) -> None:
         folder = Path(tempfile.mkdtemp(prefix="report-", dir=work))
         os.link(checkpoint_path, folder / CHECKPOINT_FILE)  # Ray copies it to storage; a link avoids one copy
+        atomic_write_text(folder / ORIGIN_FILE, json.dumps({"trial_id": trial_id}))
         # restored_from_epoch: the checkpoint this run of the trial started from (0: from scratch), so a retry
-        # or resume is visible in every result, with how much it had to redo.
+        # or resume is visible in every result, with how much it had to redo; restored_from_trial: whose checkpoint
+        # it was (this trial's own, or the PBT donor's).
         # `epoch` (from the engine) is ASHA's time axis: every epoch is reported, so rungs see each trial at
         # exactly their epochs (search/scheduler.py).
         metrics = {**metrics, "epochs_planned": cfg.epochs, "node_id": node_id, "restored_from_epoch": restored_epoch,
-                   "trial_started_at": started_at, "report_s": last_report_s[0]}  # report_s: 0 on the first report
+                   "restored_from_trial": restored_trial, "trial_started_at": started_at,
+                   "report_s": last_report_s[0]}  # report_s: 0 on the first report
         start = time.perf_counter()
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         last_report_s[0] = time.perf_counter() - start
@@ -65,11 +77,13 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
         report(metrics, checkpoint_path)
 
     try:
-        fit(cfg, data, report=report_and_count, resume_from=resume_from, out_dir=work / "run", log=lambda _: None)
+        fit(cfg, data, report=report_and_count, resume_from=resume_from, out_dir=work / "run", log=lambda _: None,
+            strict_resume=True)  # a retry, resume or PBT clone continues under this trial's own config
     except NonFiniteLossError as exc:
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
         tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
-                     "diverged": 1.0, "error": str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch})
+                     "diverged": 1.0, "error": str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch,
+                     "restored_from_trial": restored_trial})
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from echotune.atomic import atomic_write_bytes
+from echotune.engine.config import MUTABLE_KEYS, RUNTIME_KEYS
 
 FORMAT_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "albumentations", "opencv-python-headless", "numpy", "ray", "optuna",
@@ -93,12 +94,31 @@ def load_error_reason(path: str | os.PathLike, exc: Exception) -> str:
     return (detail or lines or [type(exc).__name__])[-1][:300]
 
 
-def check_compatible(state: dict, config: dict, path: str | os.PathLike) -> None:
-    """Refuse a checkpoint whose architecture, scale, classes or views differ from the config being resumed."""
+# the model's shape, and the kinds of saved state (the balancer's and optimizer's load only into their own kind)
+SHAPE_KEYS = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views", "balance", "optimizer")
+
+
+def check_compatible(state: dict, config: dict, path: str | os.PathLike, strict: bool = False) -> None:
+    """Refuse a checkpoint whose model cannot load into `config`'s: the shape keys (SHAPE_KEYS) are checked
+    whenever the config names them. That is all loading a model for evaluation, or `train.py --resume` (which may
+    train on for more epochs), needs.
+
+    strict: the search's resume, where a trial continues under its own config: then only the per-stage schedule
+    (MUTABLE_KEYS: they take effect from the next epoch, e.g. a PBT member continuing from another member's
+    checkpoint with mutated values) and the runtime keys (RUNTIME_KEYS) may differ; any other key is checked when
+    both sides hold it (a checkpoint of an older version may lack a key added since)."""
     saved = state.get("config", {})
-    # the model's shape, and the kinds of saved state (the balancer's and optimizer's load only into their own kind)
-    keys = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views", "balance", "optimizer")
-    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}" for k in keys
+    diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}" for k in SHAPE_KEYS
              if k in config and saved.get(k) != config.get(k)]
+    if strict:
+        free = set(SHAPE_KEYS) | set(MUTABLE_KEYS) | set(RUNTIME_KEYS)
+        diffs += [f"{k}: checkpoint {saved[k]!r} vs config {config[k]!r}"
+                  for k in sorted(set(config) & set(saved) - free) if _plain(saved[k]) != _plain(config[k])]
     if diffs:
-        raise ValueError(f"{path}: checkpoint does not match the config ({'; '.join(diffs)})")
+        rule = f"; a resume may change only {', '.join(MUTABLE_KEYS)} and the runtime keys" if strict else ""
+        raise ValueError(f"{path}: checkpoint does not match the config ({'; '.join(diffs)}){rule}")
+
+
+def _plain(value):
+    """Tuples as lists (a stage split read back from JSON is a list), so equal values compare equal."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -13,6 +13,21 @@ OPTIMIZERS = ("sgd", "adamw")
 SCALES = ("test", "n", "s", "m", "l")
 VIEW_LEVELS = ("P3", "P4", "P5", "backbone")
 
+# The per-stage schedule keys, by the stage they act in: `fit` reads them every epoch (through plan_stages), so a
+# run resumed with new values trains with them from its next epoch. They are the only training keys a resume may
+# change (checkpoint.check_compatible), which is what population-based training needs when a member continues
+# from another member's checkpoint with mutated values (search/pbt.py mutates exactly these). Not here: momentum
+# and weight decay (the optimizer's saved param groups would override a new value), the stage split and epochs
+# (they move the stage boundaries of a run already under way), hard mining (stage 2's share; could join).
+MUTABLE_KEYS_BY_STAGE: dict[int, tuple[str, ...]] = {
+    1: ("lr_stage1", "aug_strength_stage1"),
+    2: ("lr_stage2", "aug_strength_stage2"),
+    3: ("lr_stage3", "aug_strength_stage3", "label_smoothing_stage3", "mixup_alpha"),
+}
+MUTABLE_KEYS: tuple[str, ...] = tuple(k for keys in MUTABLE_KEYS_BY_STAGE.values() for k in keys)
+# Where and how fast a run trains, not what it learns: a resume may move to another machine or device.
+RUNTIME_KEYS: tuple[str, ...] = ("cpus", "device", "amp", "workers", "cache_images")
+
 
 @dataclass
 class TrainConfig:

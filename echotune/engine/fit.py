@@ -58,7 +58,10 @@ def hard_mining_indices(n: int, losses: dict[int, float], frac: float, rng: np.r
 
 
 def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, resume_from: str | Path | None = None,
-        out_dir: str | Path | None = None, log: Callable[[str], None] = print) -> FitResult:
+        out_dir: str | Path | None = None, log: Callable[[str], None] = print, strict_resume: bool = False) -> FitResult:
+    """Train `cfg` on `data`; `resume_from` continues a last.pt. strict_resume: the checkpoint's config must equal
+    `cfg` but for the per-stage schedule and runtime keys (checkpoint.check_compatible; the search's trials),
+    else only the model's shape must match (train.py --resume may train on for more epochs)."""
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     data.raise_if_errors()
     set_thread_budget(cfg.cpus)
@@ -85,7 +88,7 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
     start_epoch, history, mining_losses, best = 0, [], {}, None
     if resume_from is not None:
         state = load_checkpoint(resume_from, map_location=device)
-        check_compatible(state, {**cfg.to_dict(), "nc": nc, "n_views": n_views}, resume_from)
+        check_compatible(state, {**cfg.to_dict(), "nc": nc, "n_views": n_views}, resume_from, strict=strict_resume)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

@@ -22,6 +22,7 @@ from search.analysis.experiment import Experiment, load_experiment
 from search.analysis.held_out import held_out_frames, held_out_notes, read_held_out
 from search.analysis.html_page import Section, write_html
 from search.analysis.importance import Importance, importances, pareto_front
+from search.analysis.lineage import ARROW, lineage_lines
 from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
                                     metric_column, rank, top_table, varying_params)
 from search.trial_table import write_leaderboard
@@ -157,6 +158,9 @@ def render_text(report: LeaderboardReport, fmt: str = "table") -> str:
              f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
              format_frame(report.table, fmt), heading("Best vs baseline"), *_gain_lines(report),
              heading("Per architecture (all trials)"), format_frame(report.architectures, fmt)]
+    if lineage := lineage_lines(report.ranked):  # a PBT search: who continued from whom, the schedules they ended with
+        parts += [heading(f"PBT lineage (epoch{ARROW}donor: continued from that member's checkpoint; then the "
+                          f"per-stage schedule each member ended with)"), *lineage]
     for experiment, doc in held_out(report):
         parts += [heading(f"{experiment.name}: best trial and baseline on held-out data"), *held_out_notes(doc)]
         for caption, frame in held_out_frames(doc):

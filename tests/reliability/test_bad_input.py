@@ -196,9 +196,9 @@ RUN_VALUES = [  # (id, argv, message after "python search/run.py: error: ")
      "--gpus-per-trial above 1 must be a whole number, got 1.5"),
     ("img-size-not-multiple-of-32", ["--img-size", "100"], "--img-size must be a multiple of 32 and >= 64, got 100"),
     ("objectives-unknown", ["--objectives", "nope"],
-     "unknown --objectives ['nope']; valid: score, map50, map50_95, view_acc, view_f1, f1"),
+     "unknown --objectives ['nope']; valid: score, map50, map50_95, view_acc, view_f1, view_kappa, f1"),
     ("objectives-empty", ["--objectives", ","],
-     "unknown --objectives ','; valid: score, map50, map50_95, view_acc, view_f1, f1"),
+     "unknown --objectives ','; valid: score, map50, map50_95, view_acc, view_f1, view_kappa, f1"),
     ("concurrency-zero", ["--concurrency", "0"], "argument --concurrency: expected a positive integer, got 0"),
     ("ratios-two-values", ["--ratios", "0.7,0.3", "--resplit-by-video"],
      "argument --ratios: expected three non-negative numbers train,val,test with train and val > 0; got '0.7,0.3'"),
@@ -228,7 +228,7 @@ OTHER_VALUES = [  # (id, cli, argv, message after "python search/<cli>.py: error
     ("ensemble-top-k-zero", "ensemble", ["exp", "--top-k", "0"], "--top-k must be >= 1, got 0"),
     ("leaderboard-top-zero", "leaderboard", ["exp", "--top", "0"], "--top must be >= 1, got 0"),
     ("leaderboard-by-unknown", "leaderboard", ["exp", "--by", "auc"],
-     "unknown --by 'auc'; valid: map50, map50_95, precision, recall, f1, view_acc, view_f1, score"),
+     "unknown --by 'auc'; valid: map50, map50_95, precision, recall, f1, view_acc, view_f1, view_kappa, score"),
 ]
 
 

@@ -33,7 +33,8 @@ def fault_data(tmp_path_factory) -> Path:
 
 def search_args(data: Path, root: Path, name: str, *extra: str) -> list[str]:
     return ["--data", str(data), "--storage", str(root / "results"), "--name", name, "--max-epochs", str(EPOCHS),
-            "--img-size", "64", "--concurrency", "2", "--ensemble-top-k", "0", "--seed", "0", *extra]
+            "--img-size", "64", "--concurrency", "2", "--ensemble-top-k", "0", "--final-top-k", "0", "--seed", "0",
+            *extra]
 
 
 def leaderboard(experiment: Path) -> list[dict]:

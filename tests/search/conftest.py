@@ -50,8 +50,9 @@ def probe_space():
 
 
 def probe_search(root, name, **overrides) -> SearchConfig:
-    values = dict(space=PROBE, name=name, storage=str(root / "results"), num_samples=4, max_epochs=4,
-                  img_size=64, concurrency=2, seed=0)
+    # quick-all: the probe's one parameter is searched (the quick profile would fix everything outside its list)
+    values = dict(space=PROBE, profile="quick-all", name=name, storage=str(root / "results"), num_samples=4, max_epochs=4,
+                  img_size=64, concurrency=2, seed=0, final_top_k=0)  # final round: tests/search/test_final_round.py
     values.update(overrides)
     return SearchConfig(**values)
 

@@ -42,7 +42,7 @@ NEEDS_CLUSTER_EXTRA = "pip install -e '.[test]' (ray[default])"
 # before the worker node's actor has started (Tune drops the pending actor), and "ran on both nodes" would be luck.
 SEARCH_ARGS = ["--space", "gradnorm", "--searcher", "random", "--scheduler", "fifo", "--num-samples", "2",
                "--concurrency", "2", "--max-epochs", "3", "--img-size", "64", "--ensemble-top-k", "0", "--seed", "0",
-               "--no-reuse-actors"]
+               "--no-reuse-actors", "--final-top-k", "0"]
 
 
 def free_port() -> int:

@@ -60,12 +60,16 @@ def test_every_sampled_config_is_a_valid_train_config(name, profile):
             assert cfg.stage_split == split_from_fractions(params["stage1_frac"], params["stage2_frac"])
         if not params:  # the baseline space: nothing is suggested, so nothing is conditional
             continue
+        searched = spaces.get_profile(profile).searched
+        if searched is not None:  # a focused profile: the rest are constants at the baseline's values
+            assert set(params) <= set(searched), set(params) - set(searched)
         for children, condition in CONDITIONALS.items():
             wanted = condition(config)
             seen[children].add(wanted)
             for child in children:
-                assert (child in params) == wanted, (seed, child, config)
-    if name != "baseline":  # 30 seeds reach both sides of every condition (of the arch only in `all`)
+                if searched is None or child in searched:
+                    assert (child in params) == wanted, (seed, child, config)
+    if name != "baseline" and spaces.get_profile(profile).searched is None:  # 30 seeds reach both sides of every condition (of the arch only in `all`)
         varying = [c for c in CONDITIONALS if name == "all" or c not in ARCH_CHILDREN]
         assert all(seen[children] == {True, False} for children in varying), seen
 
@@ -80,7 +84,8 @@ def test_all_space_gives_each_parameter_one_distribution(profile):
         for param, dist in trial.distributions.items():
             distributions.setdefault(param, set()).add(repr(dist))
     assert {p for p, d in distributions.items() if len(d) > 1} == set()
-    assert {"arch", "balance", "classifier", "gn_alpha"} <= set(distributions)
+    assert {"arch", "balance", "classifier"} <= set(distributions)
+    assert ("gn_alpha" in distributions) == (spaces.get_profile(profile).searched is None)  # quick fixes it
 
 
 @pytest.mark.parametrize(("name", "profile"), CASES)
@@ -108,12 +113,12 @@ def test_baseline_point_is_accepted_as_is_and_reproduces_the_original(name, prof
 
 def test_a_point_outside_the_distributions_is_what_optuna_warns_about():
     """Control for the test above: Optuna does warn (and still uses the value) when a point is out of range."""
-    point = {**spaces.get_space("gradnorm").baseline("quick"), "lr_stage1": 0.5}
+    point = {**spaces.get_space("gradnorm").baseline("quick-all"), "lr_stage1": 0.5}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(point)
     trial = study.ask()
     with pytest.warns(UserWarning, match="lr_stage1 with value 0.5 is out of range"):
-        spaces.get_space("gradnorm").define(trial, "quick")
+        spaces.get_space("gradnorm").define(trial, "quick-all")
 
 
 @pytest.mark.parametrize("name", SPACES)
@@ -192,9 +197,9 @@ def test_stage_split_from_two_fractions():
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="valid spaces: all, baseline, dual_backbone, gradnorm"):
         spaces.get_space("nope")
-    with pytest.raises(ValueError, match="valid profiles: quick, full"):
+    with pytest.raises(ValueError, match="valid profiles: quick, quick-all, full"):
         spaces.get_profile("gpu")
-    with pytest.raises(ValueError, match="valid profiles: quick, full"):
+    with pytest.raises(ValueError, match="valid profiles: quick, quick-all, full"):
         spaces.get_space("gradnorm").baseline("gpu")
     with pytest.raises(ValueError, match="valid spaces"):
         spaces.describe_space("nope")
@@ -220,3 +225,35 @@ def test_docstrings_and_describe_cover_every_parameter(name):
     else:
         assert table["focal_gamma"] == ("float [1, 3]", True) and table["loss_obj"][1] is False
         assert table["aug_policy"] == ("{none, medical, medical+flip}", False)
+
+
+def test_a_focused_profile_searches_its_parameters_and_fixes_the_rest_at_the_baseline():
+    """The quick profile's mechanism, on a chosen subset: only the listed parameters reach Optuna; every other
+    one is a constant at the original recipe's value, and conditions still follow the fixed values."""
+    focused = dataclasses.replace(spaces.get_profile("quick-all"), name="focused",
+                                  searched=("lr_stage1", "mixup_alpha", "loss_obj", "focal_gamma", "model_scale"))
+    space = spaces.get_space("gradnorm")
+    original = original_config("quick-all")
+    seen_focal = set()
+    for seed in range(12):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        trial = study.ask()
+        constants = space.define(trial, focused)
+        assert set(trial.params) <= set(focused.searched)
+        assert {"lr_stage1", "mixup_alpha", "loss_obj", "model_scale"} <= set(trial.params)
+        config = spaces.to_train_config({**trial.params, **constants})
+        for key in ("lr_stage2", "gn_alpha", "optimizer", "aug_policy", "loss_box", "stage_split", "view_level"):
+            assert config[key] == original[key], key  # fixed at the baseline
+        assert config["aug_strength_stage1"] == 0.0  # aug_policy fixed at none: its strengths stay off
+        focal = trial.params["loss_obj"] in FOCAL_LOSSES
+        seen_focal.add(focal)
+        assert ("focal_gamma" in trial.params) == focal  # a searched child follows its (searched) switch
+        TrainConfig.from_dict(config)
+    assert seen_focal == {True, False}
+    # the baseline point holds only the searched parameters, and with the fixed rest is the original recipe
+    point = space.baseline(focused)
+    assert point == {"model_scale": "n", "lr_stage1": 1e-2, "loss_obj": "bce", "mixup_alpha": 0.0}
+    study = optuna.create_study()
+    study.enqueue_trial(point)
+    trial = study.ask()
+    assert spaces.to_train_config({**point, **space.define(trial, focused)}) == original

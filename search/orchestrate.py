@@ -173,7 +173,10 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
     write_parquets(report)  # the ensemble picks its members from it
     ensemble = build_final_ensemble(cfg, data, ensemble_top_k) if ensemble_top_k > 0 and data is not None else None
     rows = report.experiments[0].rows
-    ranked = [r for r in sorted(rows, key=lambda r: -(r["best/val/score"] or -1.0)) if r["best/val/score"] is not None]
+    # candidates for "best": trials with a score and a checkpoint (a diverged trial's zeros are no score; ties,
+    # e.g. every trial at 0 after a few epochs, keep the leaderboard's order)
+    ranked = sorted((r for r in rows if r["best/val/score"] is not None and r["checkpoint_path"]
+                     and r["status"] not in ("DIVERGED", "ERROR")), key=lambda r: -r["best/val/score"])
     best = ranked[0] if ranked else None
     baseline = next((r for r in ranked if r["is_baseline"]), None)
     winner = (final or {}).get("winner")

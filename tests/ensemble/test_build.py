@@ -156,4 +156,4 @@ def test_members_of_different_sizes_get_their_own_scale_variants(experiment):
     assert [preds.n_variants(m) for m in (0, 1)] == [2, 3] and preds.view_probs[1].shape == (3, 8, 3)
     metrics = split_metrics(preds, [1.0, 1.0], FusionParams())
     assert set(metrics) == {f"val/{k}" for k in ("map50", "map50_95", "precision", "recall", "f1", "view_acc",
-                                                 "view_f1", "score", "conf")}
+                                                 "view_f1", "view_kappa", "score", "conf")}

@@ -33,8 +33,8 @@ def test_ensemble_cli_builds_prints_the_comparison_and_finds_the_dataset(experim
     table = out[out.index("split test"):].splitlines()
     assert "bootstrap over source videos; gain: paired" in table[0]
     assert table[1].split() == ["metric", "best", "single", f"({ranked(experiment)[0]})", "ensemble", "(k=2)", "gain"]
-    rows = {line.split()[0]: line.split()[1:] for line in table[2:10]}
-    assert list(rows) == ["mAP50", "mAP50-95", "P", "R", "F1", "view_acc", "view_f1", "score"]
+    rows = {line.split()[0]: line.split()[1:] for line in table[2:11]}
+    assert list(rows) == ["mAP50", "mAP50-95", "P", "R", "F1", "view_acc", "view_f1", "kappa", "score"]
     saved = json.loads((folder / "ensemble" / "metrics.json").read_text())
     for cells in rows.values():  # value [low, high] for the single member, the ensemble, and the signed gain
         assert len(cells) == 9 and cells[6][0] in "+-" and cells[7].startswith(("[+", "[-"))

@@ -19,7 +19,11 @@ experiment folder, before it makes its first decision after a resume. Its stop d
 (`asha_stopped.json`, written atomically before Ray stops the trial and tells Optuna): a driver killed after a
 decision but before Ray's experiment state recorded the stop would otherwise resume the trial, and the rebuilt
 rung, which already holds the trial's score, would never judge it again. It would train to the end while
-Optuna holds it as PRUNED; instead it is stopped again at its first result after the resume.
+Optuna holds it as PRUNED; instead it is stopped again at its first result after the resume. The file is
+written both into the experiment folder (at once: a kill before Ray's next sync must not lose it) and into the
+driver's staging folder, which Ray uploads over the experiment folder every second: after a resume that folder
+holds the stale copy Ray downloaded with every .json of the experiment, and would overwrite newer decisions.
+Read back, the two copies are merged.
 """
 from __future__ import annotations
 
@@ -52,6 +56,7 @@ class EpochASHA(AsyncHyperBandScheduler):
         self.baseline = baseline
         self._baseline_trials: set[str] = set()
         self._stopped: dict[str, int] = {}  # trial id -> epoch of the decision (STOPPED_FILE)
+        self._staging: Path | None = None  # the driver's staging folder, once a trial names it
         self._rebuilt = False
 
     def rung_milestones(self) -> list[float]:
@@ -63,9 +68,10 @@ class EpochASHA(AsyncHyperBandScheduler):
         a rung takes a trial's first result at or after its epoch: the milestone epoch itself, as every epoch
         is reported."""
         self._rebuilt = True
-        stopped = Path(self.experiment_dir) / STOPPED_FILE
-        if stopped.is_file():
-            self._stopped = {str(k): int(v) for k, v in json.loads(stopped.read_text()).items()}
+        for folder in self._folders():
+            if (folder / STOPPED_FILE).is_file():
+                kept = json.loads((folder / STOPPED_FILE).read_text())
+                self._stopped.update({str(k): int(v) for k, v in kept.items()})
         recorded = 0
         for result_file in Path(self.experiment_dir).glob("*/result.json"):
             seen: set[float] = set()
@@ -86,6 +92,8 @@ class EpochASHA(AsyncHyperBandScheduler):
         return recorded
 
     def on_trial_add(self, tune_controller, trial) -> None:
+        if self._staging is None:
+            self._staging = staging_folder(trial)
         if not self._rebuilt:
             self.rebuild_rungs()
         if self.baseline is not None and all(trial.config.get(k) == v for k, v in self.baseline.items()):
@@ -104,9 +112,22 @@ class EpochASHA(AsyncHyperBandScheduler):
         return action
 
     def _record_stop(self, trial_id: str, epoch: int) -> None:
-        """Keep the decision in the experiment folder before Ray acts on it (only where that is a local folder:
-        on an object store the rungs are not rebuilt either)."""
+        """Keep the decision before Ray acts on it, in the local experiment folder and the staging folder (see the
+        module docstring; on an object store only in staging: the rungs are not rebuilt there either)."""
         self._stopped[trial_id] = epoch
-        folder = Path(self.experiment_dir)
-        if folder.is_dir():
+        for folder in self._folders():
             atomic_write_text(folder / STOPPED_FILE, json.dumps(self._stopped, indent=1) + "\n")
+
+    def _folders(self) -> list[Path]:
+        """The local folders that hold STOPPED_FILE: the experiment folder and the driver's staging folder."""
+        folders = [Path(self.experiment_dir)] + ([self._staging] if self._staging is not None else [])
+        return [f for i, f in enumerate(folders) if f.is_dir() and f.resolve() not in
+                {g.resolve() for g in folders[:i]}]
+
+
+def staging_folder(trial) -> Path | None:
+    """The driver's staging folder of the trial's experiment (None for a trial without storage, e.g. a stub)."""
+    try:
+        return Path(trial.local_experiment_path)
+    except (AttributeError, TypeError):
+        return None

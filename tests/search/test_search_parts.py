@@ -168,3 +168,40 @@ def test_the_end_of_the_budget_is_not_recorded_as_an_early_stop(tmp_path):
         action = scheduler.on_trial_result(None, trial, {"epoch": epoch, "val/score": 0.5})
     assert action == TrialScheduler.STOP  # Ray's own end of the trial
     assert not (tmp_path / STOPPED_FILE).exists()
+
+
+def test_stop_decisions_go_to_the_staging_folder_ray_uploads_and_come_back_from_it(tmp_path):
+    """Ray uploads the driver's staging folder over the experiment folder, and on a resume first downloads every
+    .json of the experiment into it: a decision written only into the experiment folder after a resume would be
+    overwritten by that stale copy, one written only into staging lost by a kill before Ray's next sync. The
+    scheduler writes both and merges both when it reads them back."""
+    staging, experiment = tmp_path / "staging", tmp_path / "experiment"
+    staging.mkdir()
+    experiment.mkdir()
+
+    class StagedTrial(Trial):
+        local_experiment_path = property(lambda self: str(staging))
+
+    def trial(trial_id):
+        return StagedTrial("__fake", config=_trial(trial_id, 0.3).config, trial_id=trial_id, stub=True)
+
+    scheduler = EpochASHA("val/score", "max", experiment, max_epochs=EPOCHS)
+    strong, weak = trial("a"), trial("b")
+    for t in (strong, weak):
+        scheduler.on_trial_add(None, t)
+    scheduler.on_trial_result(None, strong, {"epoch": 3, "val/score": 0.9})
+    assert scheduler.on_trial_result(None, weak, {"epoch": 3, "val/score": 0.1}) == TrialScheduler.STOP
+    assert json.loads((staging / STOPPED_FILE).read_text()) == {"b": 3}
+    assert json.loads((experiment / STOPPED_FILE).read_text()) == {"b": 3}  # at once, before Ray's next sync
+    # after a resume: Ray's stale copy (downloaded into staging) lacks a decision the experiment folder has, and
+    # the next decision must reach both (else Ray's upload would overwrite the experiment folder's copy)
+    (staging / STOPPED_FILE).write_text(json.dumps({}))
+    restored = EpochASHA("val/score", "max", experiment, max_epochs=EPOCHS)
+    other = trial("c")
+    for t in (strong, weak, other):
+        restored.on_trial_add(None, t)
+    assert restored.on_trial_result(None, weak, {"epoch": 4, "val/score": 0.1}) == TrialScheduler.STOP
+    restored.on_trial_result(None, strong, {"epoch": 3, "val/score": 0.9})  # (no result.json here to rebuild from)
+    assert restored.on_trial_result(None, other, {"epoch": 3, "val/score": 0.0}) == TrialScheduler.STOP
+    for folder in (staging, experiment):
+        assert json.loads((folder / STOPPED_FILE).read_text()) == {"b": 3, "c": 3}

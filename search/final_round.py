@@ -49,6 +49,7 @@ from echotune.data.check import DataCheck
 from search.analysis.experiment import UNFINISHED, load_experiment
 from search.analysis.held_out import write_held_out
 from search.best_config import reproduce_command, train_config_of, write_best_config
+from search.documents import read_json_document
 from search.fixed_configs import FixedConfigs
 from search.trial_table import trial_rows
 from search.tuner import (SearchConfig, build_trainable, define_trial, restore_tuner, run_config, storage_filesystem,
@@ -198,13 +199,7 @@ def choose_winner(candidates: list[Candidate], seeds: list[int], epochs: int) ->
 
 def read_final(experiment_dir: str | Path) -> dict | None:
     """final.json of an experiment folder (None when there is none)."""
-    path = Path(experiment_dir) / FINAL_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    return read_json_document(Path(experiment_dir) / FINAL_FILE)
 
 
 def write_final(experiment_dir: str | Path, doc: dict) -> Path:

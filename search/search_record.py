@@ -13,6 +13,7 @@ from pathlib import Path
 
 from echotune.atomic import atomic_write_text
 from echotune.engine.checkpoint import package_versions
+from search.documents import read_json_document
 
 RECORD_FILE = "search.json"
 
@@ -39,12 +40,9 @@ def write_search_record(cfg, data_yaml: str | Path, resumed: bool = False, clust
 def read_search_record(experiment_dir: str | Path) -> dict:
     """The record as a dict ({} when the folder has none, e.g. a search from an older version)."""
     path = Path(experiment_dir) / RECORD_FILE
-    if not path.is_file():
+    record = read_json_document(path)
+    if record is None:
         return {}
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise ValueError(f"{path}: expected an object with a 'config' object")
     return record

@@ -23,6 +23,7 @@ from echotune.data.check import DataCheck
 from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, paired_difference
 from echotune.ensemble.members import checkpoint_file
 from echotune.metrics import METRIC_LABELS, Estimate
+from search.documents import read_json_document
 
 HELD_OUT_FILE = "held_out.json"
 MODELS = ("best", "baseline")
@@ -58,13 +59,7 @@ def write_held_out(experiment_dir: str | Path, data: DataCheck, best: dict | Non
 
 def read_held_out(experiment_dir: str | Path) -> dict | None:
     """held_out.json of an experiment folder (None when the search has not written one)."""
-    path = Path(experiment_dir) / HELD_OUT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    return read_json_document(Path(experiment_dir) / HELD_OUT_FILE)
 
 
 def held_out_notes(doc: dict) -> list[str]:

@@ -7,8 +7,9 @@ Selection on val, reporting on test: the best trial was picked by its val/score,
 is chosen on val and applied unchanged to test, and test is read once, here, after every choice is made.
 Intervals are percentile bootstraps over source videos (videos resampled with replacement); "best - baseline"
 is a paired bootstrap (the same resampled videos for both models), so it says whether the search's gain on
-test differs from zero. The two checkpoints may have trained for different numbers of epochs (the baseline may
-have been stopped early): both are printed beside the difference.
+test differs from zero. After a final round (search/final_round.py) the two are the winner's and the baseline's
+final-round runs, same epochs and seed; without one, the search's best trial and the baseline trial, whose
+epochs are printed beside the difference (ASHA never stops the baseline, but it may have stopped the best).
 """
 from __future__ import annotations
 

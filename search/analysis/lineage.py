@@ -107,9 +107,15 @@ def stage_schedule(config_at_epoch, epochs: int, stage_split) -> dict[str, dict[
     return schedule
 
 
-def member_schedule(chain: list[PolicyLine], config: dict) -> dict[str, dict[str, float]]:
-    """The schedule of a member whose weights went through `chain` and whose config is now `config`."""
+def member_schedule(chain: list[PolicyLine], config: dict,
+                    reported: dict[int, dict] | None = None) -> dict[str, dict[str, float]]:
+    """The schedule of a member whose weights went through `chain` and whose config is now `config`. `reported`:
+    {epoch: the config the member reported that epoch with} (its result.json), the ground truth where it exists:
+    a driver killed between an exploit's policy line and Ray's next state snapshot resumes the member under its
+    old config, while the policy file keeps the line."""
     def config_at(epoch: int) -> dict:  # epoch t was trained under the config set by the last clone before it
+        if reported and epoch in reported:
+            return reported[epoch]
         current = chain[0].donor_config if chain else config
         for line in chain:
             if line.donor_epoch < epoch:
@@ -130,8 +136,23 @@ def read_lineage(experiment_dir: str | Path, trials: dict[str, tuple[str, dict]]
     for trial_id, (_, config) in trials.items():
         if "epochs" in config and "stage_split" in config:
             chain = weight_chain(read_policy(folder / POLICY_TEMPLATE.format(trial_id)))
-            lineage[trial_id].schedule = member_schedule(chain, config)
+            lineage[trial_id].schedule = member_schedule(chain, config, reported_configs(folder, trial_id))
     return lineage
+
+
+def reported_configs(experiment_dir: str | Path, trial_id: str) -> dict[int, dict]:
+    """{epoch: config} from the member's result.json (folder trial_<id>, search.tuner.trial_dirname); the last
+    report of an epoch wins (a resumed member may report an epoch again); {} without the file."""
+    path = Path(experiment_dir) / f"trial_{trial_id}" / "result.json"
+    configs: dict[int, dict] = {}
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            result = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if "epoch" in result and isinstance(result.get("config"), dict):
+            configs[int(result["epoch"])] = result["config"]
+    return configs
 
 
 def is_pbt_search(experiment_dir: str | Path) -> bool:

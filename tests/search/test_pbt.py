@@ -14,7 +14,7 @@ from echotune.engine import TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.config import MUTABLE_KEYS
 from echotune.engine.schedule import lr_at, plan_stages
-from search.analysis.lineage import read_lineage, read_policy, weight_chain
+from search.analysis.lineage import PolicyLine, member_schedule, read_lineage, read_policy, weight_chain
 from search.pbt import (StayInSpace, checkpoints_to_keep, hyperparam_mutations, initial_population, mutation_ranges,
                         pbt_stage_split, perturbation_epochs)
 from search.tuner import SearchConfig
@@ -267,3 +267,16 @@ def test_pbt_search_exploits_continues_and_survives_a_driver_kill(tiny_synthetic
         assert schedule["stage3"] == {k: final[k] for k in schedule["stage3"]}
         assert set(schedule) == {"stage1", "stage2", "stage3"}
     assert "PBT lineage" in (tmp_path / "resume.log").read_text()
+
+
+def test_the_schedule_follows_what_the_member_reported_over_a_policy_line_a_crash_left_behind():
+    """A driver killed after an exploit's policy line was written but before Ray's state snapshot resumes the
+    member under its old config: its result.json (the config it reported each epoch) is what it trained with."""
+    base = {**TrainConfig(epochs=6, stage_split=(1 / 3, 1 / 3, 1 / 3)).to_dict()}
+    old, new = {**base, "lr_stage3": 1e-4, "mixup_alpha": 0.1}, {**base, "lr_stage3": 3e-4, "mixup_alpha": 0.5}
+    phantom = weight_chain([PolicyLine("1", "0", 2, 2, old, new)])
+    assert member_schedule(phantom, new)["stage3"]["mixup_alpha"] == 0.5  # the policy file alone says: cloned
+    reported = {e: old for e in range(1, 7)}  # ... but every epoch was trained under the old config
+    assert member_schedule(phantom, new, reported)["stage3"] == {k: old[k] for k in
+                                                                   ("lr_stage3", "aug_strength_stage3",
+                                                                    "label_smoothing_stage3", "mixup_alpha")}

@@ -72,6 +72,13 @@ def load_data(data_yaml: str | None, quick_spec: SyntheticSpec | None = None) ->
     return data
 
 
+def apply_defaults(args, defaults: dict[str, tuple]) -> None:
+    """Fill every option left at None from `defaults` ({name: (full, quick)}), by args.quick."""
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+
+
 def finite(value) -> float | None:
     """JSON-safe number: None for NaN/inf/missing (json.dumps would write NaN, which is not JSON)."""
     try:

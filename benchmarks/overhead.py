@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench_common import QUICK_SPEC, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
 from echotune.data.check import DataCheck
 from echotune.engine import TrainConfig, fit
 from spaces import to_train_config
@@ -203,9 +203,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also run the trials with a fresh Ray worker per trial (default: on; quick: off)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-    for name, (full, quick) in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
+    apply_defaults(args, DEFAULTS)
     if args.trials < 1 or args.epochs < 1 or args.concurrency < 1:
         parser.error("--trials, --epochs and --concurrency must be >= 1")
     return args

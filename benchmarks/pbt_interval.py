@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import QUICK_SPEC, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
 from echotune.data.check import DataCheck
 
 SCHEDULES = ("stages", "every-n")
@@ -144,9 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storage", type=Path, default=Path("results/bench"),
                         help="where the searches' experiment folders go (git-ignored; default results/bench)")
     args = parser.parse_args(argv)
-    for name, (full, quick) in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
+    apply_defaults(args, DEFAULTS)
     return args
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from bench_common import QUICK_SPEC, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
@@ -322,9 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", help="data.yaml (default: the embedded synthetic set; quick: a small one)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     args = parser.parse_args(argv)
-    for name, (full, quick) in DEFAULTS.items():
-        if getattr(args, name) is None:
-            setattr(args, name, quick if args.quick else full)
+    apply_defaults(args, DEFAULTS)
     if args.budget < 1 or args.max_epochs < 1 or args.concurrency < 1:
         parser.error("--budget, --max-epochs and --concurrency must be >= 1")
     return args

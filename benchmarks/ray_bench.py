@@ -45,7 +45,7 @@ class EventLog(tune.Callback):
         self.first_seen: dict[str, float] = {}  # trial_id -> when the driver first listed it (created, pending)
         self.started: dict[str, float] = {}  # trial_id -> on_trial_start (its actor is up)
         self.ended: dict[str, float] = {}  # trial_id -> on_trial_complete / on_trial_error
-        self.results: list[dict] = []  # {"t", "trial_id", "iteration", "epoch", "score"} in arrival order
+        self.results: list[dict] = []  # {"t", "trial_id", "iteration", "epoch", "score", "diverged"} in arrival order
 
     def _seen(self, trials) -> None:
         now = time.time()
@@ -62,7 +62,7 @@ class EventLog(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.results.append({"t": time.time(), "trial_id": trial.trial_id,
                              "iteration": int(result.get("training_iteration", 0)), "epoch": result.get("epoch"),
-                             "score": result.get("val/score")})
+                             "score": result.get("val/score"), "diverged": bool(result.get("diverged"))})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended.setdefault(trial.trial_id, time.time())

@@ -1,28 +1,46 @@
-"""Search efficiency: ASHA+TPE against TPE alone, random search and the baseline recipe, on the same compute.
+"""Does the search pay? Five search arms and the baseline recipe on the same compute, every pick scored on test.
 
-    python benchmarks/search_efficiency.py            # 3 seeds x 3 searches + 3 baseline runs (~25 min, 2 cores)
-    python benchmarks/search_efficiency.py --quick    # 1 seed, tiny set and budget (about a minute)
+    python benchmarks/search_efficiency.py            # 3 seeds x (5 searches + baseline + final round), ~75 min
+    python benchmarks/search_efficiency.py --quick    # 1 seed, tiny set and budget (a few minutes)
+    python benchmarks/search_efficiency.py --data path/to/data.yaml --seeds 0 1 2   # your data
 
-Every method gets the same budget of trial-epochs (a search stops once its trials together reported that many
-epochs: search.budget.TrialEpochBudget) and the same seeds:
+Every arm gets the same budget of trial-epochs B (a search stops once its trials together reported that many
+epochs: search.budget.TrialEpochBudget), the same E epochs per trial and the same seeds:
 
-  asha+tpe   ours: Optuna TPE picks configurations, ASHA stops the weaker half at fixed epochs
-  tpe        TPE with a FIFO scheduler (every trial runs all its epochs)
-  random     random sampling, FIFO
-  baseline   the space's baseline configuration trained once for the whole budget (budget epochs in one run,
-             no Ray): what the same compute buys when spent on the original recipe
+  asha+tpe     the default search: Optuna TPE proposes, EpochASHA stops the weaker trials at equal epochs
+  asha+random  random proposals, EpochASHA
+  tpe          TPE, every trial runs its E epochs (FIFO)
+  random       random proposals, FIFO
+  pbt          population-based training: B / E members of E epochs, perturbed at the stage ends
+  baseline     the space's baseline recipe trained ONCE for B epochs (no Ray): the same compute spent on the
+               original recipe, what a user gets without a search
 
-Each search is a real Ray search (fresh local Ray, the project's Tuner) in OUT/search_efficiency/<method>-seed<k>/.
-Afterwards Ray's result files give the best-so-far curve: best val/score against cumulative trial-epochs, the
-epochs of all trials taken in the order their results reached the driver. The best trial's best checkpoint is
-then scored on the test split. Headline: the trial-epochs ASHA+TPE needed to reach random search's final best
-(same seed), divided by the budget (goal <= 0.2); the same for TPE alone.
+Each search is a real Ray search (the project's Tuner, one local Ray for all) in
+STORAGE/search_efficiency/<arm>-seed<k>/. An arm's **pick** is its leaderboard's best trial (best val/score),
+whose best checkpoint is evaluated on val and test (search.final_round's evaluation: the P/R/F1 confidence
+chosen on val) with bootstrap resamples of the test set's source videos.
+
+Reported (test split; 95 % intervals over seeds and videos together: each resample draws the seeds with
+replacement and the same video resample for every model, so the interval holds both training noise and
+test-set noise):
+
+  (a) each arm's pick / the baseline recipe trained once for B epochs (ratio of the means over seeds)
+  (b) the final fit: after the asha+tpe search, the product's final round (search/final_round.py: its top
+      --final-top-k configurations and the baseline retrained for E epochs with a fresh seed, the winner named on
+      val) and the winner's test score / the baseline's at the same E epochs, with the difference
+  (c) the trial-epochs each arm needed to reach random search's final best val/score (same seed) / B
+
+Budget (full defaults): E = 12 epochs per trial at the quick profile's 160 px, as in the default run
+(`search/run.py --space gradnorm`), so a trial is judged after the training a user's trials get; B = 48
+trial-epochs, four full trials, about what the default run's ten ASHA trials spend. Why not more: the
+benchmark runs 18 searches; B = 48 keeps it near 75 minutes on 2 cores.
 Writes OUT/search_efficiency.{json,md,png} (--quick: search_efficiency-quick.*).
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import multiprocessing
 import tempfile
 import time
@@ -35,16 +53,20 @@ import optuna
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
-from echotune.engine.evaluate_checkpoint import evaluate_checkpoint
+from echotune.metrics import Estimate, bootstrap_draws, percentile_interval
 from spaces import get_space, to_train_config
 
-SEARCHES = {"asha+tpe": ("asha", "tpe"), "tpe": ("fifo", "tpe"), "random": ("fifo", "random")}  # scheduler, searcher
-METHODS = (*SEARCHES, "baseline")
-TEST_METRICS = ("map50", "map50_95", "view_acc", "view_f1", "score")
+ARMS = {"asha+tpe": ("asha", "tpe"), "asha+random": ("asha", "random"), "tpe": ("fifo", "tpe"),
+        "random": ("fifo", "random"), "pbt": ("pbt", "random")}  # arm -> (scheduler, searcher)
+METHODS = (*ARMS, "baseline")
+FINAL_ARM = "asha+tpe"  # the default search: its final round gives (b)
+TEST_METRICS = ("map50", "map50_95", "view_acc", "view_kappa", "score")
+N_RESAMPLES = 1000  # video resamples (and seed resamples with them) per interval
+VIDEO_SEED = 0  # the same video draws for every model: their test scores are paired
 
-# (full, quick) defaults. Full: sized for ~25 min on 2 idle cores (see the README's table for the measured time).
-DEFAULTS = {"seeds": ([0, 1, 2], [0]), "budget": (48, 6), "max_epochs": (6, 3), "img_size": (128, 64),
-            "model_scale": (None, "test")}
+# (full, quick) defaults. Full: E = the default run's 12 epochs at the profile's size (None: 160 px), see above.
+DEFAULTS = {"seeds": ([0, 1, 2], [0]), "budget": (48, 6), "max_epochs": (12, 3), "img_size": (None, 64),
+            "model_scale": (None, "test"), "final_top_k": (3, 1)}
 
 
 # ---------------------------------------------------------------- curves (pure functions, tested directly)
@@ -67,6 +89,19 @@ def epochs_to_reach(curve: list[float | None], target: float) -> int | None:
     return None
 
 
+def epoch_scores(events: list[dict]) -> list[float | None]:
+    """val/score of every trial-epoch in the order the driver received them (ray_bench.EventLog.results; a
+    (trial, iteration) counted once, at its first arrival, as TrialEpochBudget counts it); None: diverged.
+    Not Ray's per-trial result.json: a PBT member paused and restored in a new actor loses lines there."""
+    seen, scores = set(), []
+    for event in events:
+        key = (event["trial_id"], event["iteration"])
+        if key not in seen:
+            seen.add(key)
+            scores.append(None if event.get("diverged") else finite(event["score"]))
+    return scores
+
+
 def band(curves: list[list[float | None]], length: int) -> dict[str, list[float | None]]:
     """Mean, min and max over curves at each position 1..length (a curve shorter than `length` stops there)."""
     grid = np.full((len(curves), length), np.nan)
@@ -77,6 +112,47 @@ def band(curves: list[list[float | None]], length: int) -> dict[str, list[float 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (past every curve's end) give NaN
         stats = {"mean": np.nanmean(grid, 0), "min": np.nanmin(grid, 0), "max": np.nanmax(grid, 0)}
     return {k: [finite(v) for v in values] for k, values in stats.items()}
+
+
+# ---------------------------------------------------------------- intervals over seeds and videos
+
+def seeds_and_videos(values: list[float], draws: list[np.ndarray], ref_values: list[float] | None = None,
+                     ref_draws: list[np.ndarray] | None = None, level: float = 0.95,
+                     seed: int = 0) -> dict[str, Estimate]:
+    """Mean over seeds of a test score with a two-level bootstrap interval; with a reference, also the ratio and
+    the difference of the means (model / reference, model - reference), paired.
+
+    `values[s]`: the score of seed s on the whole test set; `draws[s]` (R,): its video resamples, resample r
+    drawing the same videos for every seed and model (bootstrap_draws with one seed). Resample r also draws
+    the seeds with replacement (`seed` seeds the generator), the same ones for model and reference, so each
+    interval covers the spread between training seeds and that of the test videos. One seed: videos only.
+    """
+    values, draws = np.asarray(values, float), np.stack(draws)  # (S,), (S, R)
+    n_seeds, n_resamples = draws.shape
+    picks = np.random.default_rng(seed).integers(0, n_seeds, size=(n_resamples, n_seeds))  # (R, S) seed draws
+    columns = np.arange(n_resamples)[:, None]
+
+    def resampled_mean(grid: np.ndarray) -> np.ndarray:  # (S, R) -> (R,): resample r's seeds at its videos
+        return grid[picks, columns].mean(axis=1)
+
+    mean = resampled_mean(draws)
+    out = {"mean": Estimate(float(values.mean()), *percentile_interval(mean, level))}
+    if ref_values is not None:
+        ref_values, ref = np.asarray(ref_values, float), resampled_mean(np.stack(ref_draws))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(ref > 0, mean / ref, np.nan)
+        ref_mean = float(ref_values.mean())
+        out["reference"] = Estimate(ref_mean, *percentile_interval(ref, level))
+        out["difference"] = Estimate(float(values.mean() - ref_mean), *percentile_interval(mean - ref, level))
+        # A resample whose reference mean is 0 has no ratio; the interval is over the others (NaN if none).
+        finite_ratio = ratio[np.isfinite(ratio)]
+        low, high = percentile_interval(finite_ratio, level) if finite_ratio.size else (float("nan"),) * 2
+        out["ratio"] = Estimate(float(values.mean() / ref_mean) if ref_mean > 0 else float("nan"), low, high)
+    return out
+
+
+def estimate_dict(estimate: Estimate | None) -> dict | None:
+    return None if estimate is None else {k: finite(v) for k, v in estimate.to_dict().items()}
 
 
 # ---------------------------------------------------------------- one search, one baseline run
@@ -90,74 +166,117 @@ def search_config(method: str, seed: int, args, storage: Path):
     baseline runs' spawned processes import this script and need neither (seconds of imports each)."""
     from ray_bench import BenchSearchConfig
 
-    scheduler, searcher = SEARCHES[method]
-    # num_samples only bounds the count: every trial reports at least one epoch before it can be stopped, so
-    # budget + concurrency trials always reach the budget; the stopper ends the search.
+    scheduler, searcher = ARMS[method]
+    # ASHA/FIFO: num_samples only bounds the count: every trial reports at least one epoch before it can be
+    # stopped, so budget + concurrency trials always reach the budget; the stopper ends the search.
+    # PBT: a fixed population of budget / max_epochs members of max_epochs epochs (parse_args checks it divides).
+    num_samples = args.budget // args.max_epochs if scheduler == "pbt" else args.budget + args.concurrency
     return BenchSearchConfig(space=args.space, profile=args.profile, name=f"{method}-seed{seed}", storage=str(storage),
-                             num_samples=args.budget + args.concurrency, max_epochs=args.max_epochs,
-                             img_size=args.img_size, concurrency=args.concurrency, seed=seed, scheduler=scheduler,
-                             searcher=searcher, model_scale=args.model_scale)
+                             num_samples=num_samples, max_epochs=args.max_epochs, img_size=args.img_size,
+                             concurrency=args.concurrency, seed=seed, scheduler=scheduler, searcher=searcher,
+                             model_scale=args.model_scale, final_top_k=args.final_top_k, final_seeds=1)
 
 
-def scoring_split(data: DataCheck) -> str:
-    return "test" if data.samples.get("test") else "val"
+def has_test(data: DataCheck) -> bool:
+    return bool(data.samples.get("test"))
 
 
-def scored(metrics: dict, split: str) -> dict:
-    return {m: finite(metrics.get(f"{split}/{m}")) for m in TEST_METRICS}
+def evaluate(checkpoint: Path, data: DataCheck) -> dict:
+    """A checkpoint on val and test (confidence chosen on val), its test metrics with their 95 % intervals over
+    videos, and the test score's video resamples (for the intervals over seeds and videos)."""
+    from echotune.engine.evaluate_checkpoint import evaluate_held_out
+
+    split = "test" if has_test(data) else "val"
+    held = evaluate_held_out(checkpoint, data, device="cpu", n_resamples=N_RESAMPLES, seed=VIDEO_SEED)
+    draws = bootstrap_draws(held.evaluations[split], held.conf, N_RESAMPLES, VIDEO_SEED, held.score_weights)
+    return {"split": split, "checkpoint": str(checkpoint), "checkpoint_epoch": held.epoch,
+            "val_score": finite(held.metrics["val"]["val/score"]),
+            "test": {m: estimate_dict(held.ci[split][m]) for m in TEST_METRICS}, "_draws": draws["score"]}
 
 
 def run_one_search(method: str, seed: int, args, data: DataCheck, storage: Path) -> dict:
-    from ray_bench import read_results, run_search
+    from ray_bench import run_search
     from search.analysis.experiment import load_experiment
     from search.budget import TrialEpochBudget
+    from echotune.ensemble.members import checkpoint_file
 
     cfg = search_config(method, seed, args, storage)
-    budget = TrialEpochBudget(args.budget)
+    budget = None if cfg.scheduler == "pbt" else TrialEpochBudget(args.budget)
     run = run_search(cfg, data, stop=budget)
-    results = read_results(run.experiment_dir)
-    arrival = run.events.arrival_times()
-    # Order every epoch of every trial by when the driver received it (Ray's own `timestamp` has 1 s resolution).
-    results.sort(key=lambda r: (arrival.get((r["trial_id"], int(r["training_iteration"])), float(r["timestamp"])),
-                                r["trial_id"]))
-    scores = [None if r.get("diverged") else finite(r.get("val/score")) for r in results]
+    scores = epoch_scores(run.events.results)
     curve = best_so_far(scores)
     experiment = load_experiment(run.experiment_dir)
     ranked = sorted((r for r in experiment.rows if r["best/val/score"] is not None), key=lambda r: -r["best/val/score"])
-    best = ranked[0] if ranked else None
-    split = scoring_split(data)
-    test = None
-    if best is not None and best["checkpoint_path"]:
-        test = scored(evaluate_checkpoint(Path(best["checkpoint_path"]) / "last.pt", data, split, device="cpu"), split)
-    row = {"method": method, "seed": seed, "budget": args.budget, "trial_epochs_used": len(results),
-           "stopper_count": budget.used, "trials": len(experiment.rows),
+    pick = ranked[0] if ranked else None
+    row = {"method": method, "seed": seed, "budget": args.budget, "trial_epochs_used": len(scores),
+           "stopper_count": budget.used if budget else len(scores), "trials": len(experiment.rows),
            # stopped before their last epoch: by ASHA, or (any scheduler) still running when the budget ran out
            "trials_stopped_early": sum(r["status"] == "STOPPED_EARLY" for r in experiment.rows),
-           "wall_s": run.ray_start_s + run.fit_s + run.shutdown_s, "search_s": run.fit_s,
-           "best_val_score": curve[-1] if curve else None, "best_trial": best["trial_id"] if best else None,
-           "best_is_baseline": bool(best["is_baseline"]) if best else None, "test_split": split, "test": test,
-           "best_so_far": curve, "experiment_dir": str(run.experiment_dir)}
-    print(f"{method:>9} seed {seed}: best val/score {_score_text(row['best_val_score'])} after {row['trial_epochs_used']} "
-          f"trial-epochs ({row['trials']} trials, {row['trials_stopped_early']} stopped early), "
+           "wall_s": run.fit_s, "best_val_score": pick["best/val/score"] if pick else None,
+           "best_trial": pick["trial_id"] if pick else None,
+           "best_is_baseline": bool(pick["is_baseline"]) if pick else None,
+           "best_so_far": curve, "experiment_dir": str(run.experiment_dir), "pick": None}
+    if pick is not None and pick["checkpoint_path"]:
+        row["pick"] = evaluate(checkpoint_file(Path(pick["checkpoint_path"]), pick["trial_id"]), data)
+    test = row["pick"]["test"]["score"] if row["pick"] else None
+    print(f"{method:>11} seed {seed}: pick {row['best_trial']}{' (baseline)' if row['best_is_baseline'] else ''} "
+          f"val/score {_score_text(row['best_val_score'])}, test score "
+          f"{'n/a' if test is None else format(Estimate(**test))}; {row['trial_epochs_used']} trial-epochs, "
+          f"{row['trials']} trials ({row['trials_stopped_early']} stopped early), {row['wall_s']:.0f} s", flush=True)
+    return row
+
+
+def run_final_fit(search_row: dict, args, data: DataCheck, storage: Path) -> dict | None:
+    """(b): the product's final round after a search (its top configurations and the baseline retrained for E
+    epochs with a fresh seed), then the winner's and the baseline's final checkpoints evaluated like the picks."""
+    from search.analysis.experiment import load_experiment
+    from search.final_round import run_final_round
+
+    cfg = search_config(search_row["method"], search_row["seed"], args, storage)
+    # The budget ended the search; it started fewer trials than num_samples (which only bounded the count).
+    cfg = dataclasses.replace(cfg, num_samples=len(load_experiment(cfg.experiment_dir).rows))
+    start = time.perf_counter()
+    doc = run_final_round(cfg, data, log=lambda message: print(message, flush=True))
+    fit_doc = (doc or {}).get("final_fit")
+    if not fit_doc or not (fit_doc["baseline_is_winner"] or fit_doc.get("baseline")):
+        print(f"final round seed {search_row['seed']}: no winner/baseline pair to compare", flush=True)
+        return None
+    winner = evaluate(Path(fit_doc["winner"]["checkpoint"]), data)
+    baseline = winner if fit_doc["baseline_is_winner"] else evaluate(Path(fit_doc["baseline"]["checkpoint"]), data)
+    row = {"seed": search_row["seed"], "epochs": doc["epochs"], "final_seed": fit_doc["seed"],
+           "candidates": len(doc["candidates"]), "winner_trial": fit_doc["winner"]["search_trial_id"],
+           "winner_is_baseline": fit_doc["baseline_is_winner"],
+           "winner_was_the_search_best": doc["winner"]["was_the_search_best"],
+           "trial_epochs": doc["trial_epochs"], "winner": winner, "baseline": baseline,
+           "wall_s": time.perf_counter() - start}
+    print(f"final round seed {row['seed']}: winner {row['winner_trial']}"
+          f"{' (the baseline)' if row['winner_is_baseline'] else ''} test score "
+          f"{Estimate(**winner['test']['score'])} vs baseline {Estimate(**baseline['test']['score'])}, "
           f"{row['wall_s']:.0f} s", flush=True)
     return row
 
 
-def run_searches(args, data: DataCheck, storage: Path) -> list[dict]:
-    """Every (seed, method) search; --quick shares one local Ray between them (each full-mode search starts its
-    own, as `search/run.py` does: its wall time then includes ray.init)."""
+def run_searches(args, data: DataCheck, storage: Path) -> tuple[list[dict], list[dict]]:
+    """Every (seed, arm) search, and the final round after each FINAL_ARM search, on one local Ray."""
     import ray
 
     from search.orchestrate import start_ray
 
-    if args.quick:
-        start_ray(None)
+    start_ray(None)  # one local Ray for every search (its start-up is not what is compared)
+    runs, finals = [], []
     try:
-        return [run_one_search(method, seed, args, data, storage)
-                for seed in args.seeds for method in SEARCHES if method in args.methods]
+        for seed in args.seeds:
+            for method in ARMS:
+                if method not in args.methods:
+                    continue
+                runs.append(run_one_search(method, seed, args, data, storage))
+                if method == FINAL_ARM and args.final_top_k > 0:
+                    final = run_final_fit(runs[-1], args, data, storage)
+                    if final is not None:
+                        finals.append(final)
     finally:
-        if args.quick:
-            ray.shutdown()
+        ray.shutdown()
+    return runs, finals
 
 
 def baseline_config(args, seed: int) -> dict:
@@ -171,42 +290,43 @@ def baseline_config(args, seed: int) -> dict:
     return {**to_train_config(config), "epochs": args.budget}
 
 
-def run_baseline(job: tuple[dict, DataCheck, int]) -> dict:
+def run_baseline(job: tuple[dict, DataCheck, int, str]) -> dict:
     """One long baseline run in this (worker) process; module level so a process pool can pickle it."""
-    config, data, seed = job
+    config, data, seed, out = job
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="echotune-baseline-") as out:
-        try:
-            result = fit(TrainConfig.from_dict(config), data, out_dir=out, log=lambda _: None)
-        except NonFiniteLossError as exc:
-            return {"method": "baseline", "seed": seed, "epochs": config["epochs"], "error": str(exc),
-                    "per_epoch_val_score": [], "best_so_far": [], "best_val_score": None, "test": None,
-                    "wall_s": time.perf_counter() - start}
-        split = scoring_split(data)
-        test = scored(evaluate_checkpoint(result.best_checkpoint, data, split, device="cpu"), split)
+    try:
+        result = fit(TrainConfig.from_dict(config), data, out_dir=out, log=lambda _: None)
+    except NonFiniteLossError as exc:
+        return {"method": "baseline", "seed": seed, "epochs": config["epochs"], "error": str(exc),
+                "per_epoch_val_score": [], "best_so_far": [], "best_val_score": None, "checkpoint": None,
+                "wall_s": time.perf_counter() - start}
     per_epoch = [finite(m["val/score"]) for m in result.history]
     return {"method": "baseline", "seed": seed, "epochs": config["epochs"], "per_epoch_val_score": per_epoch,
             "best_so_far": best_so_far(per_epoch), "best_val_score": finite(result.best["val/score"]),
-            "best_epoch": int(result.best["epoch"]), "test_split": split, "test": test,
+            "best_epoch": int(result.best["epoch"]), "checkpoint": str(result.best_checkpoint),
             "wall_s": time.perf_counter() - start}
 
 
-def run_baselines(args, data: DataCheck) -> list[dict]:
-    """The seeds' baseline runs side by side, `concurrency` processes of 1 CPU each (as the searches' trials)."""
-    jobs = [(baseline_config(args, seed), data, seed) for seed in args.seeds]
+def run_baselines(args, data: DataCheck, storage: Path) -> list[dict]:
+    """The seeds' baseline runs side by side, `concurrency` processes of 1 CPU each (as the searches' trials),
+    into STORAGE/baseline-seed<k>/; then each best checkpoint evaluated like the picks."""
+    jobs = [(baseline_config(args, seed), data, seed, str(storage / f"baseline-seed{seed}")) for seed in args.seeds]
     workers = min(args.concurrency, len(jobs))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = list(pool.map(run_baseline, jobs))
     for row in rows:
-        print(f" baseline seed {row['seed']}: best val/score {_score_text(row['best_val_score'])} over {row['epochs']} epochs, "
-              f"{row['wall_s']:.0f} s", flush=True)
+        row["pick"] = evaluate(Path(row["checkpoint"]), data) if row["checkpoint"] else None
+        test = row["pick"]["test"]["score"] if row["pick"] else None
+        print(f"   baseline seed {row['seed']}: val/score {_score_text(row['best_val_score'])} over {row['epochs']} "
+              f"epochs, test score {'n/a' if test is None else format(Estimate(**test))}; {row['wall_s']:.0f} s",
+              flush=True)
     return rows
 
 
 # ---------------------------------------------------------------- summary, table, plot
 
 def headline(runs: list[dict], budget: int, method: str) -> dict:
-    """Per seed: trial-epochs `method` needed to reach random search's final best (same seed) / budget."""
+    """(c) Per seed: trial-epochs `method` needed to reach random search's final best (same seed) / budget."""
     by = {(r["method"], r["seed"]): r for r in runs}
     per_seed = {}
     for (m, seed), random_run in sorted(by.items()):
@@ -221,22 +341,57 @@ def headline(runs: list[dict], budget: int, method: str) -> dict:
             "mean_is_lower_bound": any(s["fraction_of_budget"] is None for s in per_seed.values())}
 
 
-def summarise(runs: list[dict], baselines: list[dict]) -> dict:
+def _paired_seeds(rows: list[dict], reference: dict[int, dict]) -> list[tuple[dict, dict]]:
+    """(model, reference) evaluations of the seeds where both exist."""
+    return [(r["pick"], reference[r["seed"]]) for r in rows if r.get("pick") and r["seed"] in reference]
+
+
+def compare(pairs: list[tuple[dict, dict]]) -> dict | None:
+    """Mean test score over seeds of model and reference, their ratio and difference, intervals over seeds and
+    videos (seeds_and_videos)."""
+    if not pairs:
+        return None
+    model, ref = zip(*pairs)
+    estimates = seeds_and_videos([m["test"]["score"]["value"] for m in model], [m["_draws"] for m in model],
+                                 [r["test"]["score"]["value"] for r in ref], [r["_draws"] for r in ref])
+    return {"seeds": len(pairs), **{k: estimate_dict(e) for k, e in estimates.items()}}
+
+
+def summarise(runs: list[dict], baselines: list[dict], finals: list[dict]) -> dict:
+    """Per arm: val and test means, (a) against the baseline of B epochs; (b) from the final rounds."""
+    reference = {r["seed"]: r["pick"] for r in baselines if r.get("pick")}
     summary = {}
     for method in METHODS:
         rows = baselines if method == "baseline" else [r for r in runs if r["method"] == method]
         if not rows:
             continue
         best = [r["best_val_score"] for r in rows if r["best_val_score"] is not None]
-        test = [r["test"]["score"] for r in rows if r.get("test") and r["test"]["score"] is not None]
+        picks = [r["pick"] for r in rows if r.get("pick")]
+        test = (seeds_and_videos([p["test"]["score"]["value"] for p in picks], [p["_draws"] for p in picks])["mean"]
+                if picks else None)
         used = [r.get("trial_epochs_used", r.get("epochs")) for r in rows]
         summary[method] = {"seeds": len(rows), "best_val_score_mean": finite(np.mean(best)) if best else None,
                            "best_val_score_min": min(best, default=None), "best_val_score_max": max(best, default=None),
-                           "test_score_mean": finite(np.mean(test)) if test else None,
+                           "test_score": estimate_dict(test),
+                           "test_map50_mean": finite(np.mean([p["test"]["map50"]["value"] for p in picks]))
+                           if picks else None,
+                           "test_view_acc_mean": finite(np.mean([p["test"]["view_acc"]["value"] for p in picks]))
+                           if picks else None,
+                           "vs_baseline": None if method == "baseline" else compare(_paired_seeds(rows, reference)),
+                           "picked_baseline": sum(bool(r.get("best_is_baseline")) for r in rows),
                            "trial_epochs_used_mean": finite(np.mean(used)),
                            "trials_mean": finite(np.mean([r.get("trials", 1) for r in rows])),
                            "wall_s_mean": finite(np.mean([r["wall_s"] for r in rows]))}
-    return summary
+    final = compare([(f["winner"], f["baseline"]) for f in finals]) if finals else None
+    return {"arms": summary, "final_fit": final}
+
+
+def _estimate_text(e: dict | None, spec: str = ".3f") -> str:
+    if not e or e["value"] is None:
+        return "n/a"
+    low = "n/a" if e["low"] is None else format(e["low"], spec)
+    high = "n/a" if e["high"] is None else format(e["high"], spec)
+    return f"{e['value']:{spec}} [{low}, {high}]"
 
 
 def _ratio_text(h: dict | None) -> str:
@@ -247,26 +402,77 @@ def _ratio_text(h: dict | None) -> str:
     return f"{'> ' if h['mean_is_lower_bound'] else ''}{h['mean']:.2f} ({seeds})"
 
 
+def _verdict(met: bool | None) -> str:
+    return "not measurable" if met is None else "met" if met else "**missed**"
+
+
+def goals(result: dict) -> list[str]:
+    """The issue's goals against what this run measured (None-safe: a quick run may lack an arm)."""
+    arms, lines = result["summary"]["arms"], []
+    ratios = {m: a["vs_baseline"]["ratio"] for m, a in arms.items() if a.get("vs_baseline")}
+    if ratios:
+        best = max(ratios, key=lambda m: -np.inf if ratios[m]["value"] is None else ratios[m]["value"])
+        value = ratios[best]["value"]
+        lines.append(f"- (a) best arm's pick / baseline trained once for {result['settings']['budget']} epochs: "
+                     f"{best} {_estimate_text(ratios[best], '.2f')} (goal >= 1.1: "
+                     f"{_verdict(None if value is None else value >= 1.1)}; the best of {len(ratios)} arms, chosen on "
+                     f"test, so optimistic)")
+    final = result["summary"]["final_fit"]
+    if final:
+        ratio, diff = final["ratio"], final["difference"]
+        excludes_zero = diff["low"] is not None and diff["low"] > 0
+        lines.append(f"- (b) final fit / baseline at {result['settings']['max_epochs']} epochs: "
+                     f"{_estimate_text(ratio, '.2f')}, difference {_estimate_text(diff, '+.3f')} (goal ratio >= 1.2 "
+                     f"and the difference's interval above 0: "
+                     f"{_verdict(None if ratio['value'] is None else ratio['value'] >= 1.2 and excludes_zero)})")
+    h = result["headline"].get(FINAL_ARM)
+    if h and h["mean"] is not None:
+        lines.append(f"- (c) {FINAL_ARM} trial-epochs to reach random search's final best / budget: {_ratio_text(h)} "
+                     f"(goal <= 0.2: {_verdict(not h['mean_is_lower_bound'] and h['mean'] <= 0.2)}; not reached "
+                     f"counts as 1)")
+    return lines
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
-    lines = header(result, f"space {s['space']} (profile {s['profile']}), {s['img_size']} px, "
-                           f"{s['max_epochs']} epochs per trial, budget {s['budget']} trial-epochs per search, "
-                           f"concurrency {s['concurrency']} x 1 CPU, seeds {' '.join(map(str, s['seeds']))}"
+    lines = header(result, f"space {s['space']} (profile {s['profile']}), {s['img_size'] or 'the profile'} px, "
+                           f"E = {s['max_epochs']} epochs per trial, budget B = {s['budget']} trial-epochs per "
+                           f"search, concurrency {s['concurrency']} x 1 CPU, seeds {' '.join(map(str, s['seeds']))}"
                            f"{', detector scale ' + s['model_scale'] if s['model_scale'] else ''}; data {s['data']}")
-    lines += ["| method | best val/score mean [min, max] | test score (best trial) | trial-epochs used | trials | "
-              "wall s | trial-epochs to reach random's best / budget |", "|---|---|---|---|---|---|---|"]
-    for method, m in result["summary"].items():
+    split = "test" if result["has_test"] else "val (no test split)"
+    lines += [f"Scores on {split}; intervals: 95 %, over seeds and source videos together.", "",
+              f"| arm | best val/score mean [min, max] | pick's test score | (a) pick / baseline of {s['budget']} "
+              "epochs | pick's test mAP50 / view acc | picked the baseline | trial-epochs | trials | wall s | "
+              "(c) to reach random's best / budget |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for method, m in result["summary"]["arms"].items():
         best = (f"{m['best_val_score_mean']:.3f} [{m['best_val_score_min']:.3f}, {m['best_val_score_max']:.3f}]"
                 if m["best_val_score_mean"] is not None else "n/a")
-        test = f"{m['test_score_mean']:.3f}" if m["test_score_mean"] is not None else "n/a"
-        ratio = _ratio_text(result["headline"].get(method)) if method in ("asha+tpe", "tpe") else "-"
+        ratio = "1 (reference)" if method == "baseline" else _estimate_text((m["vs_baseline"] or {}).get("ratio"),
+                                                                            ".2f")
+        detail = ("n/a" if m["test_map50_mean"] is None else
+                  f"{m['test_map50_mean']:.3f} / {m['test_view_acc_mean']:.3f}")
+        reach = _ratio_text(result["headline"].get(method)) if method in result["headline"] else "-"
         used = f"{m['trial_epochs_used_mean']:.1f}" + (" (one run)" if method == "baseline" else "")
-        lines.append(f"| {method} | {best} | {test} | {used} | {m['trials_mean']:.1f} | {m['wall_s_mean']:.0f} | "
-                     f"{ratio} |")
-    h = result["headline"].get("asha+tpe")
-    if h and h["mean"] is not None:
-        lines += ["", f"ASHA+TPE reached random search's final best after {_ratio_text(h)} of the budget "
-                      f"(mean over seeds, per seed in brackets; goal <= 0.2; not reached counts as 1)."]
+        picked = "-" if method == "baseline" else f"{m['picked_baseline']} of {m['seeds']}"
+        lines.append(f"| {method} | {best} | {_estimate_text(m['test_score'])} | {ratio} | {detail} | {picked} | "
+                     f"{used} | {m['trials_mean']:.1f} | {m['wall_s_mean']:.0f} | {reach} |")
+    if result["finals"]:
+        lines += ["", f"(b) Final fit after the {FINAL_ARM} search: its top {s['final_top_k']} configurations and the "
+                      f"baseline retrained for {s['max_epochs']} epochs with a fresh seed, the winner named on val:", "",
+                  "| seed | winner | winner's test score | baseline's test score | difference | trial-epochs "
+                  "(search + final round) |", "|---|---|---|---|---|---|"]
+        for f in result["finals"]:
+            winner = f"{f['winner_trial']}{' (the baseline)' if f['winner_is_baseline'] else ''}"
+            diff = f["winner"]["test"]["score"]["value"] - f["baseline"]["test"]["score"]["value"]
+            lines.append(f"| {f['seed']} | {winner} | {_estimate_text(f['winner']['test']['score'])} | "
+                         f"{_estimate_text(f['baseline']['test']['score'])} | {diff:+.3f} | "
+                         f"{f['trial_epochs']['search']} + {f['trial_epochs']['final_round']} |")
+        final = result["summary"]["final_fit"]
+        lines += ["", f"Mean over seeds: winner {_estimate_text(final['mean'])} vs baseline "
+                      f"{_estimate_text(final['reference'])}; ratio {_estimate_text(final['ratio'], '.2f')}, "
+                      f"difference {_estimate_text(final['difference'], '+.3f')}."]
+    if goal_lines := goals(result):
+        lines += ["", "Goals:", "", *goal_lines]
     return "\n".join(lines) + "\n"
 
 
@@ -309,22 +515,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 seed, tiny data and budget, 64 px, test scale")
     parser.add_argument("--seeds", type=int, nargs="+", help="search and training seeds (default 0 1 2; quick 0)")
-    parser.add_argument("--budget", type=int, help="trial-epochs per search (default 48; quick 6)")
-    parser.add_argument("--max-epochs", type=int, help="epochs per trial over the three stages (default 6; quick 3)")
-    parser.add_argument("--img-size", type=int, help="input size in px, a multiple of 32 (default 128; quick 64)")
+    parser.add_argument("--budget", type=int, help="trial-epochs B per arm, a multiple of --max-epochs for PBT "
+                                                   "(default 48; quick 6)")
+    parser.add_argument("--max-epochs", type=int, help="epochs E per trial over the three stages (default 12; quick 3)")
+    parser.add_argument("--img-size", type=int, help="input size in px, a multiple of 32 (default: the profile's, "
+                                                     "160 for quick; quick mode 64)")
     parser.add_argument("--model-scale", choices=("test", "n", "s", "m", "l"),
                         help="pin the detector scale for every trial (default: the space's; quick: test)")
     parser.add_argument("--space", default="gradnorm", help="search space (default gradnorm)")
     parser.add_argument("--profile", default="quick", help="space profile (default quick)")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at a time, 1 CPU each (default 2)")
+    parser.add_argument("--final-top-k", type=int, help="(b): configurations of the asha+tpe search retrained in "
+                                                        "the final round, 0 for none (default 3; quick 1)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="which methods to run (default all; the headline needs asha+tpe and random)")
+                        help="which arms to run (default all; (a) needs baseline, (c) random)")
     parser.add_argument("--data", help="data.yaml (default: the embedded synthetic set; quick: a small one)")
-    parser.add_argument("--out", type=Path, default=Path("results/bench"))
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="where the tables go")
+    parser.add_argument("--storage", type=Path, help="where the searches and baseline runs go (default: OUT)")
     args = parser.parse_args(argv)
     apply_defaults(args, DEFAULTS)
-    if args.budget < 1 or args.max_epochs < 1 or args.concurrency < 1:
-        parser.error("--budget, --max-epochs and --concurrency must be >= 1")
+    if args.budget < 1 or args.max_epochs < 1 or args.concurrency < 1 or args.final_top_k < 0:
+        parser.error("--budget, --max-epochs and --concurrency must be >= 1, --final-top-k >= 0")
+    if "pbt" in args.methods and (args.budget % args.max_epochs or args.budget // args.max_epochs < 2):
+        parser.error(f"pbt runs budget / max-epochs members of max-epochs epochs: --budget {args.budget} must be a "
+                     f"multiple of --max-epochs {args.max_epochs} with at least 2 members")
     return args
 
 
@@ -334,18 +548,23 @@ def main(argv: list[str] | None = None) -> int:
     name = "search_efficiency-quick" if args.quick else "search_efficiency"
     data = load_data(args.data, QUICK_SPEC if args.quick else None)
     facts = run_facts("benchmarks/search_efficiency.py", argv)
-    storage = (args.out / name).resolve()
-    runs = run_searches(args, data, storage)
-    baselines = run_baselines(args, data) if "baseline" in args.methods else []
+    storage = ((args.storage or args.out) / name).resolve()
+    runs, finals = run_searches(args, data, storage)
+    baselines = run_baselines(args, data, storage) if "baseline" in args.methods else []
     result = {**facts, "benchmark": "search_efficiency",
               "settings": {"space": args.space, "profile": args.profile, "img_size": args.img_size,
                            "max_epochs": args.max_epochs, "budget": args.budget, "concurrency": args.concurrency,
                            "seeds": args.seeds, "methods": args.methods, "model_scale": args.model_scale,
-                           "data": str(data.config.yaml_path)},
-              "runs": runs, "baselines": baselines, "summary": summarise(runs, baselines),
-              "headline": {m: headline(runs, args.budget, m) for m in ("asha+tpe", "tpe")
-                           if m in args.methods and "random" in args.methods}}
+                           "final_top_k": args.final_top_k, "data": str(data.config.yaml_path)},
+              "has_test": has_test(data), "runs": runs, "baselines": baselines, "finals": finals,
+              "summary": summarise(runs, baselines, finals),
+              "headline": {m: headline(runs, args.budget, m) for m in ARMS
+                           if m != "random" and m in args.methods and "random" in args.methods}}
     result["wall_s"] = time.perf_counter() - start
+    for row in [*runs, *baselines, *finals]:  # the video resamples stay out of the JSON
+        for pick in (row.get("pick"), row.get("winner"), row.get("baseline")):
+            if isinstance(pick, dict):
+                pick.pop("_draws", None)
     write_outputs(args.out, name, result, markdown(result))
     plot(result, args.out / f"{name}.png")
     print("\n" + markdown(result) + f"\nTotal wall time {result['wall_s']:.0f} s; {args.out / name}.{{json,md,png}}")

@@ -2,7 +2,8 @@
 operating confidence, view metrics, the search score, and bootstrap intervals over source videos."""
 from __future__ import annotations
 
-from echotune.metrics.bootstrap import Estimate, bootstrap_ci, format_estimates, paired_bootstrap
+from echotune.metrics.bootstrap import (Estimate, bootstrap_ci, bootstrap_draws, format_estimates, paired_bootstrap,
+                                        percentile_interval)
 from echotune.metrics.detection import DetectionMetrics, detection_metrics
 from echotune.metrics.evaluation import EvaluationSet
 from echotune.metrics.score import (
@@ -27,10 +28,12 @@ __all__ = [
     "EvaluationSet",
     "ViewMetrics",
     "bootstrap_ci",
+    "bootstrap_draws",
     "detection_metrics",
     "format_estimates",
     "metrics_dict",
     "paired_bootstrap",
+    "percentile_interval",
     "per_class_metrics",
     "validation_score",
     "view_metrics",

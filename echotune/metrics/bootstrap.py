@@ -82,9 +82,23 @@ def _resampled(es: EvaluationSet, conf: float, counts: np.ndarray, weights) -> d
     return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}
 
 
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
+
+
+def bootstrap_draws(es: EvaluationSet, conf: float | None, n_resamples: int = 1000, seed: int = 0,
+                    weights: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+    """The resampled metrics themselves: ``{name: (n_resamples,) values}`` for ``METRIC_NAMES``.
+
+    Resample r draws the same videos for every evaluation set of the same images and ``seed``, so the draws of
+    two models (or of one model trained with several seeds) on one test set are paired: this is what lets a
+    caller combine them, e.g. a mean over training seeds with an interval over seeds and videos together.
+    ``conf`` and ``weights`` as in :func:`bootstrap_ci`.
+    """
+    _check(n_resamples, 0.95, es)
+    conf = es.choose_conf() if conf is None else float(conf)
+    return _resampled(es, conf, resample_counts(es.group_index, es.n_groups, n_resamples, seed), weights)
 
 
 def bootstrap_ci(es: EvaluationSet, conf: float | None, n_resamples: int = 1000, seed: int = 0,
@@ -98,8 +112,8 @@ def bootstrap_ci(es: EvaluationSet, conf: float | None, n_resamples: int = 1000,
     _check(n_resamples, level, es)
     conf = es.choose_conf() if conf is None else float(conf)
     full = _resampled(es, conf, np.ones((1, es.n_images)), weights)
-    samples = _resampled(es, conf, resample_counts(es.group_index, es.n_groups, n_resamples, seed), weights)
-    return {name: Estimate(float(full[name][0]), *_interval(samples[name], level)) for name in METRIC_NAMES}
+    samples = bootstrap_draws(es, conf, n_resamples, seed, weights)
+    return {name: Estimate(float(full[name][0]), *percentile_interval(samples[name], level)) for name in METRIC_NAMES}
 
 
 def paired_bootstrap(es_a: EvaluationSet, es_b: EvaluationSet, conf_a: float | None, conf_b: float | None,
@@ -122,6 +136,6 @@ def paired_bootstrap(es_a: EvaluationSet, es_b: EvaluationSet, conf_a: float | N
     full_a, full_b = _resampled(es_a, conf_a, ones, weights), _resampled(es_b, conf_b, ones, weights)
     a, b = _resampled(es_a, conf_a, counts, weights), _resampled(es_b, conf_b, counts, weights)
     return {
-        name: Estimate(float(full_a[name][0] - full_b[name][0]), *_interval(a[name] - b[name], level))
+        name: Estimate(float(full_a[name][0] - full_b[name][0]), *percentile_interval(a[name] - b[name], level))
         for name in METRIC_NAMES
     }

@@ -12,11 +12,13 @@ from echotune.metrics import (
     Estimate,
     EvaluationSet,
     bootstrap_ci,
+    bootstrap_draws,
     detection_metrics,
     format_estimates,
     metrics_dict,
     paired_bootstrap,
     per_class_metrics,
+    percentile_interval,
     view_metrics,
 )
 from echotune.metrics.bootstrap import resample_counts
@@ -127,6 +129,25 @@ def test_same_seed_same_interval_other_seed_different(es30):
     assert a == b
     assert any((a[k].low, a[k].high) != (c[k].low, c[k].high) for k in METRIC_NAMES)
     assert all(a[k].value == c[k].value for k in METRIC_NAMES)
+
+
+def test_bootstrap_draws_are_the_resamples_behind_the_interval(case30, es30):
+    conf = es30.choose_conf()
+    draws = bootstrap_draws(es30, conf, n_resamples=300, seed=5)
+    assert set(draws) == set(METRIC_NAMES) and all(v.shape == (300,) for v in draws.values())
+    ci = bootstrap_ci(es30, conf, n_resamples=300, seed=5)
+    assert (ci["score"].low, ci["score"].high) == percentile_interval(draws["score"], 0.95)
+    # Another model on the same images with the same seed draws the same videos: its draws pair with these,
+    # so their difference has the paired bootstrap's interval.
+    preds = [{**p, "scores": np.where(p["labels"] == 0, p["scores"], p["scores"] * 0.5)} for p in case30.predictions]
+    other = EvaluationSet.build(preds, case30.targets, case30.view_logits[::-1].copy(), case30.view_targets, 4, 3,
+                                case30.groups)
+    other_draws = bootstrap_draws(other, 0.2, n_resamples=300, seed=5)
+    paired = paired_bootstrap(other, es30, 0.2, conf, n_resamples=300, seed=5)
+    for name in ("map50", "view_acc", "score"):
+        assert (paired[name].low, paired[name].high) == pytest.approx(
+            percentile_interval(other_draws[name] - draws[name], 0.95), abs=1e-12)
+    assert paired["view_acc"].low < paired["view_acc"].high  # a real difference, not two copies of one model
 
 
 def test_paired_difference_with_itself_is_exactly_zero(es30):

@@ -59,10 +59,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import optuna
 from ray import tune
 from ray.tune.experiment import Trial
@@ -206,9 +208,15 @@ class StagePBT(PopulationBasedTraining):
 
     def __init__(self, epochs: list[int], experiment_dir: str | Path, mutations: dict, explore: StayInSpace,
                  baseline: dict | None = None, quantile_fraction: float = QUANTILE_FRACTION,
-                 resample_probability: float = RESAMPLE_PROBABILITY):
+                 resample_probability: float = RESAMPLE_PROBABILITY, seed: int | None = None):
         if not epochs:
             raise ValueError("PBT needs at least one perturbation epoch before the last epoch")
+        if seed is not None:
+            # Ray's exploit and explore draw from the driver's global generators (random.choice of the donor and
+            # of the x0.8 / x1.2 factor, random.random for resampling, Domain.sample(None) -> numpy's global):
+            # seeded here, once per search, the same seed perturbs the same way (given the same results).
+            random.seed(seed)
+            np.random.seed(seed)
         # perturbation_interval=1 and burn-in up to the first perturbation epoch: Ray's interval test then
         # passes at every perturbation epoch, and on_trial_result lets only those through.
         super().__init__(time_attr=TIME_ATTR, metric=PBT_METRIC, mode="max", perturbation_interval=1,
@@ -387,7 +395,7 @@ def build_pbt_scheduler(cfg: SearchConfig) -> StagePBT:
     ranges = mutation_ranges(cfg)
     return StagePBT(perturbation_epochs(cfg.max_epochs, cfg.pbt_interval, pbt_stage_split(cfg)), cfg.experiment_dir,
                     hyperparam_mutations(ranges), StayInSpace(cfg.space, cfg.profile, ranges),
-                    baseline=get_space(cfg.space).baseline(cfg.profile))
+                    baseline=get_space(cfg.space).baseline(cfg.profile), seed=cfg.seed)
 
 
 def build_pbt_search(cfg: SearchConfig) -> tuple[BasicVariantGenerator, dict]:

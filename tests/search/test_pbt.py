@@ -85,6 +85,22 @@ def test_mutations_use_the_space_ranges_and_stay_inside_them():
         mutation_ranges(pbt_config(space="baseline"))
 
 
+def test_the_search_seed_fixes_the_perturbations():
+    """Ray's explore draws from the driver's global generators; the scheduler seeds them with the search's seed."""
+    from ray.tune.schedulers.pbt import _explore
+
+    from search.pbt import build_pbt_scheduler
+
+    def perturbed(seed: int) -> list[dict]:
+        scheduler = build_pbt_scheduler(pbt_config(seed=seed))
+        donors = initial_population(pbt_config(seed=0))
+        return [_explore(d, scheduler._hyperparam_mutations, 0.5, (1.2, 0.8), scheduler._custom_explore_fn)[0]
+                for d in donors * 3]
+
+    assert perturbed(3) == perturbed(3)
+    assert perturbed(3) != perturbed(4)
+
+
 def test_several_objectives_are_refused():
     from search.pbt import build_pbt_scheduler
 

@@ -4,16 +4,37 @@ Ray closes every trial that returned a result as COMPLETE, so a trial ASHA stopp
 TPE's model as a finished low score. Here a trial that reported fewer epochs than it planned is told to Optuna
 as PRUNED (its per-epoch values were already reported as intermediate values), and a trial that raised (e.g. a
 non-finite loss) as FAIL, never COMPLETE and never left RUNNING.
+
+User attributes per trial (optuna-dashboard shows them): `ray_trial_id`, and, updated while the trial runs, the
+validation metrics of its best epoch so far (`val/map50`, `val/map50_95`, `val/view_kappa`, `val/score`, ...)
+with `best_epoch`; `stopped_at_epoch` for a pruned trial.
 """
 from __future__ import annotations
 
 import logging
+import math
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
+from echotune.metrics import SELECTION_METRIC
+
 logger = logging.getLogger(__name__)
 RAY_TRIAL_ID_ATTR = "ray_trial_id"
+BEST_EPOCH_ATTR = "best_epoch"
+
+
+def best_epoch_attrs(result: dict) -> dict[str, float | int]:
+    """The user attributes of a result that is its trial's best epoch so far (val/score equal to the running
+    best SELECTION_METRIC, the number Optuna is told): every finite validation metric (val/map50, val/view_kappa,
+    ...) and the epoch; {} for any other result. So optuna-dashboard shows, per trial, the metrics of the
+    checkpoint the trial hands back, while the trial runs."""
+    score, best = result.get("val/score"), result.get(SELECTION_METRIC)
+    if score is None or best is None or result.get("diverged") or not score >= best:
+        return {}
+    attrs = {k: float(v) for k, v in result.items() if k.startswith("val/") and k != SELECTION_METRIC
+             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {**attrs, BEST_EPOCH_ATTR: int(result["epoch"])} if "epoch" in result else attrs
 
 
 def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
@@ -41,12 +62,25 @@ class EchoOptunaSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             logger.info("Optuna trial of %s already finished; dropping a replayed result", trial_id)
+            return
+        self._record_best_epoch(trial_id, result)
+
+    def _record_best_epoch(self, trial_id: str, result: dict | None) -> None:
+        attrs = best_epoch_attrs(result or {})
+        if not attrs or trial_id not in self._ot_trials:
+            return
+        try:
+            for key, value in attrs.items():
+                self._ot_trials[trial_id].set_user_attr(key, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # a replayed result after a resume: the finished trial keeps what it recorded
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         state = final_state(result, error)
         ot_trial = self._ot_trials[trial_id]
+        self._record_best_epoch(trial_id, result)  # Ray passes a trial's last result only here
         single = not isinstance(self.metric, list)
         if single and result and self.metric in result and state != optuna.trial.TrialState.FAIL:
             # Ray passes a trial's last result only here, not to on_trial_result: record it as well, so a pruned

@@ -10,11 +10,20 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from echotune.engine.config import TrainConfig
 from echotune.engine.schedule import plan_stages
-from search.optuna_bridge import final_state
+from search.optuna_bridge import best_epoch_attrs, final_state
 from search.scheduler import STOPPED_FILE, EpochASHA
 from spaces.common import split_from_fractions
 
 EPOCHS = 12  # run.py's default --max-epochs
+
+
+def test_best_epoch_attrs_are_the_validation_metrics_of_a_best_epoch_only():
+    result = {"epoch": 3, "val/score": 0.4, "val/best_score": 0.4, "val/map50": 0.3, "val/view_kappa": 0.5,
+              "val/f1": float("nan"), "train/loss": 1.0, "val/flag": True}
+    assert best_epoch_attrs(result) == {"val/score": 0.4, "val/map50": 0.3, "val/view_kappa": 0.5, "best_epoch": 3}
+    assert best_epoch_attrs({**result, "val/score": 0.35}) == {}  # not the best epoch: the attributes stay
+    assert best_epoch_attrs({**result, "diverged": 1.0}) == {}
+    assert best_epoch_attrs({"epoch": 1}) == {}
 
 
 def test_final_states():

@@ -51,6 +51,11 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
         if expected in ("COMPLETE", "PRUNED"):  # one number: what Optuna holds is what the leaderboard ranks by
             told = trial.value if expected == "COMPLETE" else trial.intermediate_values[max(trial.intermediate_values)]
             assert told == pytest.approx(row["best/val/score"], abs=1e-12), (trial.number, told, row)
+            # optuna-dashboard's columns: the validation metrics of the epoch Optuna's value comes from
+            attrs = trial.user_attrs
+            assert attrs["val/score"] == pytest.approx(told, abs=1e-12)
+            assert {"val/map50", "val/map50_95", "val/view_acc", "val/view_kappa", "val/f1"} <= set(attrs)
+            assert 1 <= attrs["best_epoch"] <= row["epochs_trained"]
     assert summary["baseline"] is not None and summary["baseline"]["is_baseline"]
     # ASHA never stops the baseline: it trained every epoch, like the trial its gain is measured against
     assert (summary["baseline"]["status"], summary["baseline"]["epochs_trained"]) == ("TERMINATED", cfg.max_epochs)

@@ -5,8 +5,12 @@ which hyperparameters mattered. Works on finished, running and interrupted searc
     python search/leaderboard.py results/gradnorm --plots results/gradnorm/plots --html results/gradnorm/report.html
     python search/leaderboard.py results/gradnorm results/dual_backbone --top 5 --by map50
     python search/leaderboard.py results/gradnorm --format markdown > leaderboard.md
+    python search/leaderboard.py results/gradnorm --write      # also refresh results/gradnorm/leaderboard.parquet
 
-Each experiment's leaderboard.parquet is (re)written from Ray's and Optuna's files. Exit codes: 0 ok; 2 bad input.
+A read command: the table comes from Ray's and Optuna's files and nothing in the experiment folders changes,
+unless --write asks to (re)write each experiment's leaderboard.parquet (what the ensemble builder reads; the
+search writes it when it ends, so --write is for a search still running or interrupted). --plots and --html
+write where they are told. Exit codes: 0 ok; 2 bad input.
 """
 from __future__ import annotations
 
@@ -32,13 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write the PNG plots into DIR")
     parser.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report "
                         "(plots embedded; with no --plots they go to a plots/ folder beside FILE)")
-    parser.add_argument("--no-write", action="store_true", help="do not (re)write the experiments' leaderboard.parquet")
+    parser.add_argument("--write", action="store_true",
+                        help="(re)write each experiment's leaderboard.parquet (default: read only)")
+    parser.add_argument("--no-write", action="store_true", help=argparse.SUPPRESS)  # the old opt-out, now the default
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.write and args.no_write:
+        parser.error("--write and --no-write contradict each other")
     if args.top < 1:
         parser.error(f"--top must be >= 1, got {args.top}")
     if args.by not in SHORT_METRICS and args.by.removeprefix("best/") not in SHORT_METRICS.values():
@@ -48,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731  (stdout stays the table, for pipes)
     try:
         report = build_report(args.experiments, by=args.by, top=args.top)
-        if not args.no_write:
+        if args.write:
             for path in write_parquets(report):
                 log(f"wrote {path}")
         print(render_text(report, args.format))

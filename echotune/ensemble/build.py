@@ -61,7 +61,8 @@ def _select(experiment_dir: Path, top_k: int, diverse: bool, log: Callable[[str]
     board = experiment_dir / LEADERBOARD_FILE
     if not board.is_file():
         raise FileNotFoundError(f"{board} does not exist: is {experiment_dir} an experiment folder of a finished "
-                                "search (search/run.py writes the leaderboard at the end)?")
+                                "search (search/run.py writes the leaderboard at the end; for an interrupted one, "
+                                f"python search/leaderboard.py {experiment_dir} --write)?")
     from search.trial_table import read_leaderboard  # imported here: it pulls in Ray
 
     members = select_members(read_leaderboard(board).to_pylist(), top_k, diverse, source=str(board))

@@ -25,7 +25,12 @@ pytestmark = pytest.mark.ray
 def test_cli_writes_parquet_tables_plots_and_html(e2e_search, tmp_path, capsys):
     _, _, experiment = e2e_search
     plots, page = tmp_path / "plots", tmp_path / "report.html"
-    assert leaderboard.main([str(experiment), "--top", "1", "--plots", str(plots), "--html", str(page)]) == 0
+    board = experiment / "leaderboard.parquet"
+    board.unlink()
+    assert leaderboard.main([str(experiment), "--top", "1"]) == 0  # a read command: nothing written by default
+    assert not board.exists()
+    capsys.readouterr()
+    assert leaderboard.main([str(experiment), "--top", "1", "--plots", str(plots), "--html", str(page), "--write"]) == 0
     out = capsys.readouterr().out
     table = pq.read_table(experiment / "leaderboard.parquet")
     assert table.schema.equals(SCHEMA) and table.num_rows == 5

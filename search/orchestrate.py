@@ -23,6 +23,7 @@ from search.best_config import reproduce_command, train_config_of, write_best_co
 from search.final_round import headline, run_final_round, write_winner_config
 from search.search_record import read_search_record, write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
+from trainables.common import remove_orphaned_work_dirs
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
 # driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).
@@ -265,6 +266,8 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
         closed = close_orphaned_optuna_trials(cfg)
         if closed:
             print(f"Closed {closed} Optuna trial(s) left RUNNING by an interrupted driver as FAIL.")
+        if not address:  # killed workers' work folders on this machine (a cluster's trials sweep their own nodes)
+            remove_orphaned_work_dirs()
         # Before the summary: the top trials and the baseline again at full budget with fresh seeds (final.json)
         final = run_final_round(cfg, data, progress=ProgressPrinter, log=lambda m: print(m, flush=True))
         summary = summarise(cfg, data, ensemble_top_k, final=final)

@@ -31,6 +31,38 @@ VAL_METRICS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC)
 
 CHECKPOINT_FILE = "last.pt"
 ORIGIN_FILE = "origin.json"  # {"trial_id": the trial that reported this checkpoint}, beside last.pt
+WORK_PREFIX = "echotune-trial-"  # + "<pid of the worker process>-<random>": a trial's local work folder
+
+
+def make_work_dir() -> Path:
+    """A fresh work folder in the system temp folder, named after this process (see remove_orphaned_work_dirs)."""
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_orphaned_work_dirs(root: str | Path | None = None) -> list[Path]:
+    """Remove the work folders on this machine whose worker process is gone and return them.
+
+    A trial removes its own folder when it ends, but a worker killed by SIGKILL, the OOM killer or a node's
+    shutdown cannot: its folder (the run's last.pt, up to tens of MB) stays. Each trial sweeps at its start,
+    and the search at its end. A folder whose pid is alive stays, even if the pid was reused by another
+    process (a later sweep gets it); folders of the old unnamed form are not touched."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        pid = path.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+        if path.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
@@ -41,7 +73,8 @@ def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
     # of one machine, and a retried trial may move to another node).
     node_id = ray.get_runtime_context().get_node_id()
     trial_id = tune.get_context().get_trial_id()
-    work = Path(tempfile.mkdtemp(prefix="echotune-trial-"))
+    remove_orphaned_work_dirs()  # left by workers killed earlier on this node
+    work = make_work_dir()
     resume_from, restored_epoch, restored_trial = None, 0, trial_id
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retry after a crash, a resumed search, or a PBT clone: continue after its epoch

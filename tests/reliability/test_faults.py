@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -16,6 +17,7 @@ import pytest
 
 from tests.reliability.faults import (SearchProcess, assert_leaderboard_sees_the_interrupted_search, run_cli,
                                      trial_results, trial_statuses, wait_for)
+from trainables.common import WORK_PREFIX
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -65,6 +67,8 @@ def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(fault_data, t
         assert search.wait(300) == 0, search.output()[-4000:]
     finally:
         search.cleanup()
+    # the killed worker could not remove its work folder; a later trial or the search's end did
+    assert not list(Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}{pid}-*"))
 
     results = trial_results(experiment)
     assert len(results) == 3

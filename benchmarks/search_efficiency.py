@@ -46,6 +46,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import optuna
@@ -256,8 +257,11 @@ def run_final_fit(search_row: dict, args, data: DataCheck, storage: Path) -> dic
     return row
 
 
-def run_searches(args, data: DataCheck, storage: Path) -> tuple[list[dict], list[dict]]:
-    """Every (seed, arm) search, and the final round after each FINAL_ARM search, on one local Ray."""
+def run_searches(args, data: DataCheck, storage: Path,
+                 after_seed: Callable[[list[dict], list[dict]], None] = lambda runs, finals: None
+                 ) -> tuple[list[dict], list[dict]]:
+    """Every (seed, arm) search, and the final round after each FINAL_ARM search, on one local Ray;
+    `after_seed(runs, finals)` after each seed's arms (the partial tables)."""
     import ray
 
     from search.orchestrate import start_ray
@@ -274,6 +278,7 @@ def run_searches(args, data: DataCheck, storage: Path) -> tuple[list[dict], list
                     final = run_final_fit(runs[-1], args, data, storage)
                     if final is not None:
                         finals.append(final)
+            after_seed(runs, finals)
     finally:
         ray.shutdown()
     return runs, finals
@@ -440,6 +445,9 @@ def markdown(result: dict) -> str:
                            f"search, concurrency {s['concurrency']} x 1 CPU, seeds {' '.join(map(str, s['seeds']))}"
                            f"{', detector scale ' + s['model_scale'] if s['model_scale'] else ''}; data {s['data']}")
     split = "test" if result["has_test"] else "val (no test split)"
+    if result.get("partial"):
+        lines += [f"**Partial**: seeds {' '.join(map(str, s['seeds']))} of {' '.join(map(str, s['seeds_planned']))} "
+                  "done (the tables are rewritten after each seed).", ""]
     lines += [f"Scores on {split}; intervals: 95 %, over seeds and source videos together.", "",
               f"| arm | best val/score mean [min, max] | pick's test score | (a) pick / baseline of {s['budget']} "
               "epochs | pick's test mAP50 / view acc | picked the baseline | trial-epochs | trials | wall s | "
@@ -549,26 +557,43 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(args.data, QUICK_SPEC if args.quick else None)
     facts = run_facts("benchmarks/search_efficiency.py", argv)
     storage = ((args.storage or args.out) / name).resolve()
-    runs, finals = run_searches(args, data, storage)
+    # The baselines first (two at a time), then the searches seed by seed, with the tables rewritten after each
+    # seed: a run cut short still leaves the seeds it finished, marked partial.
     baselines = run_baselines(args, data, storage) if "baseline" in args.methods else []
-    result = {**facts, "benchmark": "search_efficiency",
-              "settings": {"space": args.space, "profile": args.profile, "img_size": args.img_size,
-                           "max_epochs": args.max_epochs, "budget": args.budget, "concurrency": args.concurrency,
-                           "seeds": args.seeds, "methods": args.methods, "model_scale": args.model_scale,
-                           "final_top_k": args.final_top_k, "data": str(data.config.yaml_path)},
-              "has_test": has_test(data), "runs": runs, "baselines": baselines, "finals": finals,
-              "summary": summarise(runs, baselines, finals),
-              "headline": {m: headline(runs, args.budget, m) for m in ARMS
-                           if m != "random" and m in args.methods and "random" in args.methods}}
-    result["wall_s"] = time.perf_counter() - start
-    for row in [*runs, *baselines, *finals]:  # the video resamples stay out of the JSON
-        for pick in (row.get("pick"), row.get("winner"), row.get("baseline")):
-            if isinstance(pick, dict):
-                pick.pop("_draws", None)
-    write_outputs(args.out, name, result, markdown(result))
-    plot(result, args.out / f"{name}.png")
+
+    def write(runs: list[dict], finals: list[dict]) -> dict:
+        done = sorted({r["seed"] for r in runs})
+        result = {**facts, "benchmark": "search_efficiency",
+                  "settings": {"space": args.space, "profile": args.profile, "img_size": args.img_size,
+                               "max_epochs": args.max_epochs, "budget": args.budget, "concurrency": args.concurrency,
+                               "seeds": done, "seeds_planned": args.seeds, "methods": args.methods,
+                               "model_scale": args.model_scale, "final_top_k": args.final_top_k,
+                               "data": str(data.config.yaml_path)},
+                  "partial": done != sorted(args.seeds), "has_test": has_test(data), "runs": runs,
+                  "baselines": [b for b in baselines if b["seed"] in done], "finals": finals}
+        result["summary"] = summarise(runs, result["baselines"], finals)
+        result["headline"] = {m: headline(runs, args.budget, m) for m in ARMS
+                              if m != "random" and m in args.methods and "random" in args.methods}
+        result["wall_s"] = time.perf_counter() - start
+        write_outputs(args.out, name, strip_draws(result), markdown(result))
+        plot(result, args.out / f"{name}.png")
+        return result
+
+    runs, finals = run_searches(args, data, storage, after_seed=write)
+    result = write(runs, finals)
     print("\n" + markdown(result) + f"\nTotal wall time {result['wall_s']:.0f} s; {args.out / name}.{{json,md,png}}")
     return 0
+
+
+def strip_draws(result: dict) -> dict:
+    """A copy of `result` without the video resamples (they stay out of the JSON)."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if k != "_draws"}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+    return clean(result)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,12 @@ def test_seeds_and_videos_ratio_without_a_positive_reference_is_nan():
     assert est["difference"].value == pytest.approx(0.2)
 
 
+def test_strip_draws_leaves_everything_else():
+    result = {"runs": [{"pick": {"test": {"score": 1}, "_draws": np.zeros(3)}}], "finals": [], "x": 1}
+    assert se.strip_draws(result) == {"runs": [{"pick": {"test": {"score": 1}}}], "finals": [], "x": 1}
+    assert "_draws" in result["runs"][0]["pick"]  # a copy: the caller's result keeps its resamples
+
+
 def test_goals_report_met_missed_and_not_measurable():
     estimate = lambda v, lo, hi: {"value": v, "low": lo, "high": hi}  # noqa: E731
     result = {"settings": {"budget": 48, "max_epochs": 12},
@@ -115,7 +121,8 @@ def test_quick_mode_end_to_end(tiny_synthetic, tmp_path, run_benchmark):
             "headline"} <= set(result)
     settings = result["settings"]
     budget, concurrency, epochs = settings["budget"], settings["concurrency"], settings["max_epochs"]
-    assert settings["seeds"] == [0] and settings["model_scale"] == "test" and settings["img_size"] == 64
+    assert settings["seeds"] == settings["seeds_planned"] == [0] and not result["partial"]
+    assert settings["model_scale"] == "test" and settings["img_size"] == 64
     assert [r["method"] for r in result["runs"]] == list(se.ARMS)
     for run in result["runs"]:
         if run["method"] == "pbt":  # a fixed population of budget / epochs members, each to the end

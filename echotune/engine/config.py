@@ -44,6 +44,9 @@ class TrainConfig:
     balance: str = "gradnorm"
     gn_alpha: float = 1.5
     gn_lr: float = 0.025
+    # balance=fixed: the view loss's weight (the detection loss's is 1). 0 trains detection only: the view head
+    # is still built and evaluated, but neither it nor the shared trunk learns from the view labels.
+    view_loss_weight: float = 1.0
     # optimisation, per stage
     epochs: int = 10  # total over the three stages
     stage_split: tuple[float, float, float] = (0.3, 0.5, 0.2)  # the original study's 30/50/20
@@ -117,6 +120,9 @@ class TrainConfig:
         if self.arch == "dual" and self.balance == "gradnorm":
             raise ValueError("balance=gradnorm needs a shared layer; the dual architecture has none "
                              "(use balance=fixed or uncertainty)")
+        if self.view_loss_weight != 1.0 and self.balance != "fixed":
+            raise ValueError(f"view_loss_weight applies to balance=fixed only ({self.balance} learns the task "
+                             f"weights itself), got view_loss_weight={self.view_loss_weight}")
         if self.img_size < 64 or self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 and >= 64, got {self.img_size}")
         if self.epochs < 1:
@@ -133,7 +139,7 @@ class TrainConfig:
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0, or -1 for auto, got {self.workers}")
         for name in ("gn_alpha", "mixup_alpha", "weight_decay", "momentum", "warmup_epochs", "grad_clip",
-                     "focal_gamma", "lr_cls_factor"):
+                     "focal_gamma", "lr_cls_factor", "view_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

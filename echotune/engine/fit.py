@@ -77,7 +77,8 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
     model = build_model(cfg, data).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr).to(device)
+    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr,
+                               weights=(1.0, cfg.view_loss_weight)).to(device)
     optimizer = build_optimizer(cfg, model, balancer)
     ema = ModelEMA(model, cfg.ema_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp)

@@ -50,7 +50,6 @@ import argparse
 import ast
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,6 +60,7 @@ import numpy as np
 import torch
 
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
+from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.check import DataCheck
 from echotune.data.dataset import EchoDataset, Letterbox
 from echotune.data.yolo_export import YoloExport, export_yolo
@@ -136,7 +136,7 @@ def run_ultralytics(model: str, seed: int, args, export: YoloExport, data: DataC
            "project": str(folder), "name": name, "cache": "ram", "settings": offline_settings(), **PREDICT,
            "predict": {split: [str(s.image) for s in data.samples[split]] for split in held_out_splits(data)}}
     job_path, out_path, log_path = folder / f"{name}.job.json", folder / f"{name}.out.json", folder / f"{name}.log"
-    job_path.write_text(json.dumps(job, indent=2))
+    atomic_write_text(job_path, json.dumps(job, indent=2))
     out_path.unlink(missing_ok=True)
     runner = Path(__file__).with_name("ultralytics_runner.py")
     print(f"  {model} seed {seed}: training in Ultralytics' venv, log {log_path}", file=sys.stderr, flush=True)
@@ -213,7 +213,7 @@ class EpochClock:
         self.epoch_s.append(now - self._last)
         if checkpoint is not None and metrics["val/map50_95"] > self.best:
             self.best, self.best_epoch = metrics["val/map50_95"], int(metrics["epoch"])
-            shutil.copyfile(checkpoint, self.best_path)
+            atomic_write_bytes(self.best_path, Path(checkpoint).read_bytes())
         self._last = time.perf_counter()
 
 

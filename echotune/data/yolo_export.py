@@ -20,14 +20,13 @@ Ray-free, torch-free: usable on its own to train any YOLO tool on an EchoTune da
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from echotune.atomic import atomic_write_text
+from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.check import DataCheck, Sample
 from echotune.data.config import SPLITS
 from echotune.data.labels import ImageLabels
@@ -68,7 +67,7 @@ def link_image(source: Path, target: Path, prefer: str = "symlink") -> str:
             elif kind == "hardlink":
                 os.link(source, target)
             else:
-                shutil.copy2(source, target)
+                atomic_write_bytes(target, Path(source).read_bytes())
             return kind
         except OSError:
             if kind == "copy":

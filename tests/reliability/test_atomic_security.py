@@ -54,6 +54,11 @@ WRITE_ALLOWED = {
         "complete (renamed into place) or not at all",
     ("echotune/data/synthetic.py", "_write_split", ".write_text"):
         "label files, inside the same atomic_directory as the images",
+    ("benchmarks/vs_ultralytics.py", "run_ultralytics", "open"):
+        "the Ultralytics subprocess's log, streamed while it runs (a log, not a result: a torn one loses lines)",
+    ("benchmarks/ultralytics_runner.py", "main", ".write_text"):
+        "runs in Ultralytics' own virtualenv, without EchoTune: it writes a .tmp sibling and os.replace()s it "
+        "over the result, the same pattern as echotune.atomic",
 }
 
 _OPEN_MODE = re.compile(r"^[rwxabtU+]+(:\w*)?$")

@@ -1,10 +1,12 @@
 """The forward contract shared by the multi-task models (``shared`` and ``dual``).
 
-  forward_raw(images) -> (det_raw: [(B, 3, S/s, S/s, 5 + nc)] for s = 8, 16, 32, view_logits: (B, n_views))
+  forward_raw(images) -> (det_raw: 3 level tensors for s = 8, 16, 32, view_logits: (B, n_views))
+                          det_raw per level: head="anchor" (B, 3, S/s, S/s, 5 + nc) (models.decode),
+                          head="anchorfree" (B, S/s, S/s, 4 * reg_max + nc) (models.anchorfree)
   forward(images, targets=None):
     train mode -> self.criterion(det_raw, view_logits, targets, model=self), a dict of named losses
-                  ("loss/box", "loss/obj", "loss/cls_det", "loss/view")
-    eval mode  -> {"detections": postprocess(det_raw, ...), "view_logits": view_logits}
+                  ("loss/box", "loss/obj", "loss/cls_det", "loss/view"), whichever the head
+    eval mode  -> {"detections": nms_detections(head.decode(det_raw), ...), "view_logits": view_logits}
 
 Images are (B, 3, S, S) floats in [0, 1], S a multiple of 32.
 """
@@ -15,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .decode import postprocess
+from .decode import nms_detections
 from .detector import Detector, check_image_size
 
 Criterion = Callable[..., dict[str, torch.Tensor]]
@@ -32,11 +34,11 @@ class MultiTaskModel(nn.Module):
     has_shared_layer = False
 
     def __init__(self, scale: str, nc: int, n_views: int, img_size: int, anchors: Any = None,
-                 criterion: Criterion | None = None):
+                 criterion: Criterion | None = None, head: str = "anchor"):
         super().__init__()
         if n_views < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
-        self.detector = Detector(scale, nc, img_size, anchors)
+        self.detector = Detector(scale, nc, img_size, anchors, head)
         self.scale, self.nc, self.n_views, self.img_size = scale, nc, n_views, img_size
         self.criterion = criterion
         self.conf_thres, self.iou_thres, self.max_det = 0.001, 0.6, 300
@@ -57,8 +59,13 @@ class MultiTaskModel(nn.Module):
         return self.detector.head.strides
 
     @property
-    def anchors(self) -> torch.Tensor:
-        """(3, 3, 2) anchor (w, h) in input pixels, per level."""
+    def head_kind(self) -> str:
+        """The detection head: "anchor" or "anchorfree" (models.heads.DETECT_HEADS)."""
+        return self.detector.head.kind
+
+    @property
+    def anchors(self) -> torch.Tensor | None:
+        """(3, 3, 2) anchor (w, h) in input pixels, per level; None for the anchor-free head (it has none)."""
         return self.detector.head.anchors
 
     def shared_parameters(self) -> list[nn.Parameter]:
@@ -91,6 +98,6 @@ class MultiTaskModel(nn.Module):
                 raise ValueError("train-mode forward needs targets (or call model.eval() for detections, or "
                                  "forward_raw for the raw outputs)")
             return self.criterion(det_raw, view_logits, targets, model=self)
-        detections = postprocess(det_raw, self.anchors, self.strides, conf_thres=self.conf_thres,
-                                 iou_thres=self.iou_thres, max_det=self.max_det)
+        detections = nms_detections(self.detector.head.decode(det_raw), images.shape[-2:],
+                                    conf_thres=self.conf_thres, iou_thres=self.iou_thres, max_det=self.max_det)
         return {"detections": detections, "view_logits": view_logits}

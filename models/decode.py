@@ -1,4 +1,4 @@
-"""Decoding raw detector outputs into boxes, and NMS post-processing.
+"""Decoding raw anchor-head outputs into boxes, and the NMS post-processing every head shares.
 
 Raw format (the contract): per level i a (B, na, H_i, W_i, 5 + nc) tensor of logits ``tx, ty, tw, th, obj, cls..``.
 Decoding (the YOLOv5 parameterisation): with sigmoid s(.), grid cell (x, y), the level's stride and anchor (w, h)
@@ -40,18 +40,31 @@ def xywh_to_xyxy(xywh: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def postprocess(raw: Sequence[torch.Tensor], anchors: torch.Tensor, strides: Sequence[float] | torch.Tensor,
                 conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
-    """Raw level outputs -> per image ``{"boxes": (K, 4) xyxy px, "scores": (K,), "labels": (K,) int64}``.
+    """Anchor-head raw level outputs -> per image ``{"boxes": (K, 4) xyxy px, "scores": (K,), "labels": (K,)}``.
 
-    score = obj * class probability of the best class (one label per box), kept when > conf_thres, clipped to
-    the image (size = H_0 * stride_0 by W_0 * stride_0), class-wise NMS at iou_thres, at most max_det by score.
-    anchors: (levels, na, 2) in pixels; strides: (levels,).
+    ``decode_level`` on every level, then ``nms_detections`` with the image size H_0 * stride_0 by W_0 * stride_0.
+    anchors: (levels, na, 2) in pixels; strides: (levels,). (A model decodes with its own head's ``decode``,
+    which works for either head; this function is the anchor head's shortcut.)
     """
     strides = [float(s) for s in (strides.tolist() if isinstance(strides, torch.Tensor) else strides)]
     if not len(raw) == len(anchors) == len(strides):
         raise ValueError(f"need one anchor set and stride per level: {len(raw)} levels, {len(anchors)} anchor "
                          f"sets, {len(strides)} strides")
-    img_h, img_w = raw[0].shape[2] * strides[0], raw[0].shape[3] * strides[0]
+    image_hw = (raw[0].shape[2] * strides[0], raw[0].shape[3] * strides[0])
     decoded = torch.cat([decode_level(r, a, s) for r, a, s in zip(raw, anchors, strides)], dim=1)  # (B, N, 5+nc)
+    return nms_detections(decoded, image_hw, conf_thres, iou_thres, max_det)
+
+
+@torch.no_grad()
+def nms_detections(decoded: torch.Tensor, image_hw: Sequence[float], conf_thres: float = 0.001,
+                   iou_thres: float = 0.6, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
+    """Decoded (B, N, 5 + nc) rows (cx, cy, w, h px, obj, class probabilities; any head's ``decode``) -> per
+    image ``{"boxes": (K, 4) xyxy px, "scores": (K,), "labels": (K,) int64}``.
+
+    score = obj * class probability of the best class (one label per box), kept when > conf_thres, clipped to
+    the image (image_hw = (height, width) px), class-wise NMS at iou_thres, at most max_det by score.
+    """
+    img_h, img_w = float(image_hw[0]), float(image_hw[1])
     results = []
     for det in decoded:  # (N, 5 + nc) per image
         scores, labels = (det[:, 5:] * det[:, 4:5]).max(dim=1)

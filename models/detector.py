@@ -1,4 +1,5 @@
-"""A YOLOv5-style anchor-based detector written from scratch: CSP backbone + SPPF, PAN neck, 3-level head.
+"""A YOLOv5-style detector written from scratch: CSP backbone + SPPF, PAN neck, 3-level head (anchor-based
+DetectHead, or the anchor-free AnchorFreeHead of models.anchorfree: ``head="anchorfree"``).
 
 Layout (published YOLOv5 v6 configuration; base channels / C3 depths before scaling):
   backbone: stem 6x6/2 (64) -> 3x3/2 (128) C3x3 -> 3x3/2 (256) C3x6 [C3, stride 8] -> 3x3/2 (512) C3x9
@@ -16,8 +17,9 @@ import torch
 from torch import nn
 
 from .anchors import default_anchors
+from .anchorfree import AnchorFreeHead
 from .blocks import C3, SPPF, ConvBNAct
-from .heads import DEFAULT_STRIDES, DetectHead
+from .heads import DEFAULT_STRIDES, DETECT_HEADS, DetectHead
 
 # scale -> (depth multiplier, width multiplier); "test" is a tiny network for unit tests.
 SCALES: dict[str, tuple[float, float]] = {
@@ -113,25 +115,34 @@ class PANNeck(nn.Module):
 
 
 class Detector(nn.Module):
-    """Backbone + PANNeck + DetectHead. forward: (B, 3, S, S) -> raw list [(B, 3, S/s, S/s, 5 + nc)] for s = 8, 16, 32.
+    """Backbone + PANNeck + a detection head. forward: (B, 3, S, S) -> raw list of 3 level tensors, s = 8, 16, 32:
+    head="anchor": [(B, 3, S/s, S/s, 5 + nc)] (models.decode); head="anchorfree": [(B, S/s, S/s, 4 * 16 + nc)]
+    (models.anchorfree). ``head.decode(raw)`` turns either into (B, N, 5 + nc) rows for ``nms_detections``.
 
-    anchors: None (defaults scaled to img_size) or array-like (3, 3, 2) / (3, 6) in pixels. img_size is the
-    nominal training size (used for default anchors and the objectness bias prior); any multiple of 32 runs.
+    anchors (anchor head only): None (defaults scaled to img_size) or array-like (3, 3, 2) / (3, 6) in pixels.
+    img_size is the nominal training size (used for default anchors and the bias priors); any multiple of 32 runs.
     """
 
-    def __init__(self, scale: str = "s", nc: int = 4, img_size: int = 160, anchors=None):
+    def __init__(self, scale: str = "s", nc: int = 4, img_size: int = 160, anchors=None, head: str = "anchor"):
         super().__init__()
         if nc < 1:
             raise ValueError(f"nc (number of detection classes) must be >= 1, got {nc}")
+        if head not in DETECT_HEADS:
+            raise ValueError(f"unknown head {head!r}; valid: {', '.join(DETECT_HEADS)}")
+        if head != "anchor" and anchors is not None:
+            raise ValueError(f"anchors apply only to head='anchor'; the {head!r} head has none")
         check_image_size(img_size, img_size)
         depth_mult, width_mult = scale_multipliers(scale)
-        anchors = torch.as_tensor(default_anchors(img_size) if anchors is None else anchors, dtype=torch.float32)
-        if anchors.numel() != len(DEFAULT_STRIDES) * 3 * 2 or not bool((anchors > 0).all()):
-            raise ValueError(f"anchors must be (3, 3, 2) positive (w, h) pixels, got shape {tuple(anchors.shape)}")
         self.scale, self.nc, self.img_size = scale, nc, img_size
         self.backbone = Backbone(depth_mult, width_mult)
         self.neck = PANNeck(self.backbone.out_channels, scale_depth(NECK_DEPTH, depth_mult))
-        self.head = DetectHead(self.neck.out_channels, nc, anchors.reshape(3, 3, 2), img_size)
+        if head == "anchor":
+            anchors = torch.as_tensor(default_anchors(img_size) if anchors is None else anchors, dtype=torch.float32)
+            if anchors.numel() != len(DEFAULT_STRIDES) * 3 * 2 or not bool((anchors > 0).all()):
+                raise ValueError(f"anchors must be (3, 3, 2) positive (w, h) pixels, got shape {tuple(anchors.shape)}")
+            self.head = DetectHead(self.neck.out_channels, nc, anchors.reshape(3, 3, 2), img_size)
+        else:
+            self.head = AnchorFreeHead(self.neck.out_channels, nc, img_size)
         # channels of each tappable feature map (see features())
         self.feature_channels = dict(zip(FEATURE_NAMES, (self.backbone.out_channels[2], *self.neck.out_channels)))
 

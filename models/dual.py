@@ -64,11 +64,11 @@ class DualBackbone(MultiTaskModel):
 
     def __init__(self, scale: str = "s", nc: int = 4, n_views: int = 3, img_size: int = 160,
                  classifier: str = "resnet18", classifier_weights: str | Path | None = None, dropout: float = 0.2,
-                 anchors: Any = None, criterion: Criterion | None = None):
+                 anchors: Any = None, criterion: Criterion | None = None, head: str = "anchor"):
         if not timm.is_model(classifier):
             raise ValueError(f"unknown timm classifier {classifier!r}; see timm.list_models() for valid names "
                              f"(e.g. resnet18, efficientnet_b0, mobilenetv3_small_100)")
-        super().__init__(scale, nc, n_views, img_size, anchors, criterion)
+        super().__init__(scale, nc, n_views, img_size, anchors, criterion, head)
         self.classifier_name = classifier
         self.classifier = timm.create_model(classifier, pretrained=False, num_classes=n_views, drop_rate=dropout)
         cfg = getattr(self.classifier, "pretrained_cfg", None) or {}

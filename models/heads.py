@@ -1,4 +1,4 @@
-"""Task heads: the view classifier head and the anchor-based detection head."""
+"""Task heads: the view classifier head and the anchor-based detection head (the anchor-free one: models.anchorfree)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .decode import decode_level
+
+# The detection heads a model can be built with (TrainConfig.head): "anchor" = DetectHead (YOLOv5-style),
+# "anchorfree" = models.anchorfree.AnchorFreeHead (decoupled, distribution box, task-aligned training).
+DETECT_HEADS = ("anchor", "anchorfree")
 NUM_ANCHORS = 3  # anchors per level (na)
 DEFAULT_STRIDES = (8, 16, 32)  # P3, P4, P5
 # Prior number of objects per image and of the class probability, for the initial biases (RetinaNet-style
@@ -37,6 +42,8 @@ class DetectHead(nn.Module):
     The last dim is ``tx, ty, tw, th, obj, cls_0 .. cls_{nc-1}`` (see ``models.decode``). Buffers: ``anchors``
     (3, na, 2) (w, h) in input pixels and ``strides`` (3,) — saved in the state dict, moved by ``.to()``.
     """
+
+    kind = "anchor"
 
     def __init__(self, in_channels: Sequence[int], nc: int, anchors: torch.Tensor, img_size: int,
                  strides: Sequence[int] = DEFAULT_STRIDES):
@@ -69,3 +76,7 @@ class DetectHead(nn.Module):
             # (B, na, no, H, W) -> (B, na, H, W, no); already contiguous (free) for channels_last inputs
             out.append(y.view(b, self.na, self.no, h, w).permute(0, 1, 3, 4, 2).contiguous())
         return out
+
+    def decode(self, raw: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Raw levels -> (B, N, 5 + nc) float32 cx, cy, w, h px, obj, class probabilities (``decode_level``)."""
+        return torch.cat([decode_level(r, a, s) for r, a, s in zip(raw, self.anchors, self.strides.tolist())], 1)

@@ -38,10 +38,10 @@ class SharedMultiTask(MultiTaskModel):
 
     def __init__(self, scale: str = "s", nc: int = 4, n_views: int = 3, img_size: int = 160,
                  view_level: str = "P3", dropout: float = 0.2, anchors: Any = None,
-                 criterion: Criterion | None = None):
+                 criterion: Criterion | None = None, head: str = "anchor"):
         if view_level not in VIEW_LEVELS:
             raise ValueError(f"unknown view_level {view_level!r}; valid: {', '.join(VIEW_LEVELS)}")
-        super().__init__(scale, nc, n_views, img_size, anchors, criterion)
+        super().__init__(scale, nc, n_views, img_size, anchors, criterion, head)
         self.view_level = view_level
         self.view_head = ViewHead(self.detector.feature_channels[view_level], n_views, dropout)
 

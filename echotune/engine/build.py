@@ -10,7 +10,7 @@ from torch import nn
 from echotune.balance import FixedBalancer
 from echotune.data.check import DataCheck
 from echotune.engine.config import TrainConfig
-from echotune.losses import DetectionLoss, MultiTaskCriterion, ViewLoss
+from echotune.losses import AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -66,8 +66,11 @@ def train_box_sizes(data: DataCheck, img_size: int) -> np.ndarray:
 
 
 def build_criterion(cfg: TrainConfig, data: DataCheck) -> MultiTaskCriterion:
-    det = DetectionLoss(data.config.nc, box=cfg.loss_box, obj=cfg.loss_obj, cls=cfg.loss_cls,
-                        focal_gamma=cfg.focal_gamma, img_size=cfg.img_size)
+    if cfg.head == "anchorfree":  # no objectness: loss_obj does not apply
+        det = AnchorFreeLoss(data.config.nc, box=cfg.loss_box, cls=cfg.loss_cls, focal_gamma=cfg.focal_gamma)
+    else:
+        det = DetectionLoss(data.config.nc, box=cfg.loss_box, obj=cfg.loss_obj, cls=cfg.loss_cls,
+                            focal_gamma=cfg.focal_gamma, img_size=cfg.img_size)
     view = ViewLoss(len(data.view_names), kind=cfg.loss_view, smoothing=cfg.view_smoothing,
                     class_counts=view_class_counts(data) if cfg.loss_view == "class_balanced" else None)
     return MultiTaskCriterion(det, view)
@@ -87,7 +90,7 @@ def create_network(cfg: TrainConfig, nc: int, n_views: int, anchors=None, criter
     from models import create_model
 
     common = dict(scale=cfg.model_scale, nc=nc, n_views=n_views, img_size=cfg.img_size,
-                  dropout=cfg.view_dropout, anchors=anchors, criterion=criterion)
+                  dropout=cfg.view_dropout, anchors=anchors, criterion=criterion, head=cfg.head)
     if cfg.arch == "shared":
         return create_model("shared", view_level=cfg.view_level, **common)
     return create_model("dual", classifier=cfg.classifier, classifier_weights=cfg.classifier_weights, **common)

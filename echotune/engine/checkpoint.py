@@ -95,7 +95,10 @@ def load_error_reason(path: str | os.PathLike, exc: Exception) -> str:
 
 
 # the model's shape, and the kinds of saved state (the balancer's and optimizer's load only into their own kind)
-SHAPE_KEYS = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views", "balance", "optimizer")
+SHAPE_KEYS = ("arch", "model_scale", "img_size", "view_level", "classifier", "nc", "n_views", "balance", "optimizer",
+              "head")
+# shape keys added after checkpoints were first written, with the value every older checkpoint implies
+SHAPE_DEFAULTS = {"head": "anchor"}
 
 
 def check_compatible(state: dict, config: dict, path: str | os.PathLike, strict: bool = False) -> None:
@@ -107,7 +110,7 @@ def check_compatible(state: dict, config: dict, path: str | os.PathLike, strict:
     (MUTABLE_KEYS: they take effect from the next epoch, e.g. a PBT member continuing from another member's
     checkpoint with mutated values) and the runtime keys (RUNTIME_KEYS) may differ; any other key is checked when
     both sides hold it (a checkpoint of an older version may lack a key added since)."""
-    saved = state.get("config", {})
+    saved = {**SHAPE_DEFAULTS, **state.get("config", {})}
     diffs = [f"{k}: checkpoint {saved.get(k)!r} vs config {config.get(k)!r}" for k in SHAPE_KEYS
              if k in config and saved.get(k) != config.get(k)]
     if strict:

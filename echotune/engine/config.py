@@ -39,7 +39,8 @@ class TrainConfig:
     view_dropout: float = 0.2
     classifier: str = "resnet18"  # timm name, dual only
     classifier_weights: str | None = None
-    kmeans_anchors: bool = False
+    kmeans_anchors: bool = False  # anchor head only
+    head: str = "anchor"  # detection head: models.heads.DETECT_HEADS ("anchor": YOLOv5-style, "anchorfree")
     # balancing of the detection and view losses
     balance: str = "gradnorm"
     gn_alpha: float = 1.5
@@ -110,6 +111,7 @@ class TrainConfig:
         from echotune.augment import POLICIES
         from echotune.balance import BALANCERS
         from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
+        from models.heads import DETECT_HEADS
 
         _choice("balance", self.balance, BALANCERS)
         _choice("loss_box", self.loss_box, BOX_LOSSES)
@@ -117,6 +119,10 @@ class TrainConfig:
         _choice("loss_cls", self.loss_cls, OBJ_LOSSES)
         _choice("loss_view", self.loss_view, VIEW_LOSSES)
         _choice("aug_policy", self.aug_policy, POLICIES)
+        _choice("head", self.head, DETECT_HEADS)
+        if self.kmeans_anchors and self.head != "anchor":
+            raise ValueError(f"kmeans_anchors=True needs head='anchor': the {self.head!r} head has no anchors "
+                             "(drop kmeans_anchors)")
         if self.arch == "dual" and self.balance == "gradnorm":
             raise ValueError("balance=gradnorm needs a shared layer; the dual architecture has none "
                              "(use balance=fixed or uncertainty)")

@@ -1,30 +1,41 @@
-"""EchoTune losses: YOLOv5-style detection loss, view-classification loss, and the multi-task criterion."""
+"""EchoTune losses: YOLOv5-style detection loss, the anchor-free head's task-aligned loss, view-classification
+loss, and the multi-task criterion."""
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .anchorfree import AnchorFreeLoss, distribution_focal_loss
 from .assign import LevelTargets, build_targets
 from .detection import BOX_LOSSES, CLS_LOSSES, OBJ_LOSSES, DetectionLoss
 from .view import VIEW_LOSSES, ViewLoss, class_balanced_weights
 
-__all__ = ["BOX_LOSSES", "CLS_LOSSES", "OBJ_LOSSES", "VIEW_LOSSES", "DetectionLoss", "LevelTargets",
-           "MultiTaskCriterion", "ViewLoss", "build_targets", "class_balanced_weights"]
+__all__ = ["BOX_LOSSES", "CLS_LOSSES", "OBJ_LOSSES", "VIEW_LOSSES", "AnchorFreeLoss", "DetectionLoss", "LevelTargets",
+           "MultiTaskCriterion", "ViewLoss", "build_targets", "class_balanced_weights", "distribution_focal_loss"]
 
 
 class MultiTaskCriterion:
     """Both task losses; the caller (a task balancer) combines them.
 
     `criterion(det_raw, view_logits, targets, model)` -> {"loss/box", "loss/obj", "loss/cls_det", "loss/view"},
-    reading the anchors (L, na, 2) px and strides (L,) from the model's `anchors` / `strides` buffers.
+    reading the strides (L,) and, for the anchor head, the anchors (L, na, 2) px from the model's buffers. The
+    detection loss must match the model's head (`det.head == model.head_kind`): DetectionLoss for "anchor",
+    AnchorFreeLoss for "anchorfree".
     """
 
-    def __init__(self, det: DetectionLoss, view: ViewLoss):
+    def __init__(self, det: DetectionLoss | AnchorFreeLoss, view: ViewLoss):
         self.det, self.view = det, view
 
     def __call__(self, det_raw: list[Tensor], view_logits: Tensor, targets: dict,
                  model: nn.Module) -> dict[str, Tensor]:
         """Also returns "per_image": (B,) detached detection + view loss of each image (for hard-example mining)."""
-        losses = self.det(det_raw, targets, model.anchors, model.strides)
+        kind = getattr(model, "head_kind", "anchor")
+        if self.det.head != kind:
+            raise ValueError(f"{type(self.det).__name__} is the loss of head={self.det.head!r}, but the model has "
+                             f"head={kind!r} (build the criterion from the same TrainConfig.head)")
+        if kind == "anchor":
+            losses = self.det(det_raw, targets, model.anchors, model.strides)
+        else:
+            losses = self.det(det_raw, targets, model.strides)
         losses["loss/view"] = self.view(view_logits, targets["views"])
         losses["per_image"] = self.det.last_per_image + self.view.last_per_image
         return losses

@@ -36,6 +36,8 @@ def decode_matched(ps: Tensor, anchor_wh: Tensor) -> Tensor:
 class DetectionLoss:
     """`loss(raw, targets, anchors, strides)` -> {"loss/box", "loss/obj", "loss/cls_det"} scalar tensors."""
 
+    head = "anchor"  # the detection head this loss trains (models.heads.DETECT_HEADS)
+
     def __init__(self, nc: int, box: str = "ciou", obj: str = "bce", cls: str = "bce", focal_gamma: float = 1.5,
                  focal_alpha: float = 0.25, label_smoothing: float = 0.0, box_gain: float = 0.05,
                  obj_gain: float = 1.0, cls_gain: float = 0.5, level_balance: Sequence[float] = (4.0, 1.0, 0.4),

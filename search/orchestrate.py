@@ -167,7 +167,7 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
 
     if "://" in cfg.storage:  # the trial files are in the object store; the analysis reads a filesystem
         print(f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
-              f"python search/leaderboard.py on it.")
+              f"python search/leaderboard.py on it (with --write for the ensemble builder's leaderboard.parquet).")
         return {"best": None, "baseline": None, "rows": [], "report": None}
     experiment = Path(cfg.experiment_dir)
     report = build_report([experiment], by="score", top=top)

@@ -321,7 +321,7 @@ def test_ray_job_submit_route_with_bucket_storage_then_fetch_and_leaderboard(loo
     shutil.copytree(loopback_cluster.root / "bucket" / "via_job", fetched)  # aws s3 sync s3://BUCKET/echotune/NAME
     for path in (loopback_cluster.root / "head-results" / "via_job").iterdir():  # ray rsync-down ...results/NAME
         shutil.copy(path, fetched / path.name)
-    assert load("leaderboard").main([str(fetched)]) == 0
+    assert load("leaderboard").main([str(fetched), "--write"]) == 0  # docs/cluster.md step 7
     _assert_trials_ran_on_both_nodes(loopback_cluster, fetched)
 
 

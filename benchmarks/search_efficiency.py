@@ -55,7 +55,7 @@ from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, 
 from echotune.data.check import DataCheck
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.metrics import Estimate, bootstrap_draws, percentile_interval
-from spaces import get_space, to_train_config
+from spaces import get_profile, get_space, to_train_config
 
 ARMS = {"asha+tpe": ("asha", "tpe"), "asha+random": ("asha", "random"), "tpe": ("fifo", "tpe"),
         "random": ("fifo", "random"), "pbt": ("pbt", "random")}  # arm -> (scheduler, searcher)
@@ -440,7 +440,8 @@ def goals(result: dict) -> list[str]:
 
 def markdown(result: dict) -> str:
     s = result["settings"]
-    lines = header(result, f"space {s['space']} (profile {s['profile']}), {s['img_size'] or 'the profile'} px, "
+    size = f"{s['img_size']} px" if s["img_size"] else f"{get_profile(s['profile']).img_size} px (the profile's)"
+    lines = header(result, f"space {s['space']} (profile {s['profile']}), {size}, "
                            f"E = {s['max_epochs']} epochs per trial, budget B = {s['budget']} trial-epochs per "
                            f"search, concurrency {s['concurrency']} x 1 CPU, seeds {' '.join(map(str, s['seeds']))}"
                            f"{', detector scale ' + s['model_scale'] if s['model_scale'] else ''}; data {s['data']}")

@@ -378,8 +378,12 @@ def test_trials_of_a_lost_node_move_to_another_node_and_finish(loopback_cluster,
     on_head = [r for r in moved if r["node_id"] != worker_id]
     assert on_worker == list(range(1, max(on_worker) + 1))
     assert {r["node_id"] for r in on_head} == {head_id}  # moved to the surviving node ...
-    assert {r["restored_from_epoch"] for r in on_head} == {max(on_worker)}  # ... from its last checkpoint
-    assert [r["epoch"] for r in on_head] == list(range(max(on_worker) + 1, NODE_LOSS_EPOCHS + 1))
+    # ... from its last checkpoint Ray had registered: the last reported epoch's, or, when the node died between
+    # the driver logging that result and registering its checkpoint (a separate event in Ray's controller; seen
+    # once under load), the one before. Nothing earlier is lost, and the retry redoes exactly what was lost.
+    (restored,) = {r["restored_from_epoch"] for r in on_head}
+    assert restored in (max(on_worker), max(on_worker) - 1), (restored, on_worker)
+    assert [r["epoch"] for r in on_head] == list(range(restored + 1, NODE_LOSS_EPOCHS + 1))
     rows = {r["trial_id"]: r for r in pq.read_table(experiment / "leaderboard.parquet").to_pylist()}
     assert sorted(rows) == sorted(results)
     assert {(r["status"], r["epochs_trained"]) for r in rows.values()} == {("TERMINATED", NODE_LOSS_EPOCHS)}

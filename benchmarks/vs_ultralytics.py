@@ -47,7 +47,6 @@ STORAGE/vs_ultralytics[-quick]/.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import subprocess
@@ -67,6 +66,7 @@ from echotune.data.yolo_export import YoloExport, export_yolo
 from echotune.engine import TrainConfig, fit
 from echotune.metrics import (Estimate, EvaluationSet, bootstrap_ci, bootstrap_draws, paired_bootstrap,
                               percentile_interval)
+from search.train import parse_assignment
 
 # EchoTune variants: name -> TrainConfig overrides on top of the engine defaults (shared, scale n, GradNorm).
 # Adding a variant is one line here; --set KEY=VALUE applies to all of them.
@@ -91,17 +91,6 @@ DEFAULTS = {"seeds": ([0, 1], [0]), "epochs": (20, 2), "img_size": (160, 64), "m
 
 
 # ---------------------------------------------------------------- configuration (pure)
-
-def parse_assignment(text: str) -> tuple[str, object]:
-    """`KEY=VALUE` -> (key, value): the value as a Python literal where it is one (0.5, True, (0.3, 0.5, 0.2)),
-    else the bare string (anchorfree)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def variant_config(name: str, base: dict, sets: dict) -> TrainConfig:

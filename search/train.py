@@ -55,7 +55,9 @@ def _epochs(text: str) -> dict:
     raise argparse.ArgumentTypeError(f"expected a positive total or three non-negative per-stage counts; got {text!r}")
 
 
-def _assignment(text: str) -> tuple[str, object]:
+def parse_assignment(text: str) -> tuple[str, object]:
+    """`KEY=VALUE` -> (key, value): the value as a Python literal where it is one (0.5, True, (0.3, 0.5, 0.2)),
+    else the bare string. The `--set` option's type (train.py, benchmarks/vs_ultralytics.py)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -85,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--cpus", type=int, help="torch/OpenCV threads (default 1)")
     parser.add_argument("--device", help="auto (default), cpu or cuda[:N]")
-    parser.add_argument("--set", dest="overrides", type=_assignment, action="append", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="overrides", type=parse_assignment, action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig field, e.g. --set loss_box=giou --set gn_alpha=0.5 (repeatable)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/train-<arch>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a last.pt")

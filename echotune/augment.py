@@ -169,3 +169,46 @@ def _reseed(transform, seed: int) -> None:
     transform.set_random_seed(seed)
     for i, child in enumerate(getattr(transform, "transforms", [])):
         _reseed(child, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+
+
+class Mosaic:
+    """YOLOv4's mosaic as a dataset transform: `(primary, others, seed) -> (image, boxes, classes)`.
+
+    Four letterboxed S x S frames (the primary and three `others`, each `(image, boxes, classes)`) are tiled 2 x 2
+    at full scale and an S x S window is cut around a centre drawn in the middle 40 % of the 2S x 2S canvas
+    (albumentations' `A.Mosaic`). Each jet keeps its size (the jets are small: ~24 x 12 px at 160 px) while the
+    image holds up to four frames' jets against new surroundings. A box cut by the window is kept, clipped, only
+    if at least MIN_VISIBILITY of its area is left: A.Mosaic's own filter measures the primary frame's boxes
+    only, so every box carries an id back to its original area. Seeded per call like `Augmenter`.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(size, size), cell_shape=(size, size),
+                          center_range=(0.3, 0.7), fit_mode="cover", fill=PAD_VALUE, p=1.0)
+        params = A.BboxParams(format="pascal_voc", label_fields=["classes", "box_ids"], clip=True,
+                              filter_invalid_bboxes=True, min_area=MIN_BOX_AREA, min_width=MIN_BOX_SIDE,
+                              min_height=MIN_BOX_SIDE)
+        self.transform = A.Compose([mosaic], bbox_params=params, seed=0)
+
+    def __call__(self, primary: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 others: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        frames = [primary, *others]
+        boxes = [np.asarray(b, np.float32).reshape(-1, 4) for _, b, _ in frames]
+        first_id = np.cumsum([0] + [len(b) for b in boxes])  # frame k's boxes have ids first_id[k] + 0, 1, ...
+        areas = np.concatenate([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
+        items = [{"image": image, "bboxes": b, "classes": np.asarray(c, np.int64).reshape(-1),
+                  "box_ids": np.arange(first_id[k], first_id[k + 1])}
+                 for k, ((image, _, c), b) in enumerate(zip(frames, boxes))]
+        _reseed(self.transform, seed)
+        # A.Mosaic draws its three extra cells from `mosaic_metadata` with its own seeded generator.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = self.transform(**items[0], mosaic_metadata=items[1:])
+        out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        out_classes = np.asarray(out["classes"], np.int64).reshape(-1)
+        ids = np.asarray(out["box_ids"], np.int64).reshape(-1)
+        x1, y1, x2, y2 = out_boxes.T
+        visible = (x2 - x1) * (y2 - y1) >= MIN_VISIBILITY * areas[ids] if len(ids) else np.zeros(0, bool)
+        keep = np.isfinite(out_boxes).all(1) & (x2 > x1) & (y2 > y1) & visible
+        return np.ascontiguousarray(out["image"]), out_boxes[keep], out_classes[keep]

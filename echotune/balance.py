@@ -71,13 +71,16 @@ class UncertaintyBalancer(FixedBalancer):
 class GradNormBalancer(FixedBalancer):
     """GradNorm with its own Adam optimizer on w; call weighted_loss, the model's backward, then after_backward."""
 
-    def __init__(self, alpha: float = 1.5, lr: float = 0.025, tasks: Sequence[str] = TASKS):
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, tasks: Sequence[str] = TASKS,
+                 min_weight: float = 0.0):
         super().__init__((1.0,) * len(tasks), tasks)
         if alpha < 0:
             raise ValueError(f"GradNorm alpha must be >= 0, got {alpha}")
         if lr <= 0:
             raise ValueError(f"GradNorm lr must be > 0, got {lr}")
-        self.alpha = float(alpha)
+        if not 0.0 <= min_weight < 1.0:
+            raise ValueError(f"GradNorm min_weight must be in [0, 1) (a share of the uniform weight 1), got {min_weight}")
+        self.alpha, self.min_weight = float(alpha), float(min_weight)
         self.w = nn.Parameter(torch.ones(len(tasks)))  # replaces the fixed buffer
         self.register_buffer("initial_losses", torch.zeros(len(tasks)))
         self.register_buffer("has_initial", torch.tensor(False))
@@ -158,8 +161,7 @@ class GradNormBalancer(FixedBalancer):
         self.w.grad = torch.sign(g - target) * grad_norms
         self.optimizer.step()
         with torch.no_grad():
-            self.w.clamp_(min=1e-4)
-            self.w.mul_(len(self.tasks) / self.w.sum())
+            self.w.copy_(renormalise(self.w, self.min_weight))
 
     def weights(self) -> dict[str, float]:
         return {name: float(w) for name, w in zip(self.tasks, self.w.detach())}
@@ -172,12 +174,24 @@ class GradNormBalancer(FixedBalancer):
         self.optimizer.load_state_dict(state["optimizer"])
 
 
+def renormalise(w: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
+    """(T,) weights -> (T,) weights summing to T, each >= max(min_weight, 1e-4): the floor first, then the parts
+    above it rescaled to share what the floors leave (T - T * floor). min_weight 0 is the paper's renormalisation."""
+    n, floor = len(w), max(float(min_weight), 1e-4)
+    above = w.clamp(min=floor) - floor
+    spare = n - n * floor
+    total = above.sum()
+    if total <= 0:  # every weight at the floor: share the rest equally
+        return torch.full_like(w, 1.0)
+    return floor + above * (spare / total)
+
+
 def create_balancer(kind: str, alpha: float = 1.5, lr: float = 0.025,
-                    weights: Sequence[float] = (1.0, 1.0)) -> FixedBalancer:
+                    weights: Sequence[float] = (1.0, 1.0), min_weight: float = 0.0) -> FixedBalancer:
     if kind == "fixed":
         return FixedBalancer(weights)
     if kind == "gradnorm":
-        return GradNormBalancer(alpha=alpha, lr=lr)
+        return GradNormBalancer(alpha=alpha, lr=lr, min_weight=min_weight)
     if kind == "uncertainty":
         return UncertaintyBalancer()
     raise ValueError(f"unknown balance {kind!r}; valid: {', '.join(BALANCERS)}")

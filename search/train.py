@@ -5,8 +5,9 @@
     python search/train.py --preset baseline --data /path/to/data.yaml      # the original study's setup
     python search/train.py --config results/gradnorm/best_config.yaml      # a search's winner, trained again
 
-Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; prints validation metrics every epoch, and
-at the end the best checkpoint's metrics on val and test (when the dataset has one) with 95 % bootstrap
+Writes OUT/run.json, OUT/last.pt, OUT/best.pt and OUT/metrics.json; every epoch's metrics to OUT/results.csv and
+as TensorBoard scalars in OUT/tensorboard/ (view: tensorboard --logdir OUT/tensorboard); prints validation metrics
+every epoch, and at the end the best checkpoint's metrics on val and test (when the dataset has one) with 95 % bootstrap
 intervals over source videos, P/R/F1 at the confidence chosen on val, and per-class AP, P and R.
 
 Refuses leaky splits (a source video with frames in more than one split: the scores would be optimistic) before
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,7 @@ from echotune.data.report import format_report
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, held_out_table
+from echotune.engine.run_log import RunLog
 from search.best_config import ConfigFileError, read_config_file
 
 # The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
@@ -91,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any TrainConfig field, e.g. --set loss_box=giou --set gn_alpha=0.5 (repeatable)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/train-<arch>-<time>)")
     parser.add_argument("--resume", type=Path, metavar="CHECKPOINT", help="continue from a last.pt")
+    parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
+                        help="write OUT/results.csv only, no TensorBoard events")
     parser.add_argument("--strict", action="store_true", help="images without a view line are errors")
     parser.add_argument("--allow-leaky-splits", action="store_true",
                         help="train even though a source video has frames in more than one split (refused by "
@@ -117,11 +122,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def check_resume(path: Path, cfg: TrainConfig, data: DataCheck) -> None:
+def check_resume(path: Path, cfg: TrainConfig, data: DataCheck) -> list[dict]:
     """Refuse a damaged checkpoint, or one that does not fit this config and dataset, naming the file and the
-    differences (fit loads it again, onto the training device)."""
+    differences (fit loads it again, onto the training device). Returns its per-epoch history (the run log
+    starts from it)."""
     state = load_checkpoint(path)
     check_compatible(state, {**cfg.to_dict(), "nc": data.config.nc, "n_views": len(data.view_names)}, path)
+    return list(state["history"])
+
+
+def open_run_log(out: Path, history: list[dict], tensorboard: bool) -> RunLog:
+    """OUT/results.csv and OUT/tensorboard/, announced with the command that shows them."""
+    run_log = RunLog(out, history=history, tensorboard=tensorboard)
+    where = f"Per-epoch metrics: {run_log.csv_path}"
+    if run_log.tensorboard_dir is not None:
+        where += (f"; TensorBoard: tensorboard --logdir {shlex.quote(str(run_log.tensorboard_dir))} "
+                  "(pip install tensorboard)")
+    print(where, flush=True)
+    return run_log
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     except LeakySplitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    history = []
     if args.resume is not None:
         try:  # before --out is created
-            check_resume(args.resume, cfg, data)
+            history = check_resume(args.resume, cfg, data)
         except (ValueError, FileNotFoundError) as exc:
             print(f"error: --resume: {exc}", file=sys.stderr)
             return 2
@@ -161,11 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Training {cfg.arch} (scale {cfg.model_scale}, {cfg.img_size} px, balance {cfg.balance}) for "
           f"{cfg.epochs} epochs on {data.config.yaml_path}; writing {out}", flush=True)
     start = time.perf_counter()
+    run_log = open_run_log(out, history, args.tensorboard)
     try:
-        result = fit(cfg, data, resume_from=args.resume, out_dir=out, log=lambda m: print(m, flush=True))
+        result = fit(cfg, data, report=run_log, resume_from=args.resume, out_dir=out,
+                     log=lambda m: print(m, flush=True))
     except NonFiniteLossError as exc:
         print(f"error: training diverged: {exc}", file=sys.stderr)
         return 1
+    finally:
+        run_log.close()
     if result.best_checkpoint is None:  # resumed from a last.pt without its best.pt beside it, and no new best
         print(f"note: the best epoch ({result.best['epoch']}) was before the resume and its best.pt is not beside "
               f"{args.resume}; the test split is measured on the last checkpoint instead", flush=True)

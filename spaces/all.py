@@ -16,7 +16,7 @@ def define_all(trial: SuggestTrial, profile: Profile) -> dict:
     """Both architectures: arch {shared, dual}, then the gradnorm or the dual_backbone space.
 
       arch                    {shared, dual}
-      shared -> the gradnorm space: view_level, gn_alpha, gn_lr (conditional on arch=shared)
+      shared -> the gradnorm space: view_level, gn_alpha, gn_lr, gn_min_weight (conditional on arch=shared)
       dual   -> the dual_backbone space: balance {fixed, uncertainty}, classifier, lr_cls_factor
                 (conditional on arch=dual)
       both   -> the common block (model_scale, lr_stage1/2/3, weight_decay, momentum, optimizer, losses,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from spaces.profiles import Profile
 from spaces.trials import SuggestTrial
 
+DETECT_HEADS = ("anchor", "anchorfree")  # models.heads.DETECT_HEADS
 BOX_LOSSES = ("giou", "diou", "ciou")
 BINARY_LOSSES = ("bce", "focal", "varifocal")  # loss_obj and loss_cls
 FOCAL_LOSSES = ("focal", "varifocal")  # the binary losses that use focal_gamma
@@ -58,11 +59,11 @@ def suggest_optimisation(trial: SuggestTrial) -> dict:
     return {}
 
 
-def suggest_losses(trial: SuggestTrial) -> dict:
-    """Box/objectness/class/view losses; focal_gamma only with a focal-type binary loss, view_smoothing only with
-    the label-smoothing view loss."""
+def suggest_losses(trial: SuggestTrial, head: str = "anchor") -> dict:
+    """Box/objectness/class/view losses; objectness only for the anchor head (the anchor-free head has none),
+    focal_gamma only with a focal-type binary loss, view_smoothing only with the label-smoothing view loss."""
     trial.suggest_categorical("loss_box", BOX_LOSSES)
-    loss_obj = trial.suggest_categorical("loss_obj", BINARY_LOSSES)
+    loss_obj = trial.suggest_categorical("loss_obj", BINARY_LOSSES) if head == "anchor" else None
     loss_cls = trial.suggest_categorical("loss_cls", BINARY_LOSSES)
     if loss_obj in FOCAL_LOSSES or loss_cls in FOCAL_LOSSES:
         trial.suggest_float("focal_gamma", 1.0, 3.0)
@@ -81,6 +82,7 @@ def suggest_augmentation(trial: SuggestTrial, profile: Profile) -> dict:
         trial.suggest_float("aug_strength_stage2", 0.0, 1.0)
         trial.suggest_float("aug_strength_stage3", 0.0, 0.3)  # stage 3 polishes: light augmentation only
     trial.suggest_float("mixup_alpha", 0.0, 0.8)
+    trial.suggest_float("mosaic", 0.0, 1.0)  # stages 1-2
     return constants
 
 
@@ -96,5 +98,6 @@ def suggest_schedule(trial: SuggestTrial) -> dict:
 def suggest_training(trial: SuggestTrial, profile: Profile) -> dict:
     """Everything both architectures search, plus the profile's img_size and the batch size as constants."""
     trial.suggest_categorical("model_scale", profile.scales)
-    return {**suggest_optimisation(trial), **suggest_losses(trial), **suggest_augmentation(trial, profile),
+    head = trial.suggest_categorical("head", DETECT_HEADS)
+    return {**suggest_optimisation(trial), **suggest_losses(trial, head), **suggest_augmentation(trial, profile),
             **suggest_schedule(trial), "img_size": profile.img_size, "batch_size": BATCH_SIZE}

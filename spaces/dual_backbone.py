@@ -28,9 +28,9 @@ def define_dual(trial: SuggestTrial, profile: Profile) -> dict:
                                      efficientnet_b2, convnext_tiny, mobilenetv3_large_100}
       lr_cls_factor           float [0.1, 10] log      classifier lr = detector stage lr * factor
     Common (spaces/common.py): the same parameters and ranges as gradnorm's common block: model_scale
-      (detector), lr_stage1/2/3 (detector), weight_decay, momentum, optimizer, loss_box, loss_obj, loss_cls,
+      (detector), lr_stage1/2/3 (detector), weight_decay, momentum, optimizer, head, loss_box, loss_obj (anchor head), loss_cls,
       focal_gamma (conditional), loss_view, view_smoothing (conditional), aug_policy, aug_strength_stage1/2/3
-      (conditional), mixup_alpha, stage1_frac, stage2_frac (search-only), hard_mining_frac,
+      (conditional), mixup_alpha, mosaic, stage1_frac, stage2_frac (search-only), hard_mining_frac,
       label_smoothing_stage3. No view_level: the view comes from the classifier.
     Constants: arch=dual, img_size (quick 160, full 640), batch_size=8, stage_split.
     Baseline point: the original recipe with balance=fixed, the profile's baseline classifier (quick

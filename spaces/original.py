@@ -1,8 +1,8 @@
 """The original study's configuration, as TrainConfig keys, adapted to a profile.
 
 From the original study (the same values as ``search/train.py`` BASELINE): shared architecture with GradNorm
-(alpha 1.5), stage learning rates 1e-2 / 1e-3 / 1e-4 over a 30 / 50 / 20 % split, batch size 8, augmentation
-off (policy none, every stage strength 0, no mixup), view head at P3, CIoU box loss, BCE objectness and class
+(alpha 1.5, the paper's: no weight floor) and YOLOv5's anchor head, stage learning rates 1e-2 / 1e-3 / 1e-4 over a 30 / 50 / 20 % split, batch size 8, augmentation
+off (policy none, every stage strength 0, no mixup, no mosaic), view head at P3, CIoU box loss, BCE objectness and class
 losses, cross-entropy view loss, YOLOv5s at 640 px.
 
 EchoTune defaults, because the original did not state them (equal to TrainConfig's defaults, checked by tests):
@@ -18,10 +18,10 @@ from __future__ import annotations
 from spaces.profiles import Profile, get_profile
 
 ORIGINAL_STUDY: dict = {
-    "arch": "shared", "balance": "gradnorm", "gn_alpha": 1.5,
+    "arch": "shared", "balance": "gradnorm", "gn_alpha": 1.5, "gn_min_weight": 0.0, "head": "anchor",
     "lr_stage1": 1e-2, "lr_stage2": 1e-3, "lr_stage3": 1e-4, "stage_split": (0.3, 0.5, 0.2), "batch_size": 8,
     "aug_policy": "none", "aug_strength_stage1": 0.0, "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0,
-    "mixup_alpha": 0.0, "view_level": "P3",
+    "mixup_alpha": 0.0, "mosaic": 0.0, "view_level": "P3",
     "loss_box": "ciou", "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce",
 }
 

@@ -183,3 +183,33 @@ def test_augmenter_children_fire_independently():
     assert len(set(first_draws)) == len(first_draws)
     aug.transform.set_random_seed(3)  # the library's own call: identical draws, the bug we avoid
     assert len({t.py_random.random() for t in aug.transform.transforms}) == 1
+
+
+def _tile(value: int, cls: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A flat 64 px frame of one grey level with one 16 x 8 box of class `cls` in its centre."""
+    return np.full((64, 64, 3), value, np.uint8), np.array([[24, 28, 40, 36]], np.float32), np.array([cls])
+
+
+def test_mosaic_tiles_four_frames_keeping_box_sizes_and_pixels():
+    from echotune.augment import Mosaic
+
+    frames = [_tile(v, c) for v, c in ((10, 0), (70, 1), (140, 2), (220, 3))]
+    mosaic = Mosaic(64)
+    seen_levels, seen_classes = set(), set()
+    for seed in range(20):
+        image, boxes, classes = mosaic(frames[0], frames[1:], seed)
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        seen_levels |= set(np.unique(image).tolist())
+        seen_classes |= set(classes.tolist())
+        assert len(boxes) == len(classes)
+        assert np.all((boxes >= 0) & (boxes <= 64)) and np.all(boxes[:, 2:] > boxes[:, :2])
+        for (x1, y1, x2, y2), cls in zip(boxes, classes):
+            # full scale: a box is its 16 x 8 original or a clipped part of it (>= MIN_VISIBILITY of its area)
+            assert x2 - x1 <= 16 + 1e-3 and y2 - y1 <= 8 + 1e-3 and (x2 - x1) * (y2 - y1) >= 0.3 * 128 - 1
+            # each box sits on its own frame's grey level (the box label follows its pixels)
+            cx, cy = int((x1 + x2) / 2), int((y1 + y2) / 2)
+            assert image[min(cy, 63), min(cx, 63), 0] == (10, 70, 140, 220)[cls]
+    assert seen_levels == {10, 70, 140, 220} and seen_classes == {0, 1, 2, 3}
+    again = mosaic(frames[0], frames[1:], 7)
+    first = mosaic(frames[0], frames[1:], 7)
+    assert np.array_equal(again[0], first[0]) and np.array_equal(again[1], first[1])

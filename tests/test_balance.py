@@ -61,6 +61,29 @@ def test_gradnorm_lowers_the_weight_of_the_task_with_100x_larger_gradients():
     assert history[10]["view"] > history[-1]["view"]  # monotone drift, not a single jump
 
 
+def test_gradnorm_min_weight_bounds_the_task_it_would_starve():
+    # The same 100x gradient gap: unbounded, w_2 sinks below 0.2 (above); with a floor of 0.5 it stops there, the
+    # weights still sum to T = 2, and the other task takes the rest. min_weight 0 is the paper (same history).
+    bounded = train(GradNormBalancer(alpha=0.0, lr=0.05, min_weight=0.5))
+    for weights in bounded:
+        assert sum(weights.values()) == pytest.approx(2.0, abs=1e-5)
+        assert min(weights.values()) >= 0.5 - 1e-6
+    assert bounded[-1]["view"] == pytest.approx(0.5, abs=1e-6) and bounded[-1]["det"] == pytest.approx(1.5, abs=1e-6)
+    assert train(GradNormBalancer(alpha=0.0, lr=0.05, min_weight=0.0)) == train(GradNormBalancer(alpha=0.0, lr=0.05))
+    with pytest.raises(ValueError, match="min_weight"):
+        GradNormBalancer(min_weight=1.0)
+
+
+def test_renormalise_keeps_the_floor_and_the_sum():
+    from echotune.balance import renormalise
+
+    w = renormalise(torch.tensor([0.05, 1.2, 2.0]), min_weight=0.3)
+    assert float(w.sum()) == pytest.approx(3.0) and float(w.min()) == pytest.approx(0.3)
+    assert float(w[2] - 0.3) / float(w[1] - 0.3) == pytest.approx(1.7 / 0.9)  # the parts above the floor keep ratios
+    torch.testing.assert_close(renormalise(torch.tensor([0.5, 1.5])), torch.tensor([0.5, 1.5]))
+    torch.testing.assert_close(renormalise(torch.tensor([0.1, 0.1]), min_weight=0.5), torch.tensor([1.0, 1.0]))
+
+
 def test_gradnorm_scaling_is_symmetric():
     # Scale the first task instead: the direction flips.
     torch.manual_seed(0)

@@ -2,6 +2,9 @@
 
 One item: image float32 (3, S, S) in [0, 1] RGB; boxes (N, 4) float32 xyxy in letterboxed pixels; classes (N,)
 int64; view (int, -1 = no view label); path (str). `collate` stacks images and keeps boxes per image.
+With a mosaic (`set_epoch(mosaic=..., mosaic_p=p)`) an item is, with probability p, a 2x2 mosaic of itself and
+three other training images, before the epoch's transform; it carries no view label (view -1: a collage of four
+frames has no single view).
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ def load_letterboxed(sample: Sample, size: int) -> tuple[np.ndarray, Letterbox]:
 # The seed is derived from (dataset seed, epoch, index), so an item's augmentation does not depend on the order
 # or the worker that loads it, and a resumed run replays it exactly.
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# mosaic((image, boxes, classes), [three partners' (image, boxes, classes)], seed) -> (image, boxes, classes);
+# e.g. echotune.augment.Mosaic.
+Item = tuple[np.ndarray, np.ndarray, np.ndarray]
+MosaicTransform = Callable[[Item, list[Item], int], Item]
 
 
 class EchoDataset(Dataset):
@@ -85,6 +92,7 @@ class EchoDataset(Dataset):
         self._cache: np.ndarray | None = None
         self._letterboxes: list[Letterbox] | None = None
         self.seed, self.epoch = 0, 0
+        self.mosaic, self.mosaic_p = None, 0.0
         if cache:
             self._fill_cache(cache_threads)
 
@@ -94,10 +102,13 @@ class EchoDataset(Dataset):
         self._cache = np.stack([img for img, _ in loaded]) if loaded else None
         self._letterboxes = [lb for _, lb in loaded]
 
-    def set_epoch(self, epoch: int, transform: Transform | None = None, seed: int | None = None) -> None:
-        """Select the epoch (and optionally a new transform, e.g. a stage's strength) for the next items."""
+    def set_epoch(self, epoch: int, transform: Transform | None = None, seed: int | None = None,
+                  mosaic: MosaicTransform | None = None, mosaic_p: float = 0.0) -> None:
+        """Select the epoch (and optionally a new transform, e.g. a stage's strength, and a mosaic with the
+        stage's probability) for the next items."""
         self.epoch, self.transform = epoch, transform
         self.seed = self.seed if seed is None else seed
+        self.mosaic, self.mosaic_p = mosaic, float(mosaic_p) if mosaic is not None else 0.0
 
     def item_seed(self, index: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
@@ -116,15 +127,32 @@ class EchoDataset(Dataset):
         boxes_px = sample.labels.boxes * np.array([w, h, w, h], np.float32)
         return image, lb.to_square(boxes_px).astype(np.float32), lb
 
+    def _mosaic_or_none(self, index: int, classes: np.ndarray) -> tuple | None:
+        """(image, boxes, classes) of item `index` as a mosaic with three other images, or None (probability
+        1 - mosaic_p). The draw and the partners are functions of the item's seed, like its augmentation."""
+        if self.mosaic_p <= 0 or len(self) < 2:
+            return None
+        rng = np.random.default_rng([self.item_seed(index), 1])
+        if rng.random() >= self.mosaic_p:
+            return None
+        others = [(index + int(k)) % len(self) for k in rng.integers(1, len(self), size=3)]  # never itself
+        image, boxes, _ = self.load(index)
+        partners = [(*self.load(i)[:2], self.samples[i].labels.classes) for i in others]
+        return self.mosaic((image, boxes, classes), partners, self.item_seed(index))
+
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        image, boxes, _ = self.load(index)
-        classes = sample.labels.classes
+        classes, view = sample.labels.classes, int(sample.labels.view)
+        mosaic = self._mosaic_or_none(index, classes)
+        if mosaic is None:
+            image, boxes, _ = self.load(index)
+        else:
+            (image, boxes, classes), view = mosaic, -1
         if self.transform is not None:
             image, boxes, classes = self.transform(image, boxes, classes, self.item_seed(index))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
         return {"image": tensor, "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
-                "classes": torch.from_numpy(np.asarray(classes, np.int64)), "view": int(sample.labels.view),
+                "classes": torch.from_numpy(np.asarray(classes, np.int64)), "view": view,
                 "path": str(sample.image), "index": index}
 
 

@@ -45,6 +45,10 @@ class TrainConfig:
     balance: str = "gradnorm"
     gn_alpha: float = 1.5
     gn_lr: float = 0.025
+    # GradNorm's floor on each task weight (a share of the uniform weight 1; 0 = the paper). GradNorm equalises the
+    # tasks' gradient norms on the shared layer, and the detection loss's is several times the view loss's there,
+    # so unbounded it drives w_det to ~0.2 within a few hundred steps and detection stalls (README, "Detector").
+    gn_min_weight: float = 0.0
     # balance=fixed: the view loss's weight (the detection loss's is 1). 0 trains detection only: the view head
     # is still built and evaluated, but neither it nor the shared trunk learns from the view labels.
     view_loss_weight: float = 1.0
@@ -77,6 +81,9 @@ class TrainConfig:
     hard_mining_frac: float = 0.25  # stage 2: share of each epoch drawn again from the highest-loss images
     label_smoothing_stage3: float = 0.1
     mixup_alpha: float = 0.2  # stage 3, Beta(alpha, alpha); 0 disables
+    # stages 1-2: probability that a training image is a 2x2 mosaic with three others (YOLOv4); 0 (the original
+    # study's recipe) disables. Mosaic images carry no view label: a collage has no single echo view.
+    mosaic: float = 0.0
     # evaluation and objective
     score_weights: dict[str, float] = field(default_factory=dict)  # empty: the documented default
     # runtime
@@ -139,9 +146,11 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("aug_strength_stage1", "aug_strength_stage2", "aug_strength_stage3", "hard_mining_frac",
-                     "label_smoothing_stage3", "view_dropout", "ema_decay", "view_smoothing"):
+                     "label_smoothing_stage3", "view_dropout", "ema_decay", "view_smoothing", "mosaic"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.gn_min_weight < 1.0:
+            raise ValueError(f"gn_min_weight must be in [0, 1), got {self.gn_min_weight}")
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0, or -1 for auto, got {self.workers}")
         for name in ("gn_alpha", "mixup_alpha", "weight_decay", "momentum", "warmup_epochs", "grad_clip",

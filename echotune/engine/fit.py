@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from echotune.atomic import atomic_write_text
-from echotune.augment import Augmenter
+from echotune.augment import Augmenter, Mosaic
 from echotune.balance import create_balancer
 from echotune.data.check import DataCheck
 from echotune.data.dataset import EchoDataset, make_loader, set_thread_budget
@@ -77,12 +77,13 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
     model = build_model(cfg, data).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr,
+    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr, min_weight=cfg.gn_min_weight,
                                weights=(1.0, cfg.view_loss_weight)).to(device)
     optimizer = build_optimizer(cfg, model, balancer)
     ema = ModelEMA(model, cfg.ema_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp)
     stages = plan_stages(cfg)
+    mosaic = Mosaic(cfg.img_size) if cfg.mosaic > 0 else None
     run_info = {"config": cfg.to_dict(), "nc": nc, "n_views": n_views, "names": list(data.config.names),
                 "view_names": list(data.view_names), "data": str(data.config.yaml_path)}
 
@@ -110,7 +111,8 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
         stage = stage_at(stages, epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
         aug_strength = stage.aug_strength
-        train_set.set_epoch(epoch, Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None, cfg.seed)
+        train_set.set_epoch(epoch, Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None, cfg.seed,
+                            mosaic=mosaic, mosaic_p=stage.mosaic)
         indices = hard_mining_indices(len(train_set), mining_losses, stage.hard_mining_frac, rng)
         loader = make_loader(train_set, cfg.batch_size, workers=runtime.workers, indices=indices,
                              pin_memory=runtime.pin_memory)
@@ -126,7 +128,8 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
         metrics.update({f"train/{k}": v for k, v in epoch_result.losses.items()})
         metrics.update({f"gradnorm/w_{k}": v for k, v in balancer.weights().items()})
         metrics.update({"stage/aug_strength": aug_strength, "stage/hard_mining_frac": stage.hard_mining_frac,
-                        "stage/label_smoothing": stage.label_smoothing, "stage/mixup_alpha": stage.mixup_alpha})
+                        "stage/label_smoothing": stage.label_smoothing, "stage/mixup_alpha": stage.mixup_alpha,
+                        "stage/mosaic": stage.mosaic})
         metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
                         "time/train_s": epoch_result.seconds,
                         "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})

@@ -1,8 +1,9 @@
 """The three-stage schedule: which epochs belong to which stage, and each stage's settings and learning rate.
 
 Stage 1 warm-up/pretrain (high lr, basic augmentation), stage 2 fine-tune (lower lr, stronger augmentation,
-hard-example mining), stage 3 polish (very low lr, minimal augmentation, label smoothing, mixup). Inside a
-stage the lr follows a cosine from the stage's lr down to 10 % of it; stage 1 starts with a linear warm-up.
+hard-example mining), stage 3 polish (very low lr, minimal augmentation, label smoothing, mixup). Mosaic
+(`cfg.mosaic`, off by default) acts in stages 1 and 2 only: the polish stage sees whole frames, as YOLOv8 closes
+mosaic for its last epochs. Inside a stage the lr follows a cosine from the stage's lr down to 10 % of it; stage 1 starts with a linear warm-up.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class Stage:
     hard_mining_frac: float
     label_smoothing: float
     mixup_alpha: float
+    mosaic: float = 0.0  # probability that a training image is a 2x2 mosaic (echotune.augment.Mosaic)
 
     @property
     def end_epoch(self) -> int:
@@ -48,14 +50,14 @@ def split_epochs(total: int, fractions: tuple[float, ...]) -> list[int]:
 def plan_stages(cfg: TrainConfig) -> list[Stage]:
     counts = split_epochs(cfg.epochs, cfg.stage_split)
     settings = [
-        (cfg.lr_stage1, cfg.aug_strength_stage1, 0.0, 0.0, 0.0),
-        (cfg.lr_stage2, cfg.aug_strength_stage2, cfg.hard_mining_frac, 0.0, 0.0),
-        (cfg.lr_stage3, cfg.aug_strength_stage3, 0.0, cfg.label_smoothing_stage3, cfg.mixup_alpha),
+        (cfg.lr_stage1, cfg.aug_strength_stage1, 0.0, 0.0, 0.0, cfg.mosaic),
+        (cfg.lr_stage2, cfg.aug_strength_stage2, cfg.hard_mining_frac, 0.0, 0.0, cfg.mosaic),
+        (cfg.lr_stage3, cfg.aug_strength_stage3, 0.0, cfg.label_smoothing_stage3, cfg.mixup_alpha, 0.0),
     ]
     stages, start = [], 0
-    for index, (count, (lr, aug, mining, smoothing, mixup)) in enumerate(zip(counts, settings), start=1):
+    for index, (count, (lr, aug, mining, smoothing, mixup, mosaic)) in enumerate(zip(counts, settings), start=1):
         if count:
-            stages.append(Stage(index, start, count, lr, aug, mining, smoothing, mixup))
+            stages.append(Stage(index, start, count, lr, aug, mining, smoothing, mixup, mosaic))
             start += count
     return stages
 

@@ -82,3 +82,19 @@ def test_bad_img_size_and_threads():
         set_thread_budget(0)
     set_thread_budget(1)
     assert torch.get_num_threads() == 1
+
+
+def test_mosaic_items_are_seeded_and_carry_no_view(tmp_path):
+    from echotune.augment import Mosaic
+
+    check = check_dataset(make_export(tmp_path))
+    ds = EchoDataset(check.samples["train"], img_size=64, cache=True)
+    plain = [ds[i] for i in range(len(ds))]
+    ds.set_epoch(0, None, seed=3, mosaic=Mosaic(64), mosaic_p=1.0)
+    mixed = [ds[i] for i in range(len(ds))]
+    assert all(item["view"] == -1 for item in mixed)  # a collage has no single echo view
+    assert any(not torch.equal(m["image"], p["image"]) for m, p in zip(mixed, plain))
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+               for a, b in zip(mixed, [ds[i] for i in range(len(ds))]))  # same (seed, epoch, index): same item
+    ds.set_epoch(1, None, seed=3, mosaic=Mosaic(64), mosaic_p=0.0)  # probability 0: the plain items again
+    assert all(torch.equal(ds[i]["image"], p["image"]) and ds[i]["view"] == p["view"] for i, p in enumerate(plain))

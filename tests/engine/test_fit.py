@@ -48,6 +48,19 @@ def test_fit_reports_every_epoch_with_the_fixed_names_and_stages(tiny_synthetic,
     assert (tmp_path / "run.json").is_file()
 
 
+def test_mosaic_and_the_gradnorm_floor_train_through_the_engine(tiny_synthetic):
+    """Mosaic images (no view label) through GradNorm with a floor on its weights, the anchor-free head."""
+    cfg = TrainConfig.from_dict({**TINY_TRAIN, "epochs": 4, "mosaic": 1.0, "gn_min_weight": 0.6, "gn_lr": 0.5,
+                                 "head": "anchorfree"})
+    reports = []
+    fit(cfg, tiny_synthetic, report=lambda m, _: reports.append(m), log=lambda _: None)
+    assert [m["stage/mosaic"] for m in reports] == [1.0, 1.0, 1.0, 0.0]
+    assert all(math.isfinite(m["train/loss"]) for m in reports)
+    for m in reports:
+        assert min(m["gradnorm/w_det"], m["gradnorm/w_view"]) >= 0.6 - 1e-5
+        assert m["gradnorm/w_det"] + m["gradnorm/w_view"] == pytest.approx(2.0, abs=1e-4)
+
+
 def test_resume_reproduces_straight_training(tiny_synthetic, tmp_path):
     cfg = {**TINY_TRAIN, "epochs": 4, "hard_mining_frac": 0.5, "mixup_alpha": 0.5, "aug_strength_stage2": 0.8}
     straight = fit(cfg, tiny_synthetic, out_dir=tmp_path / "a", log=lambda _: None)

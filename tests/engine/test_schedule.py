@@ -58,3 +58,11 @@ def test_config_rejects_unknown_keys_and_bad_values():
     cfg = TrainConfig.from_dict({"stage_split": [0.2, 0.6, 0.2], "arch": "dual", "balance": "fixed"})
     assert cfg.stage_split == (0.2, 0.6, 0.2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_mosaic_acts_in_stages_one_and_two_only():
+    stages = plan_stages(TrainConfig(epochs=10, mosaic=0.7))
+    assert [s.mosaic for s in stages] == [0.7, 0.7, 0.0]  # the polish stage sees whole frames
+    assert all(s.mosaic == 0.0 for s in plan_stages(TrainConfig(epochs=10)))  # off by default (the original recipe)
+    with pytest.raises(ValueError, match="mosaic"):
+        TrainConfig.from_dict({"mosaic": 1.5})

@@ -100,11 +100,16 @@ def test_shared_memory_and_the_project_installed_on_every_node(prepared, raw):
     for key in ("head_setup_commands", "worker_setup_commands"):  # setup_commands merged into both
         commands = " ".join(prepared[key])
         assert "/dev/shm" in commands
-        assert 'pip install --python ~/echotune-venv/bin/python -e "$HOME/echotune[cluster]"' in commands
+        assert ('pip install --python ~/echotune-venv/bin/python -e "$HOME/echotune[cluster]" '
+                '-c "$HOME/echotune/constraints.txt"') in commands  # the tested set, the same Ray on every node
         assert "resolve_data_yaml(None)" in commands  # the synthetic set at the same path on every node
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    ray_pin = next(d for d in extras["dependencies"] if d.startswith("ray["))
-    assert f"ray[default]=={ray_pin.split('==')[1]}" in extras["optional-dependencies"]["cluster"]
+    ray_range = next(d for d in extras["dependencies"] if d.startswith("ray["))
+    assert ray_range.replace("ray[tune]", "ray[default]") in extras["optional-dependencies"]["cluster"]
+    tested = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+                  if line and not line.startswith("#"))
+    import ray
+    assert tested["ray"] == ray.__version__  # the suite runs on the tested set
 
 
 def _doc_commands() -> list[str]:

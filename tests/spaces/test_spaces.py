@@ -27,13 +27,14 @@ SEEDS = range(30)
 
 # child parameters -> condition on the trial's config under which they must be (and only then are) suggested
 CONDITIONALS = {
-    ("focal_gamma",): lambda c: c["loss_obj"] in FOCAL_LOSSES or c["loss_cls"] in FOCAL_LOSSES,
+    ("focal_gamma",): lambda c: c.get("loss_obj") in FOCAL_LOSSES or c["loss_cls"] in FOCAL_LOSSES,
+    ("loss_obj",): lambda c: c["head"] == "anchor",  # the anchor-free head has no objectness
     ("view_smoothing",): lambda c: c["loss_view"] == "label_smoothing",
     ("aug_strength_stage1", "aug_strength_stage2", "aug_strength_stage3"): lambda c: c["aug_policy"] != "none",
-    ("view_level", "gn_alpha", "gn_lr"): lambda c: c["arch"] == "shared",
+    ("view_level", "gn_alpha", "gn_lr", "gn_min_weight"): lambda c: c["arch"] == "shared",
     ("balance", "classifier", "lr_cls_factor"): lambda c: c["arch"] == "dual",
 }
-ARCH_CHILDREN = {("view_level", "gn_alpha", "gn_lr"), ("balance", "classifier", "lr_cls_factor")}
+ARCH_CHILDREN = {("view_level", "gn_alpha", "gn_lr", "gn_min_weight"), ("balance", "classifier", "lr_cls_factor")}
 
 
 def sample(name: str, profile: str, seed: int) -> tuple[dict, dict]:
@@ -106,7 +107,8 @@ def test_baseline_point_is_accepted_as_is_and_reproduces_the_original(name, prof
     if name != "dual_backbone":
         assert config == original_config(profile)
     else:  # the original recipe on the dual model, without the shared-only keys
-        dual_keys, shared_only = {"arch", "balance", "classifier", "lr_cls_factor"}, {"view_level", "gn_alpha", "gn_lr"}
+        dual_keys, shared_only = ({"arch", "balance", "classifier", "lr_cls_factor"},
+                                   {"view_level", "gn_alpha", "gn_lr", "gn_min_weight"})
         assert {k: v for k, v in config.items() if k not in dual_keys} == \
             {k: v for k, v in original_config(profile).items() if k not in dual_keys | shared_only}
 
@@ -223,7 +225,8 @@ def test_docstrings_and_describe_cover_every_parameter(name):
     if name == "baseline":
         assert table == {} and "(none" in spaces.describe_space(name)
     else:
-        assert table["focal_gamma"] == ("float [1, 3]", True) and table["loss_obj"][1] is False
+        assert table["focal_gamma"] == ("float [1, 3]", True) and table["loss_obj"][1] is True  # anchor head only
+        assert table["head"] == ("{anchor, anchorfree}", False)
         assert table["aug_policy"] == ("{none, medical, medical+flip}", False)
 
 

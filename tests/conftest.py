@@ -1,7 +1,14 @@
-"""Shared test setup: one thread per library (2-core CI), fixed seeds, and a hand-made export builder."""
+"""Shared test setup: one thread per library (2-core CI), fixed seeds, a small synthetic set, and the quick tier.
+
+Quick tier, for the inner development loop: `python -m pytest -m "not slow and not ray"` (about 2 minutes on 2
+cores; README). Besides the tests marked `slow` or `ray` by hand, every test that needs a session fixture which
+trains a real experiment (HEAVY_FIXTURES) is marked `slow` here, so one quick test cannot pull a 30 s build into
+the tier. The full suite prints, at its end, how long the quick tier's tests took within it.
+"""
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -34,3 +41,32 @@ def tiny_synthetic(tmp_path_factory):
 
 TINY_TRAIN = {"model_scale": "test", "img_size": 64, "batch_size": 8, "cpus": 1, "epochs": 3,
               "cache_images": True, "seed": 0}
+
+
+# Session fixtures that train models (tests/ensemble/conftest.py's experiment: a small search's trials, ~30 s on
+# 2 cores; tests/reliability's failed_writes: a checkpoint of a real fit): their tests belong to the full suite.
+HEAVY_FIXTURES = ("experiment", "failed_writes")
+QUICK_TIER = "not slow and not ray"
+_quick_seconds: dict[str, float] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(name in HEAVY_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _in_quick_tier(item) -> bool:
+    return item.get_closest_marker("slow") is None and item.get_closest_marker("ray") is None
+
+
+def pytest_runtest_makereport(item, call):
+    if _in_quick_tier(item):
+        _quick_seconds[item.nodeid] = _quick_seconds.get(item.nodeid, 0.0) + call.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _quick_seconds:
+        terminalreporter.write_line(
+            f"quick tier (-m \"{QUICK_TIER}\"): {len(_quick_seconds)} of these tests, "
+            f"{sum(_quick_seconds.values()):.0f} s of their setup, call and teardown")

@@ -29,6 +29,8 @@ from tests.search.test_cli import load
 ONNX_ATOL, TORCHSCRIPT_ATOL, BOX_ATOL_PX, SCORE_ATOL = 1e-4, 1e-6, 1e-3, 1e-5
 COMBOS = [("shared", "anchor"), ("shared", "anchorfree"), ("dual", "anchor"), ("dual", "anchorfree")]
 
+pytestmark = pytest.mark.slow  # quick tier: real fits and exports, ~40 s together
+
 
 @pytest.fixture(scope="module")
 def runs(tiny_synthetic, tmp_path_factory):

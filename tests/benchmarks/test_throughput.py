@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 import throughput  # benchmarks/ is on sys.path (conftest.py)
 
 
+@pytest.mark.slow  # quick tier: trains for ~10 s
 def test_quick_throughput_writes_json_and_markdown(tiny_synthetic, tmp_path):
     assert throughput.main(["--quick", "--data", str(tiny_synthetic.config.yaml_path), "--img-size", "64",
                             "--batch-size", "4", "--steps", "2", "--threads", "1", "--out", str(tmp_path)]) == 0

@@ -61,6 +61,7 @@ def test_mosaic_and_the_gradnorm_floor_train_through_the_engine(tiny_synthetic):
         assert m["gradnorm/w_det"] + m["gradnorm/w_view"] == pytest.approx(2.0, abs=1e-4)
 
 
+@pytest.mark.slow  # quick tier: trains for ~10 s
 def test_resume_reproduces_straight_training(tiny_synthetic, tmp_path):
     cfg = {**TINY_TRAIN, "epochs": 4, "hard_mining_frac": 0.5, "mixup_alpha": 0.5, "aug_strength_stage2": 0.8}
     straight = fit(cfg, tiny_synthetic, out_dir=tmp_path / "a", log=lambda _: None)
@@ -110,6 +111,7 @@ def test_non_finite_loss_raises_a_clear_error(tiny_synthetic):
                         StepSettings(lr_at_step=lambda step: 0.01), 0, torch.device("cpu"))
 
 
+@pytest.mark.slow  # quick tier: trains for ~10 s
 def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_synthetic, tmp_path):
     cfg = {**TINY_TRAIN, "arch": "dual", "balance": "uncertainty", "classifier": "resnet10t", "epochs": 2}
     result = fit(cfg, tiny_synthetic, out_dir=tmp_path, log=lambda _: None)

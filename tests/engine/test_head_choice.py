@@ -22,6 +22,7 @@ def test_head_is_validated_and_defaults_to_anchor():
         TrainConfig.from_dict({"head": "anchorfree", "kmeans_anchors": True})
 
 
+@pytest.mark.slow  # quick tier: trains for ~10 s
 @pytest.mark.parametrize("arch", ["shared", "dual"])
 def test_fit_with_the_anchorfree_head_reports_finite_metrics_and_checkpoints_it(arch, tiny_synthetic, tmp_path):
     # 3 epochs: one per stage, so hard mining (stage 2), label smoothing and mixup (stage 3) run with its loss

@@ -2,6 +2,7 @@
 a tiny model over-fits one fixed batch."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from echotune.data.dataset import EchoDataset, make_loader
@@ -10,6 +11,7 @@ from echotune.engine.config import TrainConfig
 from echotune.metrics import detection_metrics, view_metrics
 
 
+@pytest.mark.slow  # quick tier: ~25 s of training
 def test_tiny_model_overfits_one_batch(tiny_synthetic):
     torch.manual_seed(0)
     cfg = TrainConfig.from_dict({"model_scale": "test", "img_size": 64})

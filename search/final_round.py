@@ -1,7 +1,7 @@
 """The final round after the search: the top-k configurations and the baseline train again at full budget with
 fresh seeds, the winner is chosen on their val scores, and then measured against the baseline on test.
 
-    final = run_final_round(cfg, data, progress=ProgressPrinter)   # after the search's tuner.fit(), Ray running
+    final = run_final_round(cfg, data, progress=SearchStatus)      # after the search's tuner.fit(), Ray running
     final["winner"], final["final_fit"]                             # final.json's content; None: round off
 
 Why. The search names the trial with the best of ~16 noisy val scores, and that maximum is flattered by the noise
@@ -325,7 +325,8 @@ def run_final_round(cfg: SearchConfig, data: DataCheck, progress: Callable[[int]
                     log: Log = print) -> dict | None:
     """Run (or resume, or reuse) the final round of the search `cfg` and return final.json's content; None when
     it is off (final_top_k 0), the results live in an object store, or no trial was scored. Ray must be running.
-    `progress(total_runs)`: a Tune callback printing progress (orchestrate.ProgressPrinter)."""
+    `progress(total_runs)`: a Tune callback printing progress (search.progress.SearchStatus; a resumed round gets
+    it in place of the one it saved)."""
     if cfg.final_top_k <= 0:
         return None
     if "://" in cfg.storage:
@@ -352,8 +353,9 @@ def run_final_round(cfg: SearchConfig, data: DataCheck, progress: Callable[[int]
     log(f"\nFinal round{' (resumed)' if restoring else ''}: {len(candidates)} candidates (top {doc['top_k']} of the "
         f"search + the baseline) x {len(seeds)} seed(s) {', '.join(map(str, seeds))} = {len(configs)} runs of "
         f"{epochs} epochs, {cfg.concurrency} at a time, in {final_cfg.experiment_dir}")
-    tuner = (restore_tuner(final_cfg, data) if restoring else
-             build_final_tuner(cfg, data, configs, [progress(len(configs))] if progress else None))
+    status = progress(len(configs)) if progress else None
+    tuner = (restore_tuner(final_cfg, data, status) if restoring else
+             build_final_tuner(cfg, data, configs, [status] if status else None))
     tuner.fit()
     attach_runs(candidates, trial_rows(final_cfg.experiment_dir))
     winner = choose_winner(candidates, seeds, epochs)

@@ -11,16 +11,17 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import ray
-from ray import tune
 
 from echotune.data.check import DataCheck
 from echotune.data.leakage import guard_leakage
 from search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
 from search.best_config import reproduce_command, train_config_of, write_best_config
 from search.final_round import headline, run_final_round, write_winner_config
+from search.progress import DEFAULT_EVERY_S, SearchStatus
 from search.search_record import read_search_record, write_search_record
 from search.tuner import SearchConfig, build_tuner, restore_tuner
 from trainables.common import remove_orphaned_work_dirs
@@ -30,44 +31,14 @@ from trainables.common import remove_orphaned_work_dirs
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we snapshot on purpose
+# Ray logs each failed trial's whole traceback (~40 lines, mostly Ray's frames); SearchStatus prints the trial, its
+# error, the end of its traceback and of its worker's stderr instead. Set it to 1 for Ray's logs as well.
+os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
 
 
-class ProgressPrinter(tune.Callback):
-    """One compact line per epoch result and per trial end, with our metric names."""
-
-    def __init__(self, total_trials: int):
-        self.total, self.start, self.done = total_trials, time.time(), 0
-
-    def setup(self, **info):  # also called when a resumed search starts: time from this run's start
-        self.start = time.time()
-
-    def _elapsed(self) -> str:
-        return f"{time.time() - self.start:6.0f}s"
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        if result.get("diverged"):
-            return
-        print(f"{self._elapsed()} {trial.trial_id} epoch {result.get('epoch', 0):>2}/{result.get('epochs_planned', '?')}"
-              f" stage {result.get('stage', '?')} | score {result.get('val/score', float('nan')):.3f} "
-              f"(best {result.get('val/best_score', float('nan')):.3f}) mAP50 {result.get('val/map50', float('nan')):.3f} "
-              f"view_acc {result.get('val/view_acc', float('nan')):.3f} kappa {result.get('val/view_kappa', float('nan')):.3f}"
-              f" | {trial.config.get('arch')} {trial.config.get('model_scale')}", flush=True)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.done += 1
-        last = trial.last_result or {}
-        if last.get("diverged"):
-            outcome = f"DIVERGED: {last.get('error', '')[:120]}"
-        elif last.get("epoch", 0) < last.get("epochs_planned", 0):
-            outcome = f"stopped by ASHA after epoch {last.get('epoch')} (stage {last.get('stage')})"
-        else:
-            outcome = f"finished, best score {last.get('val/best_score', float('nan')):.3f}"
-        print(f"{self._elapsed()} {trial.trial_id} {outcome}  [{self.done}/{self.total} trials done]", flush=True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.done += 1
-        print(f"{self._elapsed()} {trial.trial_id} ERROR (see {trial.error_file})  [{self.done}/{self.total}]",
-              flush=True)
+# The live status (search/progress.py) replaced ProgressPrinter; experiments saved by earlier versions name it
+# in their tuner.pkl, so it stays importable under this name for --resume.
+ProgressPrinter = SearchStatus
 
 
 def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
@@ -84,18 +55,28 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     return closed
 
 
-def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None) -> str | None:
+def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None,
+              log: Callable[[str], None] | None = None) -> str | None:
     """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001.
 
     A local Ray starts no dashboard unless `dashboard_host` names the interface it may listen on: 127.0.0.1
     keeps it (and the job API behind it, which runs any command) reachable from this machine only. Returns the
-    dashboard's address when one was started."""
+    dashboard's address when one was started. `log`: told when Ray starts and when it is up (it takes seconds:
+    the search's first status lines)."""
+    log = log or (lambda message: None)
+    log(f"starting Ray ({f'connecting to {address}' if address else 'local'}) ...")
+    dashboard_url = _init_ray(address, cpus, dashboard_host)
+    log("Ray is up; starting the Tuner ...")
+    return dashboard_url
+
+
+def _init_ray(address: str | None, cpus: int | None, dashboard_host: str | None) -> str | None:
     if not address:
         dashboard = {"include_dashboard": False} if dashboard_host is None else {
             "include_dashboard": True, "dashboard_host": dashboard_host}
         context = ray.init(num_cpus=cpus, log_to_driver=False, configure_logging=False, **dashboard)
         return context.dashboard_url if dashboard_host is not None else None
-    # Through Ray Client the search loop (and ProgressPrinter) runs on the cluster: its output must be streamed.
+    # Through Ray Client the search loop (and SearchStatus) runs on the cluster: its output must be streamed.
     client = address.startswith("ray://")
     # Ray Client: the head's proxy forks one server process per connection, and that fork now and then dies at
     # birth (a gRPC fork race in Ray 2.60, ray-project/ray#63202): ConnectionAbortedError "Initialization failure
@@ -240,12 +221,16 @@ def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
 
 
 def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
-               ensemble_top_k: int = 0, dashboard_host: str | None = None) -> dict:
+               ensemble_top_k: int = 0, dashboard_host: str | None = None,
+               status_every: float = DEFAULT_EVERY_S) -> dict:
+    """`status_every`: seconds between the live status lines of the search and of the final round
+    (search/progress.py; 0: none, the per-epoch, per-trial and failure lines stay)."""
     start = time.time()
     # Leaky splits are refused before Ray starts unless the search allows them (run.py has warned already);
     # allowed, search.json records the counts, and the leaderboard and report.html show them.
     leaky_splits = guard_leakage(data, cfg.allow_leaky_splits, log=None)
-    dashboard = start_ray(address, dashboard_host=dashboard_host)
+    status = SearchStatus(cfg.num_samples, cfg.max_epochs, label=cfg.name, every_s=status_every)
+    dashboard = start_ray(address, dashboard_host=dashboard_host, log=status.note)
     if dashboard:
         print(f"Ray dashboard: http://{dashboard}", flush=True)
     try:
@@ -261,7 +246,7 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
             print(describe_cluster(cluster), flush=True)
         write_search_record(cfg, data.config.yaml_path, resumed=resume, leaky_splits=leaky_splits,
                             cluster=cluster.to_record() if cluster is not None else None)
-        tuner = restore_tuner(cfg, data) if resume else build_tuner(cfg, data, [ProgressPrinter(cfg.num_samples)])
+        tuner = restore_tuner(cfg, data, status) if resume else build_tuner(cfg, data, [status])
         tuner.fit()
         closed = close_orphaned_optuna_trials(cfg)
         if closed:
@@ -269,8 +254,10 @@ def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | 
         if not address:  # killed workers' work folders on this machine (a cluster's trials sweep their own nodes)
             remove_orphaned_work_dirs()
         # Before the summary: the top trials and the baseline again at full budget with fresh seeds (final.json)
-        final = run_final_round(cfg, data, progress=ProgressPrinter, log=lambda m: print(m, flush=True))
+        final = run_final_round(cfg, data, log=lambda m: print(m, flush=True), progress=lambda runs: SearchStatus(
+            runs, cfg.max_epochs, label=f"{cfg.name} final round", every_s=status_every))
         summary = summarise(cfg, data, ensemble_top_k, final=final)
+        summary["status"] = status  # the search's live status: its last counts, when its lines were printed
     finally:
         ray.shutdown()
     print(f"Search wall time {time.time() - start:.0f} s; results in {cfg.experiment_dir}")

@@ -7,7 +7,8 @@
 Images of any size and aspect ratio (grey, colour or with alpha); a folder is searched recursively. Writes into
 --out: <stem>.json per image (boxes in the image's pixels with class names and scores; the view with its
 probabilities), <stem>.jpg with the boxes and the view drawn, and predictions.csv (image, class, score, x1, y1,
-x2, y2, view, view_prob). Unreadable images are reported and skipped.
+x2, y2, view, view_prob). Unreadable images are reported and skipped. On a terminal a progress bar (stderr) counts
+the images.
 Exit codes: 0 success; 2 bad input (no manifest/checkpoint, bad manifest, no readable image, --out cannot be
 written).
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from echotune.ensemble.export import list_images, predict_images
 from echotune.ensemble.predictor import EnsemblePredictor
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.conf <= 1.0:
         parser.error(f"--conf must be in [0, 1], got {args.conf}")
-    log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    log = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731 - above the progress bar, if one shows
     try:
         images = list_images(args.source, exclude=args.out)
         if not images:
@@ -54,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             predictor = EnsemblePredictor.from_manifest(args.ensemble, args.device)
         else:
             predictor = EnsemblePredictor.from_checkpoint(args.checkpoint, args.device, args.data, log)
-        summary = predict_images(predictor, images, args.out, args.conf, log)
+        # a progress bar over the images on stderr, only on a terminal (disable=None); the predictions are the same
+        with tqdm(images, desc="predicting", unit="image", file=sys.stderr, disable=None, leave=False,
+                  dynamic_ncols=True) as bar:
+            summary = predict_images(predictor, bar, args.out, args.conf, log)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -34,6 +34,7 @@ from echotune.data.problems import DataError
 from echotune.data.report import format_report, verdict
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
 from search.pbt import DEFAULT_PBT_INTERVAL
+from search.progress import DEFAULT_EVERY_S as DEFAULT_STATUS_EVERY_S
 from search.tuner import OBJECTIVES, SearchConfig
 from spaces import PROFILES, list_spaces
 
@@ -48,6 +49,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0 (0 = off), got {text}")
     return value
 
 
@@ -128,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="start a fresh worker process for every trial instead of reusing a finished trial's "
                              "(costs seconds per trial; on a cluster each trial is then placed anew, so trials "
                              "spread over nodes as they free up)")
+    search.add_argument("--status-every", type=_seconds, default=DEFAULT_STATUS_EVERY_S, metavar="SECONDS",
+                        help="print a status line every SECONDS while trials run (trials running / pending / finished "
+                             "/ pruned / failed, best so far, trial-epochs and ETA), the first as the search starts; "
+                             "redrawn in place on a terminal, plain lines otherwise "
+                             f"(default {DEFAULT_STATUS_EVERY_S:g}; 0 = off: the per-epoch and per-trial lines stay)")
     search.add_argument("--ensemble-top-k", type=int, default=3, metavar="K",
                         help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
                              "(default 3; 0 = no ensemble; more options: search/ensemble.py)")
@@ -287,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{experiment}", flush=True)
     try:
         run_search(search_config, check, resume=args.resume, address=args.address,
-                   ensemble_top_k=args.ensemble_top_k, dashboard_host=args.dashboard_host if args.dashboard else None)
+                   ensemble_top_k=args.ensemble_top_k, dashboard_host=args.dashboard_host if args.dashboard else None,
+                   status_every=args.status_every)
     except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

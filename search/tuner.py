@@ -21,6 +21,7 @@ from echotune.metrics import SELECTION_METRIC
 from search.atomic_storage import atomic_local_filesystem
 from search.optuna_bridge import EchoOptunaSearch
 from search.pbt import DEFAULT_PBT_INTERVAL, build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
+from search.progress import SearchStatus
 from search.scheduler import EpochASHA
 from spaces import get_space
 from trainables import train_any
@@ -181,8 +182,26 @@ def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = Non
                       run_config=run_config(cfg, callbacks, stop))
 
 
-def restore_tuner(cfg: SearchConfig, data: DataCheck) -> tune.Tuner:
+def restore_tuner(cfg: SearchConfig, data: DataCheck, status: tune.Callback | None = None) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints,
-    the Optuna study (SQLite) keeps its history, and EpochASHA rebuilds its rungs from the trials' results."""
-    return tune.Tuner.restore(cfg.experiment_dir, trainable=build_trainable(cfg, data), resume_unfinished=True,
-                              resume_errored=False, restart_errored=False, storage_filesystem=storage_filesystem(cfg))
+    the Optuna study (SQLite) keeps its history, and EpochASHA rebuilds its rungs from the trials' results.
+    `status`: the live status of this run, in place of the one the experiment saved (its settings were the
+    first run's, and experiments of earlier versions saved a ProgressPrinter)."""
+    tuner = tune.Tuner.restore(cfg.experiment_dir, trainable=build_trainable(cfg, data), resume_unfinished=True,
+                               resume_errored=False, restart_errored=False, storage_filesystem=storage_filesystem(cfg))
+    if status is not None:
+        replace_status(tuner, status)
+    return tuner
+
+
+def replace_status(tuner: tune.Tuner, status: tune.Callback) -> bool:
+    """Put `status` in place of the callbacks of its kind (and any SearchStatus) a restored Tuner unpickled
+    (Tuner.restore takes no callbacks; the run config it restored is the one the run uses). False through Ray
+    Client, where the Tuner runs on the cluster and keeps the saved callbacks."""
+    local = getattr(tuner, "_local_tuner", None)  # Ray's TunerInternal; None through Ray Client
+    if local is None:
+        return False
+    run_config = local.get_run_config()
+    replaced = (SearchStatus, type(status))
+    run_config.callbacks = [c for c in run_config.callbacks or [] if not isinstance(c, replaced)] + [status]
+    return True

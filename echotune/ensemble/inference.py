@@ -10,11 +10,13 @@ probabilities; 1000 images x 3 members x 6 variants is ~160 MB.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+import sys
+from typing import Callable, Sequence, TextIO
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from echotune.data.check import Sample
 from echotune.data.dataset import letterbox, read_rgb
@@ -75,6 +77,13 @@ def targets_of(samples: Sequence[Sample]) -> tuple[list[dict], np.ndarray]:
     return targets, np.array([s.labels.view for s in samples], np.int64)
 
 
+def progress_bar(total: int, desc: str, unit: str, file: TextIO | None = None) -> tqdm:
+    """A tqdm bar on stderr that shows only on a terminal (disable=None: off when the stream is not a TTY, as
+    in CI logs and tests), and goes away when done (the caller logs the outcome)."""
+    return tqdm(total=total, desc=desc, unit=unit, file=file if file is not None else sys.stderr, disable=None,
+                leave=False, dynamic_ncols=True)
+
+
 def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], split: str, nc: int, tta: str = "none",
                   log: Callable[[str], None] = print) -> SplitPredictions:
     """Run all members and their TTA variants over `samples` (each image read once), in batches of the
@@ -87,14 +96,16 @@ def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], sp
     batch = min(cfg.batch_size for _, cfg in members)
     detections = [[[] for _ in v] for v in variants]
     probs = [[[] for _ in v] for v in variants]
-    for start in range(0, len(samples), batch):
-        images = [read_rgb(s.image) for s in samples[start:start + batch]]
-        squares: dict = {}
-        for m, (model, _) in enumerate(members):
-            for t, variant in enumerate(variants[m]):
-                dets, view = run_variant(model, images, variant, squares)
-                detections[m][t] += dets
-                probs[m][t].append(view)
+    with progress_bar(len(samples), f"predicting {split}", "image") as bar:
+        for start in range(0, len(samples), batch):
+            images = [read_rgb(s.image) for s in samples[start:start + batch]]
+            squares: dict = {}
+            for m, (model, _) in enumerate(members):
+                for t, variant in enumerate(variants[m]):
+                    dets, view = run_variant(model, images, variant, squares)
+                    detections[m][t] += dets
+                    probs[m][t].append(view)
+            bar.update(len(images))
     log(f"  {split}: {len(samples)} images x {len(members)} member(s) x {len(variants[0])} TTA variant(s)")
     targets, view_targets = targets_of(samples)
     return SplitPredictions(split, nc, [str(s.image) for s in samples],

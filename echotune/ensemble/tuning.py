@@ -3,6 +3,7 @@
 Only the validation predictions are passed in, so the test split cannot leak into the choice; `tune_fusion`
 also refuses predictions of a split named "test". The first trial is the untuned default (equal weights,
 ensemble-boxes' usual thresholds), so tuning never returns something worse than the default on val.
+A progress bar (stderr, only on a terminal) counts the study's trials while it runs.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
 import optuna
+from tqdm import tqdm
 
 from echotune.ensemble.fusion import FusionParams
-from echotune.ensemble.inference import SplitPredictions
+from echotune.ensemble.inference import SplitPredictions, progress_bar
 from echotune.ensemble.scoring import split_metrics
 
 DEFAULT_TRIALS = 30
@@ -40,6 +42,15 @@ def _quiet_optuna() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def _advance(bar: tqdm) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """An Optuna callback moving `bar` one trial on, with the best score so far (it changes nothing else)."""
+    def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        if not bar.disable and trial.value is not None:
+            bar.set_postfix_str(f"best {study.best_value:.4f}", refresh=False)
+    return advance
 
 
 def tune_fusion(val: SplitPredictions, method: str = "wbf", n_trials: int = DEFAULT_TRIALS, seed: int = 0,
@@ -72,12 +83,12 @@ def tune_fusion(val: SplitPredictions, method: str = "wbf", n_trials: int = DEFA
         return weights, FusionParams(method, trial.suggest_float("iou_thr", *IOU_RANGE),
                                      trial.suggest_float("skip_box_thr", *SKIP_RANGE))
 
-    with _quiet_optuna():
+    with _quiet_optuna(), progress_bar(n_trials, f"tuning {method} on {val.split}", "trial") as bar:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
         study.enqueue_trial({**{f"w{m}": 1.0 for m in range(k) if k > 1}, "skip_box_thr": default_params.skip_box_thr,
                              **({"sigma": default_params.sigma} if method == "soft-nms" else
                                 {"iou_thr": default_params.iou_thr})})
-        study.optimize(lambda trial: score(*suggest(trial)), n_trials=n_trials)
+        study.optimize(lambda trial: score(*suggest(trial)), n_trials=n_trials, callbacks=[_advance(bar)])
     weights, params = suggest(optuna.trial.FixedTrial(study.best_trial.params))
     default = float(study.trials[0].value)  # the enqueued default
     log(f"  tuned {method} on {val.split} ({n_trials} trials): {key} {default:.4f} (default) -> "

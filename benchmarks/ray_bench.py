@@ -28,8 +28,10 @@ from search.tuner import SearchConfig, build_tuner
 
 @dataclass
 class BenchSearchConfig(SearchConfig):
-    """A SearchConfig that can pin the detector scale for every trial (--quick: the tiny `test` scale)."""
+    """A SearchConfig that can pin the detector scale for every trial (--quick: the tiny `test` scale). The
+    benchmarks compare search methods from the same start, the baseline alone: no recipe point (measured so)."""
     model_scale: str | None = None  # None: what the space chooses
+    recipe_point: bool = False
 
     def trial_constants(self) -> dict:
         constants = super().trial_constants()

@@ -178,6 +178,9 @@ def renormalise(w: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
     """(T,) weights -> (T,) weights summing to T, each >= max(min_weight, 1e-4): the floor first, then the parts
     above it rescaled to share what the floors leave (T - T * floor). min_weight 0 is the paper's renormalisation."""
     n, floor = len(w), max(float(min_weight), 1e-4)
+    if min_weight <= 0:  # the paper's step exactly (GradNorm's sign dynamics amplify even 1e-4 differences)
+        w = w.clamp(min=floor)
+        return w * (n / w.sum())
     above = w.clamp(min=floor) - floor
     spare = n - n * floor
     total = above.sum()

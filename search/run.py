@@ -99,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--shared-storage", action="store_true",
                         help="the local --storage path is mounted at the same place on every cluster node (NFS); "
                              "needed to use a local path on a multi-node cluster (checked on every node)")
-    # 10 trials + the final round's 4 runs (top 3 + baseline) at 12 epochs: about the trial-epochs 16 trials took
-    # alone (~125), within 10 minutes on 2 CPU cores with the 256-image val/test splits of the synthetic set
-    search.add_argument("--num-samples", type=_positive_int, default=10,
-                        help="trials to run (default 10); with --scheduler pbt the population size")
-    search.add_argument("--max-epochs", type=_positive_int, default=12,
-                        help="epochs per trial, over the three stages (default 12)")
+    # 8 trials + the final round's 4 runs (top 3 + baseline) at 10 epochs: the default run within 10 minutes on 2
+    # CPU cores with the 256-image val/test splits of the synthetic set (10 x 12 took 702 s on 2026-11-28: README)
+    search.add_argument("--num-samples", type=_positive_int, default=SearchConfig.num_samples,
+                        help=f"trials to run (default {SearchConfig.num_samples}); with --scheduler pbt the "
+                             "population size")
+    search.add_argument("--max-epochs", type=_positive_int, default=10,
+                        help="epochs per trial, over the three stages (default 10)")
     search.add_argument("--img-size", type=int, help="override the profile's image size (multiple of 32)")
     search.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
     search.add_argument("--gpus-per-trial", type=float, default=0.0,
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--ensemble-top-k", type=int, default=3, metavar="K",
                         help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
                              "(default 3; 0 = no ensemble; more options: search/ensemble.py)")
+    search.add_argument("--no-recipe-point", action="store_true",
+                        help="do not start the search from the detector recipe (spaces/original.py DETECTOR_RECIPE) "
+                             "as its second fixed trial after the baseline")
     search.add_argument("--final-top-k", type=int, default=SearchConfig.final_top_k, metavar="K",
                         help="after the search, train the top K distinct configurations and the baseline again for "
                              "--max-epochs with fresh seeds; the winner is the best mean val score over those runs, "
@@ -405,7 +409,8 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                         scheduler=scheduler, searcher=args.searcher, time_budget_s=args.time_budget_s,
                         reuse_actors=args.reuse_actors,
                         allow_leaky_splits=args.allow_leaky_splits, video_id_pattern=args.video_id_pattern,
-                        final_top_k=args.final_top_k, final_seeds=args.final_seeds, pbt_interval=pbt_interval)
+                        final_top_k=args.final_top_k, final_seeds=args.final_seeds, pbt_interval=pbt_interval,
+                        recipe_point=not args.no_recipe_point)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ class SearchConfig:
     # the baseline trained again for max_epochs with seeds seed+1 ... seed+final_seeds; 0 turns it off.
     final_top_k: int = 3
     final_seeds: int = 1
+    # Besides the baseline, start from the detector recipe (spaces/original.py DETECTOR_RECIPE, restricted to the
+    # parameters the profile searches) as a second fixed trial: a short search must not miss it by chance (a
+    # 10-trial default run on 2026-11-28 never drew the anchor-free head). Off for method comparisons.
+    recipe_point: bool = True
 
     @property
     def metrics(self) -> list[str]:
@@ -116,10 +120,14 @@ def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
     storage = optuna.storages.RDBStorage(cfg.optuna_storage_url)
     multi = len(cfg.metrics) > 1
     baseline = space.baseline(cfg.profile)
+    points = [baseline] if baseline is not None else []
+    recipe = space.recipe(cfg.profile) if cfg.recipe_point else None
+    if recipe and recipe != baseline:  # the detector recipe as the second fixed point (spaces/original.py)
+        points.append(recipe)
     return EchoOptunaSearch(
         space=functools.partial(define_trial, space=cfg.space, profile=cfg.profile, constants=cfg.trial_constants()),
         metric=cfg.metrics if multi else cfg.metrics[0], mode=["max"] * len(cfg.metrics) if multi else "max",
-        points_to_evaluate=[baseline] if baseline is not None else None, sampler=sampler, storage=storage,
+        points_to_evaluate=points or None, sampler=sampler, storage=storage,
         study_name=cfg.name)
 
 

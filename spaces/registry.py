@@ -63,7 +63,18 @@ class SearchSpace:
     def baseline(self, profile: str | Profile) -> dict:
         """The baseline as a point of this space: suggested-parameter values only, each inside its distribution
         (fit for ``points_to_evaluate`` / ``study.enqueue_trial``). Empty for a space with no parameters."""
-        config = self.baseline_config(profile)
+        return self.point(profile)
+
+    def recipe(self, profile: str | Profile) -> dict:
+        """The baseline with spaces.original.DETECTOR_RECIPE's values wherever this space (and profile) searches
+        that parameter: a second known starting point. Equal to the baseline where none of them is searched."""
+        from spaces.original import DETECTOR_RECIPE
+
+        return self.point(profile, DETECTOR_RECIPE)
+
+    def point(self, profile: str | Profile, overrides: dict | None = None) -> dict:
+        """The baseline configuration with `overrides` as a point of this space (searched parameters only)."""
+        config = {**self.baseline_config(profile), **(overrides or {})}
         trial = ReplayTrial({**config, **fractions_from_split(config["stage_split"])})
         self.define(trial, profile)
         return trial.params

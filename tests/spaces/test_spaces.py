@@ -260,3 +260,24 @@ def test_a_focused_profile_searches_its_parameters_and_fixes_the_rest_at_the_bas
     study.enqueue_trial(point)
     trial = study.ask()
     assert spaces.to_train_config({**point, **space.define(trial, focused)}) == original
+
+
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_recipe_point_is_the_baseline_with_the_detector_recipe_where_searched(name, profile):
+    from spaces.original import DETECTOR_RECIPE
+
+    space = spaces.get_space(name)
+    point, baseline = space.recipe(profile), space.baseline(profile)
+    # the same parameters, less the anchor head's objectness loss where the recipe switches to the anchor-free head
+    assert set(point) == set(baseline) - ({"loss_obj"} if point.get("head") == "anchorfree" else set())
+    for key, value in point.items():
+        assert value == DETECTOR_RECIPE.get(key, baseline[key]), key
+    if name in ("gradnorm", "all"):  # the quick profile searches the head, the optimizer and the floor
+        assert (point["head"], point["optimizer"], point["gn_min_weight"]) == ("anchorfree", "adamw", 0.5)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # inside every distribution
+        study.enqueue_trial(point)
+        trial = study.ask()
+        space.define(trial, profile)
+    assert trial.params == point

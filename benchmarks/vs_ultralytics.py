@@ -67,17 +67,17 @@ from echotune.engine import TrainConfig, fit
 from echotune.metrics import (Estimate, EvaluationSet, bootstrap_ci, bootstrap_draws, paired_bootstrap,
                               percentile_interval)
 from search.train import parse_assignment
+from spaces.original import DETECTOR_RECIPE
 
 # EchoTune variants: name -> TrainConfig overrides on top of the engine defaults (shared, scale n, GradNorm).
 # Adding a variant is one line here; --set KEY=VALUE applies to all of them.
-# The detector recipe chosen with this benchmark (one seed each, README "EchoTune vs Ultralytics"): the anchor-free
-# head (val mAP50-95 0.159 vs the anchor head's 0.090), AdamW at 3e-3 / 1e-3 / 3e-4 over the stages; mosaic
-# (0.5) tied (0.162) and is left to the search. Everything else: the engine's defaults.
-DETECTOR_RECIPE = {"head": "anchorfree", "optimizer": "adamw", "lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_stage3": 3e-4}
-GN_FLOOR = 0.5  # GradNorm's weight floor: paper GradNorm (0) drove w_det to 0.07 and val mAP50-95 to 0.076
+# The detector recipe chosen with this benchmark (one seed each, README "EchoTune vs Ultralytics"):
+# spaces.original.DETECTOR_RECIPE: the anchor-free head (val mAP50-95 0.159 vs the anchor head's 0.090), AdamW at
+# 3e-3 / 1e-3 / 3e-4 over the stages, GradNorm's weight floor 0.5 (paper GradNorm, 0, drove w_det to 0.07 and val
+# mAP50-95 to 0.076; the floor applies to GradNorm only). Mosaic (0.5) tied (0.162) and is left to the search.
 VARIANTS: dict[str, dict] = {
     # the recipe, multi-task: GradNorm with its weight floor (unbounded it starves detection: README)
-    "shared-gradnorm": {**DETECTOR_RECIPE, "arch": "shared", "balance": "gradnorm", "gn_min_weight": GN_FLOOR},
+    "shared-gradnorm": {**DETECTOR_RECIPE, "arch": "shared", "balance": "gradnorm"},
     # the same network and recipe with the view loss off: what multi-task must not fall below
     "detection-only": {**DETECTOR_RECIPE, "arch": "shared", "balance": "fixed", "view_loss_weight": 0.0},
     "dual": {**DETECTOR_RECIPE, "arch": "dual", "balance": "fixed"},  # detector + an independent classifier

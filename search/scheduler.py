@@ -1,5 +1,5 @@
-"""ASHA whose rungs compare trials after the same number of epochs, never stops the baseline, and whose rung
-state survives a resume.
+"""ASHA whose rungs compare trials after the same number of epochs, never stops the baseline (nor the other
+fixed starting points, such as the detector recipe), and whose rung state survives a resume.
 
 Time axis: `epoch` (epochs trained, reported by the engine after every epoch and restored with a checkpoint).
 Rungs sit at fixed epochs, grace period max_epochs / reduction_factor² (rounded, at least 1) times powers of
@@ -11,7 +11,10 @@ comparison with the baseline; its cost is the search's choice to weigh, not a ha
 
 The baseline (the original study's configuration, the space's baseline point) is the reference every gain is
 measured against, so it always trains the full budget. Its scores still enter the rungs, as any trial's at
-the same epoch: it is the first trial, so the early cutoffs are what the original recipe reaches by then.
+the same epoch: it is the first trial, so the early cutoffs are what the original recipe reaches by then. The
+search's other fixed points (`protected`: the detector recipe, search/tuner.py) train in full too: after 2 of 10
+epochs nothing has learned yet, and a default run's first rung stopped the recipe at 0.011 against the
+baseline's 0.013 before it could reach its 0.2.
 
 Ray restores the searcher on `Tuner.restore` but gives back the scheduler as pickled when the search started,
 so its rungs would be empty. `EpochASHA` rebuilds them once, from the `result.json` of every trial in the
@@ -47,14 +50,16 @@ def grace_period(max_epochs: int, reduction_factor: float) -> int:
 
 class EpochASHA(AsyncHyperBandScheduler):
     def __init__(self, metric: str, mode: str, experiment_dir: str | Path, max_epochs: int,
-                 baseline: dict | None = None, reduction_factor: float = 2):
+                 baseline: dict | None = None, reduction_factor: float = 2, protected: tuple[dict, ...] = ()):
         """`baseline`: the space's baseline point (parameter values); a trial whose config holds all of them is
-        the baseline, as in the leaderboard (an empty point, the `baseline` space: every trial)."""
+        the baseline, as in the leaderboard (an empty point, the `baseline` space: every trial). `protected`:
+        other points never stopped either (the search's fixed starting points)."""
         super().__init__(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_epochs,
                          grace_period=grace_period(max_epochs, reduction_factor), reduction_factor=reduction_factor)
         self.experiment_dir = str(experiment_dir)
         self.baseline = baseline
-        self._baseline_trials: set[str] = set()
+        self.protected = tuple(protected)
+        self._baseline_trials: set[str] = set()  # the baseline's and the protected points' trials
         self._stopped: dict[str, int] = {}  # trial id -> epoch of the decision (STOPPED_FILE)
         self._staging: Path | None = None  # the driver's staging folder, once a trial names it
         self._rebuilt = False
@@ -96,7 +101,8 @@ class EpochASHA(AsyncHyperBandScheduler):
             self._staging = staging_folder(trial)
         if not self._rebuilt:
             self.rebuild_rungs()
-        if self.baseline is not None and all(trial.config.get(k) == v for k, v in self.baseline.items()):
+        points = ([self.baseline] if self.baseline is not None else []) + list(self.protected)
+        if any(all(trial.config.get(k) == v for k, v in point.items()) for point in points):
             self._baseline_trials.add(trial.trial_id)
         super().on_trial_add(tune_controller, trial)
 
@@ -106,7 +112,7 @@ class EpochASHA(AsyncHyperBandScheduler):
         action = super().on_trial_result(tune_controller, trial, result)  # records the score in its rung
         if action == TrialScheduler.STOP and trial.trial_id in self._baseline_trials:
             self._num_stopped -= 1  # Ray's count of stopped trials, shown in its status
-            return TrialScheduler.CONTINUE  # the trainable ends the baseline after its last epoch
+            return TrialScheduler.CONTINUE  # the trainable ends it after its last epoch
         if action == TrialScheduler.STOP and result[TIME_ATTR] < self._max_t:  # at max_t the trial ends anyway
             self._record_stop(trial.trial_id, int(result[TIME_ATTR]))
         return action

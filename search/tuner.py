@@ -112,18 +112,25 @@ def define_trial(trial: optuna.Trial, space: str, profile: str, constants: dict)
     return {**(get_space(space).define(trial, profile) or {}), **constants}
 
 
-def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
+def fixed_points(cfg: SearchConfig) -> list[dict]:
+    """The search's fixed starting points, in order: the baseline, then (cfg.recipe_point) the detector recipe
+    (spaces/original.py) where the profile searches its parameters and it differs from the baseline."""
     space = get_space(cfg.space)
+    baseline = space.baseline(cfg.profile)
+    points = [baseline] if baseline is not None else []
+    recipe = space.recipe(cfg.profile) if cfg.recipe_point else None
+    if recipe and recipe != baseline:
+        points.append(recipe)
+    return points
+
+
+def build_searcher(cfg: SearchConfig) -> EchoOptunaSearch:
     sampler = (optuna.samplers.RandomSampler(seed=cfg.seed) if cfg.searcher == "random"
                else optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, group=True,
                                                constant_liar=True, n_startup_trials=max(4, cfg.concurrency)))
     storage = optuna.storages.RDBStorage(cfg.optuna_storage_url)
     multi = len(cfg.metrics) > 1
-    baseline = space.baseline(cfg.profile)
-    points = [baseline] if baseline is not None else []
-    recipe = space.recipe(cfg.profile) if cfg.recipe_point else None
-    if recipe and recipe != baseline:  # the detector recipe as the second fixed point (spaces/original.py)
-        points.append(recipe)
+    points = fixed_points(cfg)
     return EchoOptunaSearch(
         space=functools.partial(define_trial, space=cfg.space, profile=cfg.profile, constants=cfg.trial_constants()),
         metric=cfg.metrics if multi else cfg.metrics[0], mode=["max"] * len(cfg.metrics) if multi else "max",
@@ -142,7 +149,7 @@ def build_scheduler(cfg: SearchConfig):
     # The rungs compare the number Optuna is told (SELECTION_METRIC for --objectives score, the default).
     # The baseline point marks the trial ASHA must never stop (the reference of every gain over the baseline).
     return EpochASHA(metric=cfg.metrics[0], mode="max", experiment_dir=cfg.experiment_dir, max_epochs=cfg.max_epochs,
-                     baseline=get_space(cfg.space).baseline(cfg.profile))
+                     baseline=get_space(cfg.space).baseline(cfg.profile), protected=tuple(fixed_points(cfg)[1:]))
 
 
 def trial_resources(cfg: SearchConfig) -> dict[str, float]:

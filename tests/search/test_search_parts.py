@@ -119,6 +119,20 @@ def test_the_baseline_is_never_stopped_even_when_worst_at_every_rung(tmp_path):
     assert trained["t0"] == 3 and set(entered["t0"]) == {3}
 
 
+def test_a_protected_point_such_as_the_recipe_trains_in_full_too(tmp_path):
+    # t0 (the baseline) and t1 (the recipe point) score lowest; both train every epoch, t2 and t3 compete
+    trials = [_trial(f"t{i}", 0.3) for i in range(4)]
+    for i, trial in enumerate(trials):
+        trial.config["gn_alpha"] = 1.5 + i
+    baseline, recipe = {"gn_alpha": 1.5}, {"gn_alpha": 2.5}
+    entered, trained = _drive(EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS, baseline=baseline,
+                                        protected=(recipe,)), trials[::-1])
+    assert trained["t0"] == trained["t1"] == EPOCHS
+    _, unprotected = _drive(EpochASHA("val/score", "max", tmp_path / "control", max_epochs=EPOCHS,
+                                      baseline=baseline), trials[::-1])
+    assert unprotected["t1"] < EPOCHS  # the control: without the protection ASHA stops it
+
+
 def test_rungs_are_rebuilt_from_result_files_on_the_epoch_axis(tmp_path):
     """As after Tuner.restore: a fresh scheduler reads every trial's result.json before its first decision."""
     for trial_id, scores in {"a": [0.1, 0.2, 0.5, 0.5, 0.5, 0.6], "b": [0.1, 0.1, 0.2, 0.3]}.items():

@@ -127,7 +127,9 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
             assert final[trial_id] == results[trial_id], trial_id
         elif status == "RUNNING" and results.get(trial_id):
             reported = results[trial_id][-1]["epoch"]
-            resumed = final[trial_id][len(results[trial_id]):]
+            # the lines the resumed run wrote: not among the pre-kill ones (a trial restarted from scratch may have
+            # its result.json rewritten, so its first new line can sit where the old epoch 1 was)
+            resumed = [r for r in final[trial_id] if r not in results[trial_id]]
             if not resumed:  # only a trial whose last epoch was reported before the kill, its end unrecorded
                 assert reported == EPOCHS, f"{trial_id} did not continue after the resume"
                 assert rows[trial_id]["status"] == "TERMINATED", rows[trial_id]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck, check_dataset
+from echotune.data.check import CheckedDataset, check_dataset
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.synthetic import SyntheticSpec, ensure_synthetic
 from echotune.engine.checkpoint import package_versions
@@ -59,7 +59,7 @@ def header(result: dict, details: str) -> list[str]:
             f"Command: `{result['command']}`", ""]
 
 
-def load_data(data_yaml: str | None, quick_spec: SyntheticSpec | None = None) -> DataCheck:
+def load_data(data_yaml: str | None, quick_spec: SyntheticSpec | None = None) -> CheckedDataset:
     """The checked dataset: `data_yaml` when given, else the small quick set (`quick_spec`) or the embedded
     synthetic set, generated into the cache folder on first use. Raises on a dataset with errors."""
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731

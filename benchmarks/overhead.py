@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine import TrainConfig, fit
-from spaces import to_train_config
+from echotune.spaces import to_train_config
 
 DEFAULTS = {"trials": (16, 4), "epochs": (3, 2), "img_size": (96, 64), "model_scale": (None, "test"),
             "compare_fresh_workers": (True, False)}  # full, quick
@@ -80,7 +80,7 @@ def median(values: list[float]) -> float | None:
 
 # ---------------------------------------------------------------- the two runners
 
-def ray_run(args, data: DataCheck, storage: Path, reuse_actors: bool = True) -> tuple[dict, list[dict]]:
+def ray_run(args, data: CheckedDataset, storage: Path, reuse_actors: bool = True) -> tuple[dict, list[dict]]:
     # Imported here, not at the top: the plain loop's spawned processes import this script, and a plain loop
     # should pay only for what it uses (Ray and the search add seconds of imports per process).
     from ray_bench import BenchSearchConfig, read_results, run_search
@@ -128,7 +128,7 @@ def ray_run(args, data: DataCheck, storage: Path, reuse_actors: bool = True) -> 
     return row, configs
 
 
-def plain_trial(job: tuple[dict, DataCheck]) -> dict:
+def plain_trial(job: tuple[dict, CheckedDataset]) -> dict:
     """One trial without Ray, in a pool process; module level so the pool can pickle it."""
     config, data = job
     started = time.time()
@@ -139,7 +139,7 @@ def plain_trial(job: tuple[dict, DataCheck]) -> dict:
     return {"started_at": started, "train_s": reports[-1] - started, "epochs": len(reports), "ended_at": time.time()}
 
 
-def plain_run(args, data: DataCheck, configs: list[dict]) -> dict:
+def plain_run(args, data: CheckedDataset, configs: list[dict]) -> dict:
     jobs = [({**to_train_config(c), "arch": c.get("arch", "shared")}, data) for c in configs]
     start_at, start = time.time(), time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.concurrency) as pool:

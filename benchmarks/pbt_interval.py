@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 
 SCHEDULES = ("stages", "every-n")
 # (full, quick) defaults: full sized for ~6 min per seed on 2 busy cores.
@@ -42,12 +42,12 @@ def search_config(schedule: str, seed: int, args, storage: Path):
                              model_scale=args.model_scale)
 
 
-def run_one(schedule: str, seed: int, args, data: DataCheck, storage: Path) -> dict:
+def run_one(schedule: str, seed: int, args, data: CheckedDataset, storage: Path) -> dict:
     """One PBT search, its pick evaluated on val and test (the evaluation object is kept for the paired test)."""
     from ray_bench import run_search
-    from search.analysis.experiment import load_experiment
-    from search.analysis.lineage import GLOBAL_FILE, read_policy
-    from search.pbt import pbt_stage_split, perturbation_epochs
+    from echotune.search.experiment import load_experiment
+    from echotune.reporting.lineage import GLOBAL_FILE, read_policy
+    from echotune.search.pbt import pbt_stage_split, perturbation_epochs
     from echotune.engine.evaluate_checkpoint import evaluate_held_out
     from echotune.ensemble.members import checkpoint_file
 
@@ -151,7 +151,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import ray
 
-    from search.orchestrate import start_ray
+    from echotune.search.orchestrate import start_ray
 
     args = parse_args(argv)
     start = time.perf_counter()

@@ -20,10 +20,10 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from echotune.data.check import DataCheck
-from search.orchestrate import close_orphaned_optuna_trials, start_ray
-from search.search_record import write_search_record
-from search.tuner import SearchConfig, build_tuner
+from echotune.data.check import CheckedDataset
+from echotune.search.orchestrate import close_orphaned_optuna_trials, start_ray
+from echotune.results.search_record import write_search_record
+from echotune.search.tuner import SearchConfig, build_tuner
 
 
 @dataclass
@@ -92,7 +92,7 @@ class SearchRun:
     events: EventLog = field(default_factory=EventLog)
 
 
-def run_search(cfg: SearchConfig, data: DataCheck, stop: tune.Stopper | None = None,
+def run_search(cfg: SearchConfig, data: CheckedDataset, stop: tune.Stopper | None = None,
                cpus: int | None = None) -> SearchRun:
     """A fresh local Ray, one search into cfg.experiment_dir (an older folder of that name is deleted first),
     then Ray shut down. The same pieces as search/run.py: search record, build_tuner, orphan clean-up. When Ray

@@ -52,10 +52,10 @@ import numpy as np
 import optuna
 
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.metrics import Estimate, bootstrap_draws, percentile_interval
-from spaces import get_profile, get_space, to_train_config
+from echotune.spaces import get_profile, get_space, to_train_config
 
 ARMS = {"asha+tpe": ("asha", "tpe"), "asha+random": ("asha", "random"), "tpe": ("fifo", "tpe"),
         "random": ("fifo", "random"), "pbt": ("pbt", "random")}  # arm -> (scheduler, searcher)
@@ -178,11 +178,11 @@ def search_config(method: str, seed: int, args, storage: Path):
                              model_scale=args.model_scale, final_top_k=args.final_top_k, final_seeds=1)
 
 
-def has_test(data: DataCheck) -> bool:
+def has_test(data: CheckedDataset) -> bool:
     return bool(data.samples.get("test"))
 
 
-def evaluate(checkpoint: Path, data: DataCheck) -> dict:
+def evaluate(checkpoint: Path, data: CheckedDataset) -> dict:
     """A checkpoint on val and test (confidence chosen on val), its test metrics with their 95 % intervals over
     videos, and the test score's video resamples (for the intervals over seeds and videos)."""
     from echotune.engine.evaluate_checkpoint import evaluate_held_out
@@ -195,10 +195,10 @@ def evaluate(checkpoint: Path, data: DataCheck) -> dict:
             "test": {m: estimate_dict(held.ci[split][m]) for m in TEST_METRICS}, "_draws": draws["score"]}
 
 
-def run_one_search(method: str, seed: int, args, data: DataCheck, storage: Path) -> dict:
+def run_one_search(method: str, seed: int, args, data: CheckedDataset, storage: Path) -> dict:
     from ray_bench import run_search
-    from search.analysis.experiment import load_experiment
-    from search.budget import TrialEpochBudget
+    from echotune.search.experiment import load_experiment
+    from echotune.search.budget import TrialEpochBudget
     from echotune.ensemble.members import checkpoint_file
 
     cfg = search_config(method, seed, args, storage)
@@ -227,11 +227,11 @@ def run_one_search(method: str, seed: int, args, data: DataCheck, storage: Path)
     return row
 
 
-def run_final_fit(search_row: dict, args, data: DataCheck, storage: Path) -> dict | None:
+def run_final_fit(search_row: dict, args, data: CheckedDataset, storage: Path) -> dict | None:
     """(b): the product's final round after a search (its top configurations and the baseline retrained for E
     epochs with a fresh seed), then the winner's and the baseline's final checkpoints evaluated like the picks."""
-    from search.analysis.experiment import load_experiment
-    from search.final_round import run_final_round
+    from echotune.search.experiment import load_experiment
+    from echotune.search.final_round import run_final_round
 
     cfg = search_config(search_row["method"], search_row["seed"], args, storage)
     # The budget ended the search; it started fewer trials than num_samples (which only bounded the count).
@@ -257,14 +257,14 @@ def run_final_fit(search_row: dict, args, data: DataCheck, storage: Path) -> dic
     return row
 
 
-def run_searches(args, data: DataCheck, storage: Path,
+def run_searches(args, data: CheckedDataset, storage: Path,
                  after_seed: Callable[[list[dict], list[dict]], None] = lambda runs, finals: None
                  ) -> tuple[list[dict], list[dict]]:
     """Every (seed, arm) search, and the final round after each FINAL_ARM search, on one local Ray;
     `after_seed(runs, finals)` after each seed's arms (the partial tables)."""
     import ray
 
-    from search.orchestrate import start_ray
+    from echotune.search.orchestrate import start_ray
 
     start_ray(None)  # one local Ray for every search (its start-up is not what is compared)
     runs, finals = [], []
@@ -287,7 +287,7 @@ def run_searches(args, data: DataCheck, storage: Path,
 def baseline_config(args, seed: int) -> dict:
     """Exactly what a search trial of the baseline point gets (its sampled values, the space's constants and
     the search's trial constants), except that it trains for the whole budget."""
-    from search.tuner import define_trial
+    from echotune.search.tuner import define_trial
 
     cfg = search_config("random", seed, args, Path(tempfile.gettempdir()))
     point = get_space(args.space).baseline(args.profile)
@@ -295,7 +295,7 @@ def baseline_config(args, seed: int) -> dict:
     return {**to_train_config(config), "epochs": args.budget}
 
 
-def run_baseline(job: tuple[dict, DataCheck, int, str]) -> dict:
+def run_baseline(job: tuple[dict, CheckedDataset, int, str]) -> dict:
     """One long baseline run in this (worker) process; module level so a process pool can pickle it."""
     config, data, seed, out = job
     start = time.perf_counter()
@@ -312,7 +312,7 @@ def run_baseline(job: tuple[dict, DataCheck, int, str]) -> dict:
             "wall_s": time.perf_counter() - start}
 
 
-def run_baselines(args, data: DataCheck, storage: Path) -> list[dict]:
+def run_baselines(args, data: CheckedDataset, storage: Path) -> list[dict]:
     """The seeds' baseline runs side by side, `concurrency` processes of 1 CPU each (as the searches' trials),
     into STORAGE/baseline-seed<k>/; then each best checkpoint evaluated like the picks."""
     jobs = [(baseline_config(args, seed), data, seed, str(storage / f"baseline-seed{seed}")) for seed in args.seeds]
@@ -486,7 +486,7 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    from search.analysis.figure_style import _color, _figure, _label, _legend_outside, save_figure
+    from echotune.reporting.figure_style import _color, _figure, _label, _legend_outside, save_figure
 
     s = result["settings"]
     fig, (ax,) = _figure(f"Best val/score so far, {s['space']}, budget {s['budget']} trial-epochs, "

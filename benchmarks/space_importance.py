@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_common import header, run_facts, write_outputs  # noqa: E402
+from echotune.results.layout import SEARCH_RECORD_FILE
 from echotune.metrics import SELECTION_METRIC  # noqa: E402
 
 NAME = "space_importance"
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows, n = importance_table(study, args.repeats, args.seed)
     values = np.array([t.value for t in study.trials])
-    record = json.loads((experiment / "search.json").read_text()) if (experiment / "search.json").is_file() else {}
+    record = json.loads((experiment / SEARCH_RECORD_FILE).read_text()) if (experiment / SEARCH_RECORD_FILE).is_file() else {}
     settings = record.get("config", {})
     result = {**run_facts("benchmarks/space_importance.py", argv), "experiment": str(experiment), "n_trials": n,
               "repeats": args.repeats, "rows": rows,

@@ -60,14 +60,14 @@ import torch
 
 from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
 from echotune.atomic import atomic_write_bytes, atomic_write_text
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.data.dataset import EchoDataset, Letterbox
 from echotune.data.yolo_export import YoloExport, export_yolo
 from echotune.engine import TrainConfig, fit
 from echotune.metrics import (Estimate, EvaluationSet, bootstrap_ci, bootstrap_draws, paired_bootstrap,
                               percentile_interval)
-from search.train import parse_assignment
-from spaces.original import DETECTOR_RECIPE
+from echotune.search.train import parse_assignment
+from echotune.spaces.original import DETECTOR_RECIPE
 
 # EchoTune variants: name -> TrainConfig overrides on top of the engine defaults (shared, scale n, GradNorm).
 # Adding a variant is one line here; --set KEY=VALUE applies to all of them.
@@ -121,7 +121,7 @@ def ultralytics_environment(config_dir: Path, threads: int) -> dict[str, str]:
             "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
 
 
-def run_ultralytics(model: str, seed: int, args, export: YoloExport, data: DataCheck, python: Path,
+def run_ultralytics(model: str, seed: int, args, export: YoloExport, data: CheckedDataset, python: Path,
                     storage: Path) -> dict:
     """Train and predict with one Ultralytics model in its venv (a subprocess running ultralytics_runner.py);
     returns the runner's JSON. Its console output goes to STORAGE/ultralytics/<model>-seed<k>.log."""
@@ -165,10 +165,10 @@ def to_echotune_frame(prediction: dict, letterbox: Letterbox) -> dict[str, np.nd
             "labels": np.asarray(prediction["labels"], np.int64).reshape(-1)}
 
 
-def split_targets(data: DataCheck, split: str, img_size: int) -> tuple[list[dict], list[Letterbox], np.ndarray]:
+def split_targets(data: CheckedDataset, split: str, img_size: int) -> tuple[list[dict], list[Letterbox], np.ndarray]:
     """What EchoTune's evaluation compares predictions with on `split`: per image its boxes (N, 4) xyxy in the
     letterboxed square and classes, each image's Letterbox, and the view labels (N,) (-1: none), in the
-    DataCheck's order (EchoDataset.load: the engine's own letterboxing and box mapping)."""
+    CheckedDataset's order (EchoDataset.load: the engine's own letterboxing and box mapping)."""
     dataset = EchoDataset(data.samples[split], img_size)
     targets, letterboxes = [], []
     for index, sample in enumerate(dataset.samples):
@@ -179,7 +179,7 @@ def split_targets(data: DataCheck, split: str, img_size: int) -> tuple[list[dict
     return targets, letterboxes, views
 
 
-def ultralytics_evaluation(predictions: list[dict], data: DataCheck, split: str, img_size: int) -> EvaluationSet:
+def ultralytics_evaluation(predictions: list[dict], data: CheckedDataset, split: str, img_size: int) -> EvaluationSet:
     """The EvaluationSet of Ultralytics' predictions on `split`: same targets, view labels and source-video groups
     as EchoTune's evaluate builds; views predicted as class 0 everywhere (YOLO has no view head: its view
     metrics are meaningless and never reported, but the view labels must agree for a paired bootstrap)."""
@@ -216,7 +216,7 @@ class EpochClock:
         self._last = time.perf_counter()
 
 
-def run_echotune(name: str, cfg: TrainConfig, data: DataCheck, storage: Path) -> dict:
+def run_echotune(name: str, cfg: TrainConfig, data: CheckedDataset, storage: Path) -> dict:
     """Train one variant; its checkpoint with the best val mAP50-95 evaluated by evaluate_held_out."""
     from echotune.engine.evaluate_checkpoint import evaluate_held_out
 
@@ -264,7 +264,7 @@ def scored_run(model: str, kind: str, seed: int, evaluations: dict[str, Evaluati
             "timing": timing(epochs), "epochs": epochs, **extra, "_evaluations": evaluations, "_draws": draws}
 
 
-def score_ultralytics(model: str, seed: int, output: dict, data: DataCheck, img_size: int) -> dict:
+def score_ultralytics(model: str, seed: int, output: dict, data: CheckedDataset, img_size: int) -> dict:
     """EchoTune's metrics on Ultralytics' predictions: confidence chosen on val, applied to test."""
     evaluations = {split: ultralytics_evaluation(output["predictions"][split], data, split, img_size)
                    for split in held_out_splits(data)}
@@ -486,7 +486,7 @@ def markdown(result: dict) -> str:
 
 # ---------------------------------------------------------------- running it all
 
-def held_out_splits(data: DataCheck) -> tuple[str, ...]:
+def held_out_splits(data: CheckedDataset) -> tuple[str, ...]:
     return ("val", "test") if data.samples.get("test") else ("val",)
 
 
@@ -504,7 +504,7 @@ def base_config(args, seed: int) -> dict:
     return {**base, **({"model_scale": args.model_scale} if args.model_scale else {})}
 
 
-def run_all(args, data: DataCheck, python: Path, storage: Path) -> list[dict]:
+def run_all(args, data: CheckedDataset, python: Path, storage: Path) -> list[dict]:
     """Per seed: each Ultralytics model, then each EchoTune variant, one after the other; scored rows."""
     rows = []
     yolo_models = [REFERENCE, *(["yolo11n"] if args.yolo11 else [])]

@@ -57,14 +57,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from echotune.results.layout import BEST_CHECKPOINT_FILE as BEST_FILE, CHECKPOINT_FILE as LAST_FILE
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.config import list_split_images, load_data_config
 from echotune.data.dataset import PAD_VALUE, Letterbox, letterbox, read_rgb
 from echotune.engine.checkpoint import load_checkpoint, package_versions
 from echotune.engine.evaluate_checkpoint import load_model, recorded_val_conf
-from models.anchorfree import AnchorFreeHead
-from models.decode import MAX_NMS_CANDIDATES, nms_detections
-from models.heads import DetectHead
+from echotune.models.anchorfree import AnchorFreeHead
+from echotune.models.decode import MAX_NMS_CANDIDATES, nms_detections
+from echotune.models.heads import DetectHead
 
 SPEC_VERSION = 1
 FORMATS = ("onnx", "torchscript")
@@ -82,7 +83,6 @@ BOX_TOL_PX = 0.1
 SCORE_TOL = 1e-4
 VIEW_PROB_TOL = 1e-4
 # File names a training run writes (echotune.engine.fit; a Ray checkpoint folder holds last.pt)
-BEST_FILE, LAST_FILE = "best.pt", "last.pt"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """EchoTune models: a from-scratch YOLOv5-style jet detector plus a view classifier, in two architectures.
 
-    from models import create_model, list_models
+    from echotune.models import create_model, list_models
     model = create_model("shared", scale="s", nc=4, n_views=3, img_size=160, view_level="P3")
     model = create_model("dual", scale="s", classifier="resnet18")
     model = create_model("shared", scale="n", head="anchorfree")   # anchor-free decoupled head

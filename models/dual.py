@@ -15,6 +15,7 @@ from torch import nn
 
 from .base import Criterion, MultiTaskModel
 from .registry import register_model
+from .weights import load_error_reason
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _CHECKPOINT_WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
@@ -42,8 +43,6 @@ def load_classifier_weights(model: nn.Module, path: str | Path) -> dict[str, lis
     try:
         state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # UnpicklingError (pickled code refused), RuntimeError/EOFError (damaged file)
-        from echotune.engine.checkpoint import load_error_reason  # (echotune.engine imports models)
-
         raise ValueError(f"classifier_weights {path}: not loadable with weights_only=True (which refuses pickled "
                          f"code): {load_error_reason(path, exc)}") from exc
     own = model.state_dict()

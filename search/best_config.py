@@ -19,7 +19,7 @@ import yaml
 
 from echotune.atomic import atomic_write_text
 from echotune.engine.config import TrainConfig
-from spaces import to_train_config
+from echotune.spaces import to_train_config
 
 CONFIG_KEY = "config"
 

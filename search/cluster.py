@@ -14,47 +14,23 @@ import hashlib
 import importlib.util
 import os
 import secrets
-import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
-from echotune.data.check import DataCheck
+from echotune.results.layout import is_object_store
+from echotune.data.check import CheckedDataset
+from echotune.trainables.node import EXAMPLES_SHOWN, NodeInfo, this_node
 
 # The packages a trial imports (pyproject's packages): a node running other versions of them would train
 # something else than the driver planned.
-PROJECT_PACKAGES = ("echotune", "models", "spaces", "trainables", "search")
+PROJECT_PACKAGES = ("echotune", "echotune.models", "echotune.spaces", "echotune.trainables", "echotune.search")
 PROBE_TIMEOUT_S = 180.0  # a fresh node may need to start a worker process and set up a runtime environment
-EXAMPLES_SHOWN = 3
 
 
 class ClusterError(ValueError):
     """The cluster cannot run this search as asked (storage, dataset or code not the same on every node)."""
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    node_id: str
-    ip: str
-    hostname: str
-    resources: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def is_head(self) -> bool:
-        return "node:__internal_head__" in self.resources
-
-    def describe(self) -> str:
-        return f"node {self.node_id[:12]} ({self.hostname}, {self.ip}{', head' if self.is_head else ''})"
-
-    def to_record(self) -> dict:
-        return {"node_id": self.node_id, "ip": self.ip, "hostname": self.hostname, "head": self.is_head,
-                "resources": {k: v for k, v in sorted(self.resources.items()) if not k.startswith("node:")}}
-
-
-def is_object_store(storage: str) -> bool:
-    """s3://, gs://, abfs://... (the same rule as SearchConfig: a URI scheme means "not a local path")."""
-    return "://" in storage
 
 
 def alive_nodes() -> list[NodeInfo]:
@@ -93,7 +69,7 @@ def check_storage_rule(storage: str, shared: bool, nodes: list[NodeInfo], client
             f"every node (NFS, EFS, Filestore) and say so with --shared-storage.")
 
 
-def dataset_files(data: DataCheck) -> dict[str, int]:
+def dataset_files(data: CheckedDataset) -> dict[str, int]:
     """Every image path a search reads (all splits: trials train and validate, the driver tests the ensemble),
     with its size in bytes as the driver sees it."""
     return {str(s.image): os.stat(s.image).st_size for samples in data.samples.values() for s in samples}
@@ -111,27 +87,6 @@ def find_unusable_files(files: dict[str, int]) -> list[str]:
     return bad
 
 
-def this_node() -> NodeInfo:
-    """The node this process runs on (inside a trial or task: its Ray node)."""
-    node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
-    return NodeInfo(node_id, ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1",
-                    socket.gethostname())
-
-
-def require_dataset_on_node(data: DataCheck) -> None:
-    """Raise FileNotFoundError naming the node and the files if some dataset image is not readable here.
-
-    Trials call it first: a node that joined after the driver's check (autoscaling) may lack a copy."""
-    missing = [p for p in (str(s.image) for samples in data.samples.values() for s in samples)
-               if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} dataset image(s) are missing on {this_node().describe()}, e.g. "
-            f"{', '.join(missing[:EXAMPLES_SHOWN])}. Every node must see the dataset at the path the driver checked "
-            f"({data.config.yaml_path.parent}): put it on a shared mount, or copy it to that path on every node "
-            f"(cluster.yaml file_mounts / setup_commands; see docs/cluster.md).")
-
-
 def code_fingerprint() -> str:
     """A hash of the project's Python sources as this process would import them (found, not imported)."""
     digest = hashlib.sha256()
@@ -141,7 +96,8 @@ def code_fingerprint() -> str:
             digest.update(f"{name}: missing".encode())
             continue
         root = Path(list(spec.submodule_search_locations)[0])
-        for path in sorted(root.rglob("*.py")):
+        nested = {n.rpartition(".")[2] for n in PROJECT_PACKAGES if n.startswith(f"{name}.")}  # hashed on their own
+        for path in sorted(p for p in root.rglob("*.py") if p.relative_to(root).parts[0] not in nested):
             digest.update(f"{name}/{path.relative_to(root).as_posix()}\n".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -227,7 +183,7 @@ def node_problems(nodes: list[NodeInfo], answers: dict[str, dict], storage: str,
     return problems
 
 
-def prepare_cluster(storage: str, shared_storage: bool, data: DataCheck) -> ClusterFacts:
+def prepare_cluster(storage: str, shared_storage: bool, data: CheckedDataset) -> ClusterFacts:
     """On a connected cluster: the storage rule, then every alive node's view of the dataset, the results folder
     and the code. Raises ClusterError listing every problem found; returns the facts otherwise."""
     nodes, client = alive_nodes(), is_client_connection()

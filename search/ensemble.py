@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from echotune.data.check import DataCheck, check_dataset
+from echotune.data.check import CheckedDataset, check_dataset
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.ensemble.build import ENSEMBLE_DIR, build_ensemble
 from echotune.ensemble.fusion import FUSIONS
@@ -60,12 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_data(experiment: Path, data: str | None, cache_dir: Path | None,
-                 video_id_pattern: str | None = None) -> DataCheck:
+                 video_id_pattern: str | None = None) -> CheckedDataset:
     """--data, else search.json's data_yaml, else the synthetic set; checked, errors raised as DataError.
     `video_id_pattern`: given, else the search's own (search.json) when the dataset is the search's."""
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if data is None:
-        from search.search_record import read_search_record
+        from echotune.results.search_record import read_search_record
 
         record = read_search_record(experiment)
         data = record.get("data_yaml")

@@ -15,7 +15,7 @@ has to beat it), then to the better search rank. A run that diverges, errors or 
 out.
 
 The final fit the user acts on: the winner's run and the baseline's run at the first final seed, both trained the
-same epochs. Test is read once, after the choice: search.analysis.held_out evaluates both checkpoints on val and
+same epochs. Test is read once, after the choice: echotune.reporting.held_out evaluates both checkpoints on val and
 test (P/R/F1 at each model's val-chosen confidence, 95 % bootstrap intervals over source videos, the difference
 paired over the same resampled videos) and writes held_out.json. With several seeds only the first seed's pair is
 measured on test: the mean over seeds chooses the winner, while the test claim is about the one model the user
@@ -44,21 +44,21 @@ from typing import Callable
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from echotune.results.layout import BEST_CONFIG_FILE, FINAL_FILE, HELD_OUT_FILE, is_object_store
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck
-from search.analysis.experiment import UNFINISHED, load_experiment
-from search.analysis.held_out import write_held_out
-from search.best_config import reproduce_command, train_config_of, write_best_config
-from search.documents import read_json_document
-from search.fixed_configs import FixedConfigs
-from search.trial_table import trial_rows
-from search.tuner import (SearchConfig, build_trainable, define_trial, restore_tuner, run_config, storage_filesystem,
+from echotune.data.check import CheckedDataset
+from echotune.search.experiment import UNFINISHED, load_experiment
+from echotune.reporting.held_out import write_held_out
+from echotune.search.best_config import reproduce_command, train_config_of, write_best_config
+from echotune.results.documents import read_json_document
+from echotune.search.fixed_configs import FixedConfigs
+from echotune.search.trial_table import trial_rows
+from echotune.search.tuner import (SearchConfig, build_trainable, define_trial, restore_tuner, run_config, storage_filesystem,
                           trial_dirname)
-from spaces import get_space
-from spaces.trials import ReplayTrial
+from echotune.spaces import get_space
+from echotune.spaces.trials import ReplayTrial
 
 FINAL_DIR = "final"  # the final round's Ray experiment, inside the search's experiment folder
-FINAL_FILE = "final.json"
 SCORE = "best/val/score"  # a run's (and a search trial's) val/score at its best epoch: its checkpoint's
 FAILED = ("ERROR", "DIVERGED")
 Log = Callable[[str], None]
@@ -151,7 +151,7 @@ def final_round_config(cfg: SearchConfig) -> SearchConfig:
     return dataclasses.replace(cfg, storage=cfg.experiment_dir, name=FINAL_DIR)
 
 
-def build_final_tuner(cfg: SearchConfig, data: DataCheck, configs: list[dict], callbacks: list | None = None):
+def build_final_tuner(cfg: SearchConfig, data: CheckedDataset, configs: list[dict], callbacks: list | None = None):
     """A Tuner over exactly `configs` (FIFO: every run trains all its epochs), with the search's trainable,
     resources, concurrency and run config (atomic storage, retries), stored in <experiment>/final/."""
     tune_config = tune.TuneConfig(search_alg=FixedConfigs(configs), scheduler=FIFOScheduler(),
@@ -210,7 +210,7 @@ def _score(held: dict, model: str, split: str) -> dict:
     return held[model]["ci95"][split]["score"]
 
 
-def measure_final_fit(experiment: Path, data: DataCheck, winner: Candidate, baseline: Candidate | None, seed: int,
+def measure_final_fit(experiment: Path, data: CheckedDataset, winner: Candidate, baseline: Candidate | None, seed: int,
                       cfg: SearchConfig, log: Log) -> dict | None:
     """The winner's and the baseline's runs at `seed` on val and test (held_out.json); their scores, intervals and
     paired difference as final.json keeps them (None: the winner's run kept no checkpoint)."""
@@ -233,7 +233,7 @@ def measure_final_fit(experiment: Path, data: DataCheck, winner: Candidate, base
 
     baseline_is_winner = baseline is winner
     difference = held.get("best_minus_baseline")
-    return {"seed": seed, "epochs": cfg.max_epochs, "split": split, "held_out_file": "held_out.json",
+    return {"seed": seed, "epochs": cfg.max_epochs, "split": split, "held_out_file": HELD_OUT_FILE,
             "metric": "score", "baseline_is_winner": baseline_is_winner, "winner": model("best", winner),
             "baseline": model("baseline", baseline) if "baseline" in held else None,
             "difference": {s: difference[s]["score"] for s in ("val", split)} if difference else None}
@@ -282,7 +282,7 @@ def write_winner_config(experiment: Path, doc: dict, data_yaml: str | Path) -> P
     seed = fit["seed"] if fit else doc["seeds"][0]
     run = next(r for r in winner["runs"] if r["seed"] == seed)
     checkpoint = fit["winner"]["checkpoint"] if fit else run["checkpoint"]  # the file (held_out.json's) if measured
-    path = experiment / "best_config.yaml"
+    path = experiment / BEST_CONFIG_FILE
     config = train_config_of({**winner["config"], "seed": seed, "epochs": doc["epochs"]})
     meta = {"trial_id": winner["search_trial_id"], "selected_by": "final round: highest mean val/score over "
             f"{len(doc['seeds'])} fresh seed(s) at {doc['epochs']} epochs", "is_baseline": winner["is_baseline"],
@@ -321,7 +321,7 @@ def _plan(cfg: SearchConfig, search_rows: list[dict], log: Log) -> dict | None:
             "trial_epochs": {"search": sum(int(r.get("epochs_trained") or 0) for r in search_rows)}}
 
 
-def run_final_round(cfg: SearchConfig, data: DataCheck, progress: Callable[[int], tune.Callback] | None = None,
+def run_final_round(cfg: SearchConfig, data: CheckedDataset, progress: Callable[[int], tune.Callback] | None = None,
                     log: Log = print) -> dict | None:
     """Run (or resume, or reuse) the final round of the search `cfg` and return final.json's content; None when
     it is off (final_top_k 0), the results live in an object store, or no trial was scored. Ray must be running.
@@ -329,7 +329,7 @@ def run_final_round(cfg: SearchConfig, data: DataCheck, progress: Callable[[int]
     it in place of the one it saved)."""
     if cfg.final_top_k <= 0:
         return None
-    if "://" in cfg.storage:
+    if is_object_store(cfg.storage):
         log("Final round skipped: the trial files are in an object store; it reads them from a filesystem")
         return None
     if cfg.scheduler == "pbt":  # a PBT member is a schedule of configs; this round retrains fixed ones

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from search.analysis.tables import SHORT_METRICS, TABLE_FORMATS
+from echotune.reporting.tables import SHORT_METRICS, TABLE_FORMATS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--top must be >= 1, got {args.top}")
     if args.by not in SHORT_METRICS and args.by.removeprefix("best/") not in SHORT_METRICS.values():
         parser.error(f"unknown --by {args.by!r}; valid: {', '.join(SHORT_METRICS)}")
-    from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
+    from echotune.search.leaderboard_report import build_report, render_text, write_parquets, write_plots, write_report_html
 
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731  (stdout stays the table, for pipes)
     try:

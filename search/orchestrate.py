@@ -16,15 +16,16 @@ from typing import Callable
 import optuna
 import ray
 
-from echotune.data.check import DataCheck
+from echotune.results.layout import BEST_CONFIG_FILE, is_object_store
+from echotune.data.check import CheckedDataset
 from echotune.data.leakage import guard_leakage
-from search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
-from search.best_config import reproduce_command, train_config_of, write_best_config
-from search.final_round import headline, run_final_round, write_winner_config
-from search.progress import DEFAULT_EVERY_S, SearchStatus
-from search.search_record import read_search_record, write_search_record
-from search.tuner import SearchConfig, build_tuner, restore_tuner
-from trainables.common import remove_orphaned_work_dirs
+from echotune.search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
+from echotune.search.best_config import reproduce_command, train_config_of, write_best_config
+from echotune.search.final_round import headline, run_final_round, write_winner_config
+from echotune.search.progress import DEFAULT_EVERY_S, SearchStatus
+from echotune.results.search_record import read_search_record, write_search_record
+from echotune.search.tuner import SearchConfig, build_tuner, restore_tuner
+from echotune.trainables.common import remove_orphaned_work_dirs
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
 # driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).
@@ -121,7 +122,7 @@ def describe_cluster(facts: ClusterFacts) -> str:
             f"dataset, results storage and code (fingerprint {facts.code}) checked on every node")
 
 
-def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
+def build_final_ensemble(cfg: SearchConfig, data: CheckedDataset, top_k: int):
     """The ensemble of the top-k trials (tuned on val, measured on test); None, with the reason, when it cannot
     be built (e.g. fewer usable trials than needed, no test split)."""
     from echotune.ensemble import build_ensemble
@@ -137,16 +138,16 @@ def build_final_ensemble(cfg: SearchConfig, data: DataCheck, top_k: int):
         return None
 
 
-def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: int = 0, top: int = 5,
+def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_top_k: int = 0, top: int = 5,
               final: dict | None = None) -> dict:
     """Leaderboard parquet, the ensemble (ensemble_top_k > 0), the best trial and the baseline on val and test
     (held_out.json), then the leaderboard table, plots, report.html and best_config.yaml; returns the best and
     baseline rows. `final`: the final round's final.json content (search/final_round.py): its winner is the best,
     its final fit (already in held_out.json) the headline, and best_config.yaml its winning run's config."""
-    from search.analysis.held_out import write_held_out
-    from search.analysis.report import build_report, render_text, write_parquets, write_plots, write_report_html
+    from echotune.reporting.held_out import write_held_out
+    from echotune.search.leaderboard_report import build_report, render_text, write_parquets, write_plots, write_report_html
 
-    if "://" in cfg.storage:  # the trial files are in the object store; the analysis reads a filesystem
+    if is_object_store(cfg.storage):  # the trial files are in the object store; the analysis reads a filesystem
         print(f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
               f"python search/leaderboard.py on it (with --write for the ensemble builder's leaderboard.parquet).")
         return {"best": None, "baseline": None, "rows": [], "report": None}
@@ -178,7 +179,7 @@ def summarise(cfg: SearchConfig, data: DataCheck | None = None, ensemble_top_k: 
         print(f"Best: trial {winner['search_trial_id']}, final-round val/score {winner['val_mean']:.4f} (mean over "
               f"{len(final['seeds'])} seed(s)); runnable config {path}: python search/train.py --config {path}")
     elif best is not None:
-        path = experiment / "best_config.yaml"
+        path = experiment / BEST_CONFIG_FILE
         write_best_config(path, train_config_of(json.loads(best["config_json"])), {
             "trial_id": best["trial_id"], "selected_by": "the search's best val/score (no final round)",
             "val/score": best["best/val/score"], "checkpoint": best["checkpoint_path"],
@@ -220,7 +221,7 @@ def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
         raise ClusterError("; ".join(problem))
 
 
-def run_search(cfg: SearchConfig, data: DataCheck, resume: bool, address: str | None = None,
+def run_search(cfg: SearchConfig, data: CheckedDataset, resume: bool, address: str | None = None,
                ensemble_top_k: int = 0, dashboard_host: str | None = None,
                status_every: float = DEFAULT_EVERY_S) -> dict:
     """`status_every`: seconds between the live status lines of the search and of the final round

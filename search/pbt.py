@@ -72,15 +72,16 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.utils.util import SafeFallbackEncoder
 
+from echotune.results.layout import PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_SYNCED_FILE as SYNCED_FILE
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.engine.config import MUTABLE_KEYS, TrainConfig
 from echotune.engine.schedule import split_epochs
-from spaces import get_profile, get_space, parameter_ranges
-from spaces.common import fractions_from_split
-from spaces.trials import NumericRange, ReplayTrial
+from echotune.spaces import get_profile, get_space, parameter_ranges
+from echotune.spaces.common import fractions_from_split
+from echotune.spaces.trials import NumericRange, ReplayTrial
 
 if TYPE_CHECKING:
-    from search.tuner import SearchConfig
+    from echotune.search.tuner import SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ QUANTILE_FRACTION = 0.25
 RESAMPLE_PROBABILITY = 0.25
 # --pbt-interval's default: None perturbs at the stage ends (benchmarks/pbt_interval.py compares the two).
 DEFAULT_PBT_INTERVAL: int | None = None
-SYNCED_FILE = "pbt_synced.json"  # perturbation epochs at which the whole population was synced (and perturbed)
-PERTURBED_MARK = "@perturbed"  # Ray appends "@perturbed[...]" to a clone's experiment tag
 POLICY_FILES = ("pbt_global.txt", "pbt_policy_*.txt")  # what Ray's PBT writes into the driver's staging folder
 
 

@@ -50,7 +50,7 @@ from pathlib import Path
 from ray import tune
 
 from echotune.metrics import SELECTION_METRIC
-from search.budget import TrialEpochBudget
+from echotune.search.budget import TrialEpochBudget
 
 DEFAULT_EVERY_S = 10.0  # seconds between two status lines
 TAIL_LINES = 20  # lines of a failed trial's error file and of its worker's stderr

@@ -25,18 +25,19 @@ import sys
 import tempfile
 from pathlib import Path
 
+from echotune.results.layout import is_object_store
 from echotune.atomic import atomic_directory
 from echotune.data.check import check_dataset
 from echotune.data.config import compile_video_id_pattern
 from echotune.data.leakage import LeakySplitsError, guard_leakage
 from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
-from echotune.data.report import format_report, verdict
+from echotune.data.check_report import format_report, verdict
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
-from search.pbt import DEFAULT_PBT_INTERVAL
-from search.progress import DEFAULT_EVERY_S as DEFAULT_STATUS_EVERY_S
-from search.tuner import OBJECTIVES, SearchConfig
-from spaces import PROFILES, list_spaces
+from echotune.search.pbt import DEFAULT_PBT_INTERVAL
+from echotune.search.progress import DEFAULT_EVERY_S as DEFAULT_STATUS_EVERY_S
+from echotune.search.tuner import OBJECTIVES, SearchConfig
+from echotune.spaces import PROFILES, list_spaces
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 STORAGE_ENV = "ECHOTUNE_STORAGE"  # a cluster's default --storage (its shared bucket), set by cluster.yaml
@@ -280,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     experiment = Path(search_config.experiment_dir)
-    if "://" not in search_config.storage:
+    if not is_object_store(search_config.storage):
         if args.resume and not experiment.is_dir():
             print(f"error: --resume: no experiment at {experiment}", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -293,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"error: cannot write the results folder {experiment}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
-    from search.cluster import ClusterError  # these import Ray: keep --check-data and --help fast
-    from search.orchestrate import run_search
+    from echotune.search.cluster import ClusterError  # these import Ray: keep --check-data and --help fast
+    from echotune.search.orchestrate import run_search
 
     pbt = search_config.scheduler == "pbt"  # a population, all live (PBT time-slices it), no searcher
     print(f"Search '{search_config.name}': space {search_config.space} ({search_config.profile}), "
@@ -320,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
 def _resume_from_record(cfg: SearchConfig, args: argparse.Namespace) -> SearchConfig:
     """--resume: the search's settings and dataset as search.json recorded them (a plain `--name X --resume`
     continues exactly the search that was started, whatever else the command line says)."""
-    from search.search_record import read_search_record, resumed_config
+    from echotune.results.search_record import read_search_record, resumed_config
 
-    record = read_search_record(cfg.local_dir) if "://" not in cfg.storage or cfg.local_dir.is_dir() else {}
+    record = read_search_record(cfg.local_dir) if not is_object_store(cfg.storage) or cfg.local_dir.is_dir() else {}
     if not record:
         return cfg
     if args.data is None and record.get("data_yaml"):
@@ -347,7 +348,7 @@ def _pbt_interval_text(interval: int | None) -> str:
 
 def _check_pbt(parser: argparse.ArgumentParser, args: argparse.Namespace, interval: int | None) -> None:
     """Refuse a PBT search that could not perturb: no mutable key in the space, no perturbation epoch."""
-    from search.pbt import mutation_ranges, pbt_stage_split, perturbation_epochs
+    from echotune.search.pbt import mutation_ranges, pbt_stage_split, perturbation_epochs
 
     probe = SearchConfig(space=args.space, profile=args.profile, max_epochs=args.max_epochs, pbt_interval=interval)
     try:
@@ -399,7 +400,7 @@ def _search_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     if args.dashboard and args.address:
         parser.error("--dashboard starts the dashboard of a local Ray; a cluster has its own (docs/cluster.md: "
                      "`ray dashboard cluster.yaml`)")
-    if args.shared_storage and "://" in args.storage:
+    if args.shared_storage and is_object_store(args.storage):
         parser.error(f"--shared-storage is for a local path mounted on every node; {args.storage} is an object store")
     return SearchConfig(space=args.space, profile=args.profile, name=args.name or args.space, storage=args.storage,
                         shared_storage=args.shared_storage,

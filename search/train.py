@@ -24,17 +24,18 @@ import sys
 import time
 from pathlib import Path
 
+from echotune.results.layout import METRICS_FILE
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck, check_dataset
+from echotune.data.check import CheckedDataset, check_dataset
 from echotune.data.leakage import LeakySplitsError, guard_leakage
 from echotune.data.prepare import resolve_data_yaml
 from echotune.data.problems import DataError
-from echotune.data.report import format_report
+from echotune.data.check_report import format_report
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, held_out_table
 from echotune.engine.run_log import RunLog
-from search.best_config import ConfigFileError, read_config_file
+from echotune.search.best_config import ConfigFileError, read_config_file
 
 # The original study's published configuration: YOLOv5s scale, 640 px, GradNorm alpha 1.5, stage lrs
 # 0.01 / 0.001 / 0.0001 over 30 / 50 / 20 epochs, batch 8, augmentation off (no mixup either).
@@ -122,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def check_resume(path: Path, cfg: TrainConfig, data: DataCheck) -> list[dict]:
+def check_resume(path: Path, cfg: TrainConfig, data: CheckedDataset) -> list[dict]:
     """Refuse a damaged checkpoint, or one that does not fit this config and dataset, naming the file and the
     differences (fit loads it again, onto the training device). Returns its per-epoch history (the run log
     starts from it)."""
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"best_val": result.best, "wall_s": wall_s, "best_checkpoint": str(result.best_checkpoint),
                **({"test": held.metrics["test"]} if "test" in held.metrics else {}), "held_out": held.to_dict()}
     summary["leaky_splits"] = leaky_splits  # null: no source video in two splits (as far as names tell)
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2))
     print(held_out_table(held, data.config.names))
     print(f"Wrote {out / 'metrics.json'}")
     return 0

@@ -1,82 +1,20 @@
-"""One row per trial of an experiment directory, written as `leaderboard.parquet` with an explicit schema.
+"""One row per trial of an experiment directory (echotune.results.leaderboard's schema), read from Ray's files.
 
 Reads Ray's own files (experiment state, params, results) through `ExperimentAnalysis`, so it works on a
-finished, running or interrupted search. Hyperparameters get one typed column per TrainConfig field (null
-where a space does not use it) plus the full config as JSON.
+finished, running or interrupted search; the rows are written as `leaderboard.parquet` by the core
+(echotune.results.leaderboard), which owns the columns.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import io
 import json
 import logging
-import math
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from ray.tune import ExperimentAnalysis
 
-from echotune.atomic import atomic_write_bytes
-from echotune.engine.config import TrainConfig
-from echotune.metrics import METRIC_NAMES
-from search.analysis.lineage import is_pbt_search, lineage_columns, read_lineage
-
-METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # val/map50, ..., val/view_kappa, val/score
-_HP_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
-
-
-def _hp_fields() -> list[pa.Field]:
-    fields = []
-    for f in dataclasses.fields(TrainConfig):
-        kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), str)
-        fields.append(pa.field(f"hp/{f.name}", _HP_TYPES[kind]))
-    return fields
-
-
-SCHEMA = pa.schema([
-    pa.field("trial_id", pa.string(), nullable=False),
-    pa.field("experiment", pa.string()),
-    pa.field("space", pa.string()),
-    pa.field("arch", pa.string()),
-    pa.field("is_baseline", pa.bool_()),
-    pa.field("status", pa.string()),  # Ray's TERMINATED, RUNNING, PENDING, PAUSED, ERROR; ours: DIVERGED, STOPPED_EARLY, INTERRUPTED
-    pa.field("stopped_early", pa.bool_()),
-    pa.field("error", pa.string()),
-    pa.field("retries", pa.int64()),  # worker crashes Ray recovered from (the trial resumed from its checkpoint)
-    pa.field("epochs_trained", pa.int64()),
-    pa.field("epochs_planned", pa.int64()),
-    pa.field("wall_time_s", pa.float64()),
-    pa.field("best_epoch", pa.int64()),
-    *[pa.field(f"best/{m}", pa.float64()) for m in METRICS],
-    *[pa.field(f"final/{m}", pa.float64()) for m in METRICS],
-    pa.field("checkpoint_path", pa.string()),
-    pa.field("config_json", pa.string()),
-    # population-based training (search/pbt.py; null in other searches): the member's clones, "e2←<donor id>; ..."
-    # ('' never cloned into), and the per-stage schedule it ended with, JSON (search/analysis/lineage.py)
-    pa.field("pbt_lineage", pa.string()),
-    pa.field("pbt_final_config", pa.string()),
-    *_hp_fields(),
-])
-
-
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _hp_value(field: pa.Field, value):
-    if value is None:
-        return None
-    if pa.types.is_string(field.type):
-        return value if isinstance(value, str) else json.dumps(value)
-    if pa.types.is_boolean(field.type):
-        return bool(value)
-    return int(value) if pa.types.is_integer(field.type) else float(value)
+from echotune.reporting.lineage import is_pbt_search, lineage_columns, read_lineage
+from echotune.results.leaderboard import METRICS, SCHEMA, finite_or_none, hp_value
 
 
 def _error_message(experiment_dir: Path, trial) -> str | None:
@@ -146,30 +84,14 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
                "arch": trial.config.get("arch"), "status": status, "stopped_early": status == "STOPPED_EARLY",
                "is_baseline": baseline is not None and all(trial.config.get(k) == v for k, v in baseline.items()),
                "error": error, "retries": int(trial.run_metadata.num_failures or 0), "epochs_trained": trained, "epochs_planned": planned,
-               "wall_time_s": _finite(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
+               "wall_time_s": finite_or_none(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
                "checkpoint_path": checkpoint, "config_json": json.dumps(trial.config, sort_keys=True, default=str)}
         for metric in METRICS:
-            row[f"best/{metric}"] = _finite(best_row.get(metric)) if best_row else None
-            row[f"final/{metric}"] = None if last.get("diverged") else _finite(last.get(metric))
+            row[f"best/{metric}"] = finite_or_none(best_row.get(metric)) if best_row else None
+            row[f"final/{metric}"] = None if last.get("diverged") else finite_or_none(last.get(metric))
         for field in SCHEMA:
             if field.name.startswith("hp/"):
-                row[field.name] = _hp_value(field, trial.config.get(field.name[3:]))
+                row[field.name] = hp_value(field, trial.config.get(field.name[3:]))
         row.update(lineage_columns(lineage.get(trial.trial_id)))
         rows.append(row)
     return rows
-
-
-def write_leaderboard(rows: list[dict], path: str | Path) -> Path:
-    """Rows sorted by best val/score (missing last) -> parquet with SCHEMA, written atomically."""
-    rows = sorted(rows, key=lambda r: -(r["best/val/score"] if r["best/val/score"] is not None else -1.0))
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_leaderboard(path: str | Path) -> pa.Table:
-    table = pq.read_table(path)
-    if not table.schema.equals(SCHEMA):
-        raise ValueError(f"{path}: leaderboard schema differs from this EchoTune version's; rebuild it")
-    return table

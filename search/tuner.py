@@ -16,15 +16,16 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from echotune.data.check import DataCheck
+from echotune.results.layout import is_object_store
+from echotune.data.check import CheckedDataset
 from echotune.metrics import SELECTION_METRIC
-from search.atomic_storage import atomic_local_filesystem
-from search.optuna_bridge import EchoOptunaSearch
-from search.pbt import DEFAULT_PBT_INTERVAL, build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
-from search.progress import SearchStatus
-from search.scheduler import EpochASHA
-from spaces import get_space
-from trainables import train_any
+from echotune.search.atomic_storage import atomic_local_filesystem
+from echotune.search.optuna_bridge import EchoOptunaSearch
+from echotune.search.pbt import DEFAULT_PBT_INTERVAL, build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
+from echotune.search.progress import SearchStatus
+from echotune.search.scheduler import EpochASHA
+from echotune.spaces import get_space
+from echotune.trainables import train_any
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's multivariate/group
 
@@ -79,14 +80,14 @@ class SearchConfig:
 
     @property
     def experiment_dir(self) -> str:
-        return os.path.join(self.storage, self.name) if "://" in self.storage else str(Path(self.storage, self.name).resolve())
+        return os.path.join(self.storage, self.name) if is_object_store(self.storage) else str(Path(self.storage, self.name).resolve())
 
     @property
     def local_dir(self) -> Path:
         """Where files that need a filesystem live (optuna.db, search.json): the experiment folder, or for
         object-store experiments (s3://...) $ECHOTUNE_RESULTS_DIR/<name>/, default ./results/<name>/ (a driver
         started by `ray job submit` runs in a temporary copy of the working dir: cluster.yaml sets the variable)."""
-        if "://" not in self.storage:
+        if not is_object_store(self.storage):
             return Path(self.experiment_dir)
         return Path(os.environ.get(RESULTS_DIR_ENV) or "results", self.name).expanduser().resolve()
 
@@ -158,21 +159,21 @@ def trial_resources(cfg: SearchConfig) -> dict[str, float]:
     return {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
 
 
-def build_trainable(cfg: SearchConfig, data: DataCheck):
+def build_trainable(cfg: SearchConfig, data: CheckedDataset):
     return tune.with_resources(tune.with_parameters(train_any, data=data), trial_resources(cfg))
 
 
 def storage_filesystem(cfg: SearchConfig):
     """For a local or NFS results folder, a filesystem whose files are written atomically (Ray's own copy would
     leave empty files behind a killed driver: see search/atomic_storage.py); object stores: Ray's default."""
-    return None if "://" in cfg.storage else atomic_local_filesystem()
+    return None if is_object_store(cfg.storage) else atomic_local_filesystem()
 
 
 def run_config(cfg: SearchConfig, callbacks: list | None = None, stop: tune.Stopper | None = None) -> tune.RunConfig:
     """`stop`: an optional tune.Stopper (e.g. search.budget.TrialEpochBudget); None stops on num_samples and
     time_budget_s only."""
     return tune.RunConfig(
-        name=cfg.name, storage_path=cfg.storage if "://" in cfg.storage else str(Path(cfg.storage).resolve()),
+        name=cfg.name, storage_path=cfg.storage if is_object_store(cfg.storage) else str(Path(cfg.storage).resolve()),
         storage_filesystem=storage_filesystem(cfg),
         checkpoint_config=pbt_checkpoint_config(cfg) if cfg.scheduler == "pbt" else
         tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score", checkpoint_score_order="max"),
@@ -185,7 +186,7 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = None,
+def build_tuner(cfg: SearchConfig, data: CheckedDataset, callbacks: list | None = None,
                 stop: tune.Stopper | None = None) -> tune.Tuner:
     pbt = cfg.scheduler == "pbt"  # PBT: a fixed population, all live at once (Ray time-slices it), no Optuna
     search_alg, param_space = build_pbt_search(cfg) if pbt else (build_searcher(cfg), None)
@@ -197,7 +198,7 @@ def build_tuner(cfg: SearchConfig, data: DataCheck, callbacks: list | None = Non
                       run_config=run_config(cfg, callbacks, stop))
 
 
-def restore_tuner(cfg: SearchConfig, data: DataCheck, status: tune.Callback | None = None) -> tune.Tuner:
+def restore_tuner(cfg: SearchConfig, data: CheckedDataset, status: tune.Callback | None = None) -> tune.Tuner:
     """Continue an interrupted search: finished trials are kept, unfinished ones resume from their checkpoints,
     the Optuna study (SQLite) keeps its history, and EpochASHA rebuilds its rungs from the trials' results.
     `status`: the live status of this run, in place of the one the experiment saved (its settings were the

@@ -13,14 +13,14 @@ baseline (nothing searched). Profiles: quick (laptop CPU), full (GPU).
 """
 from __future__ import annotations
 
-from spaces import all as _all  # noqa: F401  (registers the spaces)
-from spaces import baseline as _baseline  # noqa: F401
-from spaces import dual_backbone as _dual_backbone  # noqa: F401
-from spaces import gradnorm as _gradnorm  # noqa: F401
-from spaces.common import SEARCH_ONLY_PARAMS, to_train_config
-from spaces.original import original_config
-from spaces.profiles import PROFILES, Profile, get_profile
-from spaces.registry import (SearchSpace, describe_space, get_space, list_spaces, parameter_ranges, parameter_table,
+from echotune.spaces import all as _all  # noqa: F401  (registers the spaces)
+from echotune.spaces import baseline as _baseline  # noqa: F401
+from echotune.spaces import dual_backbone as _dual_backbone  # noqa: F401
+from echotune.spaces import gradnorm as _gradnorm  # noqa: F401
+from echotune.spaces.common import SEARCH_ONLY_PARAMS, to_train_config
+from echotune.spaces.original import original_config
+from echotune.spaces.profiles import PROFILES, Profile, get_profile
+from echotune.spaces.registry import (SearchSpace, describe_space, get_space, list_spaces, parameter_ranges, parameter_table,
                              register_space)
 
 __all__ = ["PROFILES", "SEARCH_ONLY_PARAMS", "Profile", "SearchSpace", "describe_space", "get_profile",

@@ -1,12 +1,12 @@
 """``all``: the architecture is itself a parameter; each choice opens its own conditional sub-space."""
 from __future__ import annotations
 
-from spaces.dual_backbone import define_dual
-from spaces.gradnorm import define_gradnorm
-from spaces.original import original_config
-from spaces.profiles import Profile
-from spaces.registry import register_space
-from spaces.trials import SuggestTrial
+from echotune.spaces.dual_backbone import define_dual
+from echotune.spaces.gradnorm import define_gradnorm
+from echotune.spaces.original import original_config
+from echotune.spaces.profiles import Profile
+from echotune.spaces.registry import register_space
+from echotune.spaces.trials import SuggestTrial
 
 ARCH_SPACES = {"shared": define_gradnorm, "dual": define_dual}
 

@@ -1,10 +1,10 @@
 """``baseline``: no free parameters; every trial runs the original configuration (e.g. to measure its spread)."""
 from __future__ import annotations
 
-from spaces.original import original_config
-from spaces.profiles import Profile
-from spaces.registry import register_space
-from spaces.trials import SuggestTrial
+from echotune.spaces.original import original_config
+from echotune.spaces.profiles import Profile
+from echotune.spaces.registry import register_space
+from echotune.spaces.trials import SuggestTrial
 
 
 @register_space("baseline", baseline_config=original_config)

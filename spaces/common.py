@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from spaces.profiles import Profile
-from spaces.trials import SuggestTrial
+from echotune.spaces.profiles import Profile
+from echotune.spaces.trials import SuggestTrial
 
 DETECT_HEADS = ("anchor", "anchorfree")  # models.heads.DETECT_HEADS
 BOX_LOSSES = ("giou", "diou", "ciou")

@@ -1,11 +1,11 @@
 """``dual_backbone``: detector + independent timm classifier (no shared layer, so no GradNorm)."""
 from __future__ import annotations
 
-from spaces.common import suggest_training
-from spaces.original import original_config
-from spaces.profiles import Profile
-from spaces.registry import register_space
-from spaces.trials import SuggestTrial
+from echotune.spaces.common import suggest_training
+from echotune.spaces.original import original_config
+from echotune.spaces.profiles import Profile
+from echotune.spaces.registry import register_space
+from echotune.spaces.trials import SuggestTrial
 
 DUAL_BALANCERS = ("fixed", "uncertainty")
 

@@ -1,11 +1,11 @@
 """``gradnorm``: the shared-backbone model with GradNorm balancing (the original study's architecture)."""
 from __future__ import annotations
 
-from spaces.common import VIEW_LEVELS, suggest_training
-from spaces.original import original_config
-from spaces.profiles import Profile
-from spaces.registry import register_space
-from spaces.trials import SuggestTrial
+from echotune.spaces.common import VIEW_LEVELS, suggest_training
+from echotune.spaces.original import original_config
+from echotune.spaces.profiles import Profile
+from echotune.spaces.registry import register_space
+from echotune.spaces.trials import SuggestTrial
 
 
 @register_space("gradnorm", baseline_config=original_config)

@@ -15,7 +15,7 @@ runtime keys (seed, cpus, device, ...), which the search sets for every trial al
 """
 from __future__ import annotations
 
-from spaces.profiles import Profile, get_profile
+from echotune.spaces.profiles import Profile, get_profile
 
 ORIGINAL_STUDY: dict = {
     "arch": "shared", "balance": "gradnorm", "gn_alpha": 1.5, "gn_min_weight": 0.0, "head": "anchor",

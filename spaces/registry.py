@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from echotune.engine.config import TrainConfig
-from spaces.common import fractions_from_split
-from spaces.profiles import Profile, get_profile
-from spaces.trials import CyclingTrial, FocusedTrial, NumericRange, ReplayTrial, SuggestTrial
+from echotune.spaces.common import fractions_from_split
+from echotune.spaces.profiles import Profile, get_profile
+from echotune.spaces.trials import CyclingTrial, FocusedTrial, NumericRange, ReplayTrial, SuggestTrial
 
 DefineFn = Callable[[SuggestTrial, Profile], dict]
 ConfigFn = Callable[[Profile], dict]
@@ -68,7 +68,7 @@ class SearchSpace:
     def recipe(self, profile: str | Profile) -> dict:
         """The baseline with spaces.original.DETECTOR_RECIPE's values wherever this space (and profile) searches
         that parameter: a second known starting point. Equal to the baseline where none of them is searched."""
-        from spaces.original import DETECTOR_RECIPE
+        from echotune.spaces.original import DETECTOR_RECIPE
 
         return self.point(profile, DETECTOR_RECIPE)
 

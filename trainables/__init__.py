@@ -1,6 +1,6 @@
 """Thin Ray Tune adapters: config dict -> echotune engine `fit` -> `tune.report(metrics, checkpoint)`."""
-from trainables.dual import train_dual
-from trainables.shared import train_shared
+from echotune.trainables.dual import train_dual
+from echotune.trainables.shared import train_shared
 
 TRAINABLES = {"shared": train_shared, "dual": train_dual}
 

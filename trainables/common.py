@@ -19,18 +19,17 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from echotune.results.layout import CHECKPOINT_FILE, ORIGIN_FILE
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
 from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
-from search.cluster import require_dataset_on_node
-from spaces import to_train_config
+from echotune.spaces import to_train_config
+from echotune.trainables.node import require_dataset_on_node
 
 VAL_METRICS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC)
 
-CHECKPOINT_FILE = "last.pt"
-ORIGIN_FILE = "origin.json"  # {"trial_id": the trial that reported this checkpoint}, beside last.pt
 WORK_PREFIX = "echotune-trial-"  # + "<pid of the worker process>-<random>": a trial's local work folder
 
 
@@ -65,7 +64,7 @@ def remove_orphaned_work_dirs(root: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def train_with_tune(config: dict, data: DataCheck, arch: str) -> None:
+def train_with_tune(config: dict, data: CheckedDataset, arch: str) -> None:
     started_at = time.time()  # wall clock at the trainable's first line: the benchmarks' trial start-up time
     cfg = TrainConfig.from_dict({**to_train_config(config), "arch": arch})
     require_dataset_on_node(data)  # on a cluster the images must be at the driver's paths on this node too

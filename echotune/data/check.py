@@ -78,7 +78,7 @@ class SplitStats:
 
 
 @dataclass
-class DataCheck:
+class CheckedDataset:
     """Result of `check_dataset`: usable iff there are no errors."""
     config: DataConfig
     view_names: tuple[str, ...]
@@ -115,7 +115,7 @@ class DataCheck:
 
 
 def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: int | None = None,
-                  video_id_pattern: str | None = None) -> DataCheck:
+                  video_id_pattern: str | None = None) -> CheckedDataset:
     """Validate everything about a dataset. Raises DataError only if data.yaml itself is unusable.
 
     `video_id_pattern` replaces data.yaml's `video_id_pattern` key (a command line's --video-id-pattern)."""
@@ -152,7 +152,7 @@ def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: i
     problems += _video_id_problems(config, samples)
     if leakage:
         problems.append(_leakage_problem(config, samples, leakage))
-    return DataCheck(config, view_names, samples, stats, problems, leakage, notes, strict)
+    return CheckedDataset(config, view_names, samples, stats, problems, leakage, notes, strict)
 
 
 def _check_image(image: Path, nc: int, n_views: int, strict: bool,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.data.config import SPLITS, VIDEO_ID_KEY
 from echotune.data.problems import DataError
 
@@ -50,7 +50,7 @@ def _pair_keys(splits: tuple[str, ...]) -> list[str]:
     return keys + (["+".join(present)] if len(present) == 3 else [])
 
 
-def leakage_summary(check: DataCheck) -> LeakageSummary:
+def leakage_summary(check: CheckedDataset) -> LeakageSummary:
     splits = tuple(check.samples)
     pairs = dict.fromkeys(_pair_keys(splits), 0)
     for counts in check.leakage.values():
@@ -71,7 +71,7 @@ def flag_text(record: dict) -> str:
             f"evaluation is optimistic")
 
 
-def leakage_message(check: DataCheck, summary: LeakageSummary, allow_hint: str = ALLOW_OPTION) -> str:
+def leakage_message(check: CheckedDataset, summary: LeakageSummary, allow_hint: str = ALLOW_OPTION) -> str:
     """The refusal: per-pair counts, example videos, the fix, and how to go on knowingly."""
     yaml_path = check.config.yaml_path
     lines = [f"{yaml_path}: leaky splits: {summary.leaky_videos} of {summary.videos} source videos have frames in "
@@ -96,7 +96,7 @@ class LeakySplitsError(DataError):
         self.summary = summary
 
 
-def guard_leakage(check: DataCheck, allow: bool, log: Callable[[str], None] | None = print,
+def guard_leakage(check: CheckedDataset, allow: bool, log: Callable[[str], None] | None = print,
                   allow_hint: str = ALLOW_OPTION) -> dict | None:
     """Refuse leaky splits unless `allow`: raises LeakySplitsError. Returns None when no checked video leaks,
     else (allowed) the flag record for the outputs, after a warning through `log` (None: silent)."""

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from echotune.atomic import atomic_write_text
-from echotune.data.check import SCHEME_NAMES, DataCheck, Sample
+from echotune.data.check import SCHEME_NAMES, CheckedDataset, Sample
 from echotune.data.config import VIDEO_ID_KEY, VIDEO_ID_OPTION
 from echotune.data.problems import DataError
 
@@ -52,7 +52,7 @@ def _assign_groups(feats: np.ndarray, ratios: tuple[float, ...], seed: int) -> n
     return assignment
 
 
-def _pooled_groups(check: DataCheck) -> dict[str, list[Sample]]:
+def _pooled_groups(check: CheckedDataset) -> dict[str, list[Sample]]:
     groups: dict[str, list[Sample]] = defaultdict(list)
     for split in check.samples.values():
         for sample in split:
@@ -67,7 +67,7 @@ def _validate_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     return tuple(float(r) for r in ratios)
 
 
-def require_video_ids(check: DataCheck) -> None:
+def require_video_ids(check: CheckedDataset) -> None:
     """A split by source video needs every image's video: DataError (count, examples, the fix) when a name gives
     none (each such image would be a one-frame "video" of its own, free to land beside its siblings)."""
     missing = [s for samples in check.without_video_id().values() for s in samples]
@@ -82,7 +82,7 @@ def require_video_ids(check: DataCheck) -> None:
                     f"the id, e.g. `{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`")
 
 
-def resplit_by_video(check: DataCheck, ratios: tuple[float, ...] = DEFAULT_RATIOS,
+def resplit_by_video(check: CheckedDataset, ratios: tuple[float, ...] = DEFAULT_RATIOS,
                      seed: int = 0) -> dict[str, list[Sample]]:
     """Pool all splits and divide them into train/val/test by source video."""
     ratios = _validate_ratios(ratios)
@@ -98,7 +98,7 @@ def resplit_by_video(check: DataCheck, ratios: tuple[float, ...] = DEFAULT_RATIO
             for b, name in enumerate(names)}
 
 
-def grouped_kfold(check: DataCheck, folds: int, fold: int, test_ratio: float = DEFAULT_RATIOS[2],
+def grouped_kfold(check: CheckedDataset, folds: int, fold: int, test_ratio: float = DEFAULT_RATIOS[2],
                   seed: int = 0) -> dict[str, list[Sample]]:
     """Fold `fold` of K as val, the other folds as train; a fixed video-disjoint test set is held out first."""
     if folds < 2:
@@ -126,7 +126,7 @@ def grouped_kfold(check: DataCheck, folds: int, fold: int, test_ratio: float = D
     return out
 
 
-def write_split(check: DataCheck, splits: dict[str, list[Sample]], out_dir: str | os.PathLike,
+def write_split(check: CheckedDataset, splits: dict[str, list[Sample]], out_dir: str | os.PathLike,
                 description: str) -> Path:
     """Write `<split>.txt` image lists (paths relative to out_dir) and a data.yaml; returns the yaml path.
 

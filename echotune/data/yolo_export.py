@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from echotune.atomic import atomic_write_bytes, atomic_write_text
-from echotune.data.check import DataCheck, Sample
+from echotune.data.check import CheckedDataset, Sample
 from echotune.data.config import SPLITS
 from echotune.data.labels import ImageLabels
 
@@ -37,7 +37,7 @@ LINK_KINDS = ("symlink", "hardlink", "copy")
 @dataclass
 class YoloExport:
     """Where an export went: `data_yaml`, per split the list file and the exported image paths (same order as
-    the DataCheck's samples), and how each image got there (link kind -> count)."""
+    the CheckedDataset's samples), and how each image got there (link kind -> count)."""
     root: Path
     data_yaml: Path
     lists: dict[str, Path] = field(default_factory=dict)
@@ -88,7 +88,7 @@ def _export_split(split: str, samples: list[Sample], root: Path, prefer: str, li
     return images
 
 
-def export_yolo(data: DataCheck, out_dir: str | os.PathLike, prefer: str = "symlink") -> YoloExport:
+def export_yolo(data: CheckedDataset, out_dir: str | os.PathLike, prefer: str = "symlink") -> YoloExport:
     """Write the Ultralytics layout of `data` (a checked dataset without errors) into `out_dir`, which must be
     empty or absent (an export never mixes with an older one). Every split the check found is exported,
     with its images in the check's order."""

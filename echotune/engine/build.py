@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from echotune.balance import FixedBalancer
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine.config import TrainConfig
 from echotune.losses import AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss
 
@@ -50,12 +50,12 @@ def device_runtime(cfg: TrainConfig, device: torch.device | None = None) -> Devi
                          pin_memory=cuda, workers=workers)
 
 
-def view_class_counts(data: DataCheck) -> list[int]:
+def view_class_counts(data: CheckedDataset) -> list[int]:
     counts = data.stats["train"].views
     return [int(counts.get(i, 0)) for i in range(len(data.view_names))]
 
 
-def train_box_sizes(data: DataCheck, img_size: int) -> np.ndarray:
+def train_box_sizes(data: CheckedDataset, img_size: int) -> np.ndarray:
     """(N, 2) training box widths/heights in letterboxed pixels, for k-means anchors."""
     sizes = [s.labels.boxes[:, 2:] - s.labels.boxes[:, :2] for s in data.samples["train"] if len(s.labels.boxes)]
     scales = [img_size / max(s.image_hw) * np.array(s.image_hw[::-1], np.float32)
@@ -65,7 +65,7 @@ def train_box_sizes(data: DataCheck, img_size: int) -> np.ndarray:
     return np.concatenate([wh * scale for wh, scale in zip(sizes, scales)])
 
 
-def build_criterion(cfg: TrainConfig, data: DataCheck) -> MultiTaskCriterion:
+def build_criterion(cfg: TrainConfig, data: CheckedDataset) -> MultiTaskCriterion:
     if cfg.head == "anchorfree":  # no objectness: loss_obj does not apply
         det = AnchorFreeLoss(data.config.nc, box=cfg.loss_box, cls=cfg.loss_cls, focal_gamma=cfg.focal_gamma)
     else:
@@ -76,8 +76,8 @@ def build_criterion(cfg: TrainConfig, data: DataCheck) -> MultiTaskCriterion:
     return MultiTaskCriterion(det, view)
 
 
-def build_model(cfg: TrainConfig, data: DataCheck) -> nn.Module:
-    from models import kmeans_anchors
+def build_model(cfg: TrainConfig, data: CheckedDataset) -> nn.Module:
+    from echotune.models import kmeans_anchors
 
     anchors = kmeans_anchors(train_box_sizes(data, cfg.img_size), img_size=cfg.img_size,
                              seed=cfg.seed) if cfg.kmeans_anchors else None
@@ -87,7 +87,7 @@ def build_model(cfg: TrainConfig, data: DataCheck) -> nn.Module:
 def create_network(cfg: TrainConfig, nc: int, n_views: int, anchors=None, criterion=None) -> nn.Module:
     """The model of `cfg` for nc classes and n_views views, without a dataset (e.g. to load a checkpoint for
     inference: no criterion, anchors come from the weights)."""
-    from models import create_model
+    from echotune.models import create_model
 
     common = dict(scale=cfg.model_scale, nc=nc, n_views=n_views, img_size=cfg.img_size,
                   dropout=cfg.view_dropout, anchors=anchors, criterion=criterion, head=cfg.head)

@@ -19,6 +19,7 @@ import torch
 
 from echotune.atomic import atomic_write_bytes
 from echotune.engine.config import MUTABLE_KEYS, RUNTIME_KEYS
+from echotune.models.weights import load_error_reason
 
 FORMAT_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "albumentations", "opencv-python-headless", "numpy", "ray", "optuna",
@@ -77,21 +78,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not an EchoTune checkpoint of format {FORMAT_VERSION}")
     return state
-
-
-def load_error_reason(path: str | os.PathLike, exc: Exception) -> str:
-    """Why torch.load(weights_only=True) failed, in one sentence; without torch's advice to retry with
-    weights_only=False (that advice is how a tampered file would run its code)."""
-    with open(path, "rb") as f:
-        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation",
-                                                             "Please file an issue", "WeightsUnpickler error"))]
-    if isinstance(exc, pickle.UnpicklingError) and (is_zip or any("GLOBAL" in line for line in detail)):
-        return f"it holds pickled objects beyond tensors and plain containers, refused ({' '.join(detail)[:300]})"
-    if not is_zip:
-        return "not a PyTorch checkpoint (truncated, damaged or another format: no zip archive)"
-    return (detail or lines or [type(exc).__name__])[-1][:300]
 
 
 # the model's shape, and the kinds of saved state (the balancer's and optimizer's load only into their own kind)

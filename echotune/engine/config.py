@@ -118,7 +118,7 @@ class TrainConfig:
         from echotune.augment import POLICIES
         from echotune.balance import BALANCERS
         from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
-        from models.heads import DETECT_HEADS
+        from echotune.models.heads import DETECT_HEADS
 
         _choice("balance", self.balance, BALANCERS)
         _choice("loss_box", self.loss_box, BOX_LOSSES)

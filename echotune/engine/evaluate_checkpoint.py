@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.data.dataset import EchoDataset, make_loader
 from echotune.engine.build import choose_device, create_network
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
@@ -40,7 +40,7 @@ def load_model(path: str | Path, device: str = "auto", expect: dict | None = Non
     return model.to(choose_device(device)).eval(), cfg, state
 
 
-def load_trained_model(path: str | Path, data: DataCheck, device: str = "auto"):
+def load_trained_model(path: str | Path, data: CheckedDataset, device: str = "auto"):
     """(model with the checkpoint's EMA weights in eval mode, its TrainConfig); refuses a mismatching dataset."""
     model, cfg, _ = load_model(path, device, {"nc": data.config.nc, "n_views": len(data.view_names)})
     return model, cfg
@@ -52,21 +52,21 @@ def recorded_val_conf(state: dict) -> float | None:
     return history[-1].get("val/conf") if history else None
 
 
-def _split_loader(data: DataCheck, split: str, cfg: TrainConfig):
+def _split_loader(data: CheckedDataset, split: str, cfg: TrainConfig):
     if split not in data.samples or not data.samples[split]:
         raise ValueError(f"split {split!r} has no images in {data.config.yaml_path}; valid: "
                          f"{', '.join(s for s in data.samples if data.samples[s])}")
     return make_loader(EchoDataset(data.samples[split], cfg.img_size), cfg.batch_size)
 
 
-def _evaluate_split(model, cfg: TrainConfig, data: DataCheck, split: str, conf: float | None):
+def _evaluate_split(model, cfg: TrainConfig, data: CheckedDataset, split: str, conf: float | None):
     metrics, raw = evaluate(model, _split_loader(data, split, cfg), next(model.parameters()).device,
                             data.config.nc, len(data.view_names), cfg.score_weights or None, conf=conf,
                             prefix=f"{split}/")
     return metrics, raw
 
 
-def evaluate_checkpoint(path: str | Path, data: DataCheck, split: str = "test", device: str = "auto",
+def evaluate_checkpoint(path: str | Path, data: CheckedDataset, split: str = "test", device: str = "auto",
                         conf: float | None = None) -> dict:
     """Metrics named `<split>/map50`, ..., `<split>/conf` for the checkpoint's EMA model on `split`.
 
@@ -103,7 +103,7 @@ class HeldOutEvaluation:
                 "per_class": self.per_class}
 
 
-def evaluate_held_out(path: str | Path, data: DataCheck, splits: tuple[str, ...] = ("val", "test"),
+def evaluate_held_out(path: str | Path, data: CheckedDataset, splits: tuple[str, ...] = ("val", "test"),
                       device: str = "auto", n_resamples: int = N_RESAMPLES, seed: int = 0) -> HeldOutEvaluation:
     """Evaluate `path` on val (choosing the P/R/F1 confidence there) and then on the other `splits` that have
     images (applying it), each with bootstrap CIs over source videos and per-class metrics."""

@@ -19,10 +19,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from echotune.results.layout import BEST_CHECKPOINT_FILE, CHECKPOINT_FILE
 from echotune.atomic import atomic_write_text
 from echotune.augment import Augmenter, Mosaic
 from echotune.balance import create_balancer
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.data.dataset import EchoDataset, make_loader, set_thread_budget
 from echotune.engine.build import build_model, build_optimizer, device_runtime
 from echotune.engine.checkpoint import check_compatible, load_checkpoint, package_versions, restore_rng_state, save_checkpoint
@@ -57,7 +58,7 @@ def hard_mining_indices(n: int, losses: dict[int, float], frac: float, rng: np.r
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
-def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, resume_from: str | Path | None = None,
+def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = None, resume_from: str | Path | None = None,
         out_dir: str | Path | None = None, log: Callable[[str], None] = print, strict_resume: bool = False) -> FitResult:
     """Train `cfg` on `data`; `resume_from` continues a last.pt. strict_resume: the checkpoint's config must equal
     `cfg` but for the per-stage schedule and runtime keys (checkpoint.check_compatible; the search's trials),
@@ -105,7 +106,7 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
 
     result = FitResult(best=best or {}, last=history[-1] if history else {}, history=history)
     if resume_from is not None and best is not None:  # until a resumed epoch beats it, the best is the earlier one
-        earlier_best = Path(resume_from).with_name("best.pt")
+        earlier_best = Path(resume_from).with_name(BEST_CHECKPOINT_FILE)
         result.best_checkpoint = earlier_best if earlier_best.is_file() else None
     for epoch in range(start_epoch, cfg.epochs):
         stage = stage_at(stages, epoch)
@@ -145,9 +146,9 @@ def fit(cfg: TrainConfig | dict, data: DataCheck, report: Report | None = None, 
                      "balancer": balancer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
                      "stage": stage.index, "history": history, "best": best, "mining_losses": mining_losses,
                      "config": {**cfg.to_dict(), "nc": nc, "n_views": n_views}}
-            result.last_checkpoint = save_checkpoint(out_dir / "last.pt", state)
+            result.last_checkpoint = save_checkpoint(out_dir / CHECKPOINT_FILE, state)
             if improved:
-                result.best_checkpoint = save_checkpoint(out_dir / "best.pt", state)
+                result.best_checkpoint = save_checkpoint(out_dir / BEST_CHECKPOINT_FILE, state)
         log(_epoch_line(metrics, cfg.epochs))
         if report is not None:
             report(metrics, result.last_checkpoint)

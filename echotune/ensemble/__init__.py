@@ -46,7 +46,7 @@ from echotune.ensemble.fusion import FUSIONS, FusionParams, fuse_detections, fus
 from echotune.ensemble.manifest import Manifest, load_manifest, save_manifest
 from echotune.ensemble.members import Member, select_members
 from echotune.ensemble.predictor import EnsemblePredictor
-from echotune.ensemble.report import EnsembleResult, comparison_table
+from echotune.ensemble.result import EnsembleResult, comparison_table
 from echotune.ensemble.tta import TTA_MODES, flip_boxes, tta_variants
 
 __all__ = ["FUSIONS", "TTA_MODES", "EnsemblePredictor", "EnsembleResult", "FusionParams", "Manifest", "Member",

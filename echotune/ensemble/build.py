@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from echotune.data.check import DataCheck
+from echotune.results.layout import LEADERBOARD_FILE, METRICS_FILE
+from echotune.results.leaderboard import read_leaderboard
+from echotune.data.check import CheckedDataset
 from echotune.data.leakage import guard_leakage
 from echotune.engine.checkpoint import package_versions
 from echotune.ensemble.fusion import FUSIONS, FusionParams
@@ -19,7 +21,7 @@ from echotune.ensemble.inference import SplitPredictions, predict_split
 from echotune.ensemble.manifest import MANIFEST_FILE, Manifest, ManifestMember, load_manifest, save_manifest
 from echotune.ensemble.members import Member, checkpoint_file, load_member, select_members
 from echotune.ensemble.predictor import EnsemblePredictor
-from echotune.ensemble.report import EnsembleResult, comparison_table, gain, write_metrics
+from echotune.ensemble.result import EnsembleResult, comparison_table, gain, write_metrics
 from echotune.ensemble.scoring import evaluation_set, member_metrics, split_metrics
 from echotune.ensemble.tta import TTA_MODES
 from echotune.ensemble.tuning import DEFAULT_TRIALS, TuneResult, tune_fusion
@@ -27,18 +29,16 @@ from echotune.metrics import bootstrap_ci, metrics_dict, paired_bootstrap
 
 N_RESAMPLES = 1000  # bootstrap resamples of source videos for the intervals
 
-LEADERBOARD_FILE = "leaderboard.parquet"
 ENSEMBLE_DIR = "ensemble"
-METRICS_FILE = "metrics.json"
 
 
-def check_split(data: DataCheck, split: str) -> None:
+def check_split(data: CheckedDataset, split: str) -> None:
     if split not in data.samples or not data.samples[split]:
         raise ValueError(f"split={split!r} has no images in {data.config.yaml_path}; valid: "
                          f"{', '.join(s for s in data.samples if data.samples[s])}")
 
 
-def check_options(data: DataCheck, tta: str, fusion: str, tune_on: str, split: str) -> None:
+def check_options(data: CheckedDataset, tta: str, fusion: str, tune_on: str, split: str) -> None:
     """ValueError listing the valid choices for a bad tta / fusion / split / tune_on."""
     if tta not in TTA_MODES:
         raise ValueError(f"tta={tta!r} is not valid; choose one of: {', '.join(TTA_MODES)}")
@@ -63,8 +63,6 @@ def _select(experiment_dir: Path, top_k: int, diverse: bool, log: Callable[[str]
         raise FileNotFoundError(f"{board} does not exist: is {experiment_dir} an experiment folder of a finished "
                                 "search (search/run.py writes the leaderboard at the end; for an interrupted one, "
                                 f"python search/leaderboard.py {experiment_dir} --write)?")
-    from search.trial_table import read_leaderboard  # imported here: it pulls in Ray
-
     members = select_members(read_leaderboard(board).to_pylist(), top_k, diverse, source=str(board))
     if len(members) < top_k:
         log(f"note: only {len(members)} usable member(s) for top-k {top_k}{' with --diverse' if diverse else ''}")
@@ -106,7 +104,7 @@ def _score(members: list[Member], tune_preds: SplitPredictions, preds: SplitPred
                           out / METRICS_FILE, ci)
 
 
-def build_ensemble(experiment_dir: str | Path, data: DataCheck, top_k: int = 3, diverse: bool = False,
+def build_ensemble(experiment_dir: str | Path, data: CheckedDataset, top_k: int = 3, diverse: bool = False,
                    tta: str = "none", fusion: str = "wbf", tune_on: str = "val", split: str = "test",
                    tune_trials: int = DEFAULT_TRIALS, seed: int = 0, device: str = "auto",
                    log: Callable[[str], None] = print, n_resamples: int = N_RESAMPLES,
@@ -150,7 +148,7 @@ def build_ensemble(experiment_dir: str | Path, data: DataCheck, top_k: int = 3, 
     return result
 
 
-def evaluate_manifest(path: str | Path, data: DataCheck, split: str = "test", device: str = "auto",
+def evaluate_manifest(path: str | Path, data: CheckedDataset, split: str = "test", device: str = "auto",
                       log: Callable[[str], None] = print) -> dict[str, float]:
     """Metrics (`<split>/map50`, ...) of a saved ensemble on `split`: rebuilds it from the manifest alone. P/R/F1
     are read at the confidence chosen on the tuning split (the manifest's `conf`; chosen on `split` itself for a

@@ -1,6 +1,6 @@
 """Choose ensemble members from a leaderboard and load their best checkpoints.
 
-Rows come from `search.trial_table.read_leaderboard(...).to_pylist()`. Usable: a best val/score, a checkpoint
+Rows come from `echotune.results.leaderboard.read_leaderboard(...).to_pylist()`. Usable: a best val/score, a checkpoint
 folder, and a status other than DIVERGED/ERROR. Ranked by best/val/score (ties: trial id). `diverse` keeps at
 most one trial per architecture and skips a config identical to a chosen one apart from seed and runtime keys
 (seeds differ, the model does not: little to gain from averaging).
@@ -12,10 +12,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine.config import TrainConfig
 from echotune.engine.evaluate_checkpoint import load_model
 from echotune.ensemble.inference import LoadedMember
+from echotune.results.layout import CHECKPOINT_FILE
 
 UNUSABLE_STATUSES = ("DIVERGED", "ERROR")
 NOT_MODEL_KEYS = ("seed", "cpus", "device", "workers", "cache_images", "amp")  # ignored when comparing configs
@@ -77,15 +78,13 @@ def checkpoint_file(path: str | Path, trial_id: str | None = None) -> Path:
         raise FileNotFoundError(f"{who}checkpoint {path} does not exist (moved or deleted?)")
     if path.is_file():
         return path
-    from trainables.common import CHECKPOINT_FILE  # imported here: it pulls in Ray
-
     file = path / CHECKPOINT_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{who}checkpoint folder {path} holds no {CHECKPOINT_FILE}")
     return file
 
 
-def load_member(member: Member, data: DataCheck, device: str = "auto") -> LoadedMember:
+def load_member(member: Member, data: CheckedDataset, device: str = "auto") -> LoadedMember:
     """(EMA model in eval mode, TrainConfig) of the member's checkpoint; errors name the trial and the file,
     e.g. when the checkpoint's architecture or size differs from the trial's config or the dataset's classes."""
     file = checkpoint_file(member.checkpoint, member.trial_id)

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor
 
-from models.anchorfree import (REG_MAX, anchor_points, box_to_distance, distance_to_box, expected_distance,
+from echotune.models.anchorfree import (REG_MAX, anchor_points, box_to_distance, distance_to_box, expected_distance,
                                flatten_levels)
 
 from .detection import _BOX_FNS  # the IoU-loss choices (BOX_LOSSES) and their torchvision functions

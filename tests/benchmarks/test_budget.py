@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.budget import TrialEpochBudget
-from search.tuner import SearchConfig, run_config
+from echotune.search.budget import TrialEpochBudget
+from echotune.search.tuner import SearchConfig, run_config
 
 
 def test_counts_each_trial_epoch_once_and_stops_all_at_the_budget():

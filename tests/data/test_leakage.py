@@ -10,7 +10,7 @@ import yaml
 from echotune.data.check import check_dataset, video_id
 from echotune.data.leakage import LeakySplitsError, flag_text, guard_leakage, leakage_summary
 from echotune.data.problems import DataError
-from echotune.data.report import format_report
+from echotune.data.check_report import format_report
 from echotune.data.split import grouped_kfold, resplit_by_video, write_split
 from tests.data.export_fixture import leaky_export, make_export
 

@@ -30,7 +30,7 @@ PAD = {"val": (0, 8), "test": (16, 0)}  # (rows at the bottom, columns at the ri
 @dataclass
 class Experiment:
     path: Path  # results/<name>
-    data: object  # DataCheck of the modified set
+    data: object  # CheckedDataset of the modified set
     checkpoints: dict  # trial id -> Ray-style checkpoint folder holding last.pt
     scores: dict  # trial id -> best val/score
 
@@ -66,7 +66,7 @@ def make_dataset(source_yaml: Path, root: Path):
 
 
 def leaderboard_row(trial_id: str, config: dict, score, checkpoint, status: str = "TERMINATED") -> dict:
-    from search.trial_table import SCHEMA
+    from echotune.results.leaderboard import SCHEMA
 
     row = {field.name: None for field in SCHEMA}
     row.update({"trial_id": trial_id, "experiment": "exp", "space": "test", "arch": config.get("arch", "shared"),
@@ -80,7 +80,7 @@ def leaderboard_row(trial_id: str, config: dict, score, checkpoint, status: str 
 @pytest.fixture(scope="session")
 def experiment(tiny_synthetic, tmp_path_factory) -> Experiment:
     from echotune.engine import fit
-    from search.trial_table import write_leaderboard
+    from echotune.results.leaderboard import write_leaderboard
 
     root = tmp_path_factory.mktemp("ensemble")
     data = make_dataset(Path(tiny_synthetic.config.yaml_path), root / "data")

@@ -21,7 +21,7 @@ QUIET = dict(log=lambda _: None)
 
 
 def test_selection_ranks_skips_unusable_rows_and_diversifies(experiment):
-    from search.trial_table import read_leaderboard
+    from echotune.results.leaderboard import read_leaderboard
 
     rows = read_leaderboard(experiment.path / "leaderboard.parquet").to_pylist()
     best = ranked(experiment)
@@ -119,7 +119,7 @@ def test_tuning_refuses_the_test_split_and_bad_options_list_the_valid_ones(exper
 
 
 def test_missing_and_mismatching_checkpoints_are_named(experiment, tmp_path):
-    from search.trial_table import write_leaderboard
+    from echotune.results.leaderboard import write_leaderboard
 
     config = {**MEMBER_TRAIN, "arch": "shared"}
     (tmp_path / "gone").mkdir()

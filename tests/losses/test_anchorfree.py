@@ -9,8 +9,8 @@ from torch import nn
 
 from echotune.losses import (BOX_LOSSES, CLS_LOSSES, AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss,
                              distribution_focal_loss)
-from models import REG_MAX, create_model
-from models.anchorfree import anchor_points, box_to_distance, expected_distance
+from echotune.models import REG_MAX, create_model
+from echotune.models.anchorfree import anchor_points, box_to_distance, expected_distance
 from tests.losses.helpers import NC, NV, STRIDES, no_boxes, two_boxes
 
 KEYS = {"loss/box", "loss/obj", "loss/cls_det"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from echotune.losses.tal import pad_targets, pairwise_iou, task_aligned_assign
-from models.anchorfree import anchor_points
+from echotune.models.anchorfree import anchor_points
 
 NC = 3
 POINTS, _ = anchor_points([(8, 8)], [8.0])  # one stride-8 level of a 64 px image: centres 4, 12, .., 60

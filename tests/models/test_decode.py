@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import default_anchors, decode_level, kmeans_anchors, postprocess
+from echotune.models import default_anchors, decode_level, kmeans_anchors, postprocess
 
 NC = 2
 ANCHORS = torch.tensor([[[16.0, 16.0], [16.0, 20.0], [8.0, 8.0]]] * 3)  # (3 levels, 3, 2) px

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from echotune.losses import AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss
-from models import DETECT_HEADS, REG_MAX, AnchorFreeHead, create_model, nms_detections, postprocess
-from models.anchorfree import anchor_points, expected_distance
+from echotune.models import DETECT_HEADS, REG_MAX, AnchorFreeHead, create_model, nms_detections, postprocess
+from echotune.models.anchorfree import anchor_points, expected_distance
 
 torch.set_num_threads(1)
 S, B, NC, NV = 64, 2, 4, 3

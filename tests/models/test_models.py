@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import SCALES, create_model, default_anchors, list_models, postprocess
+from echotune.models import SCALES, create_model, default_anchors, list_models, postprocess
 
 torch.set_num_threads(1)
 S, B, NC, NV = 64, 2, 4, 3  # image size, batch, detection classes, views
@@ -148,7 +148,7 @@ def test_anchor_defaults_custom_and_bias_prior():
 
 
 def test_register_model_rejects_a_clashing_name():
-    from models.registry import register_model
+    from echotune.models.registry import register_model
 
     with pytest.raises(ValueError, match="already registered"):
         register_model("shared")(lambda **kw: nn.Identity())

@@ -5,7 +5,7 @@ import pytest
 import timm
 import torch
 
-from models import VIEW_LEVELS, create_model
+from echotune.models import VIEW_LEVELS, create_model
 
 torch.set_num_threads(1)
 S, B = 64, 2

@@ -111,7 +111,7 @@ def trial_statuses(experiment: Path) -> dict[str, str]:
 def assert_leaderboard_sees_the_interrupted_search(experiment: Path) -> None:
     """Unfinished trials are listed: as Ray recorded them while the state is fresh, INTERRUPTED once it is stale
     (with the --resume command in the notes)."""
-    from search.analysis.experiment import LIVE_STATE_MAX_AGE_S, load_experiment
+    from echotune.search.experiment import LIVE_STATE_MAX_AGE_S, load_experiment
 
     fresh = load_experiment(experiment)
     assert fresh.live and any(r["status"] in ("RUNNING", "PENDING", "PAUSED") for r in fresh.rows)

@@ -230,12 +230,12 @@ def _writer_functions(root: Path) -> dict:
     from echotune.ensemble.export import predict_images
     from echotune.ensemble.fusion import FusionParams
     from echotune.ensemble.manifest import Manifest, ManifestMember, save_manifest
-    from echotune.ensemble.report import EnsembleResult, write_metrics
-    from search.analysis.figure_style import save_figure
-    from search.analysis.html_page import Section, write_html
-    from search.search_record import write_search_record
-    from search.trial_table import SCHEMA, write_leaderboard
-    from search.tuner import SearchConfig
+    from echotune.ensemble.result import EnsembleResult, write_metrics
+    from echotune.reporting.figure_style import save_figure
+    from echotune.reporting.html_page import Section, write_html
+    from echotune.results.search_record import write_search_record
+    from echotune.results.leaderboard import SCHEMA, write_leaderboard
+    from echotune.search.tuner import SearchConfig
 
     check = check_dataset(make_export(root / "export"))
     pooled = [s for samples in check.samples.values() for s in samples]
@@ -584,7 +584,7 @@ def test_train_cli_resume_refuses_with_exit_2(evil, tiny_synthetic, tmp_path, ca
 
 
 def test_dual_classifier_weights_refuse(evil):
-    from models import create_model
+    from echotune.models import create_model
 
     path, marker = evil
     with pytest.raises(ValueError) as info:
@@ -619,7 +619,7 @@ def test_start_ray_dashboard_on_localhost_only_and_none_by_default():
         pytest.skip("the Ray dashboard needs ray[default] (aiohttp): pip install -e '.[test]'")
     import ray
 
-    from search.orchestrate import start_ray
+    from echotune.search.orchestrate import start_ray
 
     try:
         assert start_ray(None, cpus=1) is None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 from echotune.atomic import current_umask
-from search.atomic_storage import AtomicLocalFileSystem, atomic_local_filesystem
+from echotune.search.atomic_storage import AtomicLocalFileSystem, atomic_local_filesystem
 
 OLD = b"previous complete version\n"
 CHUNK = 1 << 16
@@ -26,7 +26,7 @@ NEW = bytes(range(256)) * (4 * CHUNK // 256)  # four chunks, none of them zeros 
 
 COPY = """
 import os, sys, pyarrow as pa, pyarrow.fs as pafs
-from search.atomic_storage import atomic_local_filesystem
+from echotune.search.atomic_storage import atomic_local_filesystem
 
 source, target, kind, ready_fd = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 

@@ -260,9 +260,9 @@ NODE_CASES = [  # (id, cpus, gpus, nodes' resources, message)
 
 @pytest.mark.parametrize("cpus, gpus, nodes, message", [c[1:] for c in NODE_CASES], ids=[c[0] for c in NODE_CASES])
 def test_trial_resources_no_node_has_are_refused(cpus, gpus, nodes, message):
-    from search.cluster import ClusterError
-    from search.orchestrate import check_trial_fits
-    from search.tuner import SearchConfig
+    from echotune.search.cluster import ClusterError
+    from echotune.search.orchestrate import check_trial_fits
+    from echotune.search.tuner import SearchConfig
 
     with pytest.raises(ClusterError) as info:
         check_trial_fits(SearchConfig(cpus_per_trial=cpus, gpus_per_trial=gpus), nodes)
@@ -273,9 +273,10 @@ def test_trial_resources_no_node_has_are_refused(cpus, gpus, nodes, message):
 def test_on_an_existing_cluster_a_missing_node_is_only_a_warning(tmp_path, monkeypatch, capsys):
     """An autoscaler may add a GPU node later: the search goes on (here stopped at the next step) with a warning."""
     from echotune.data.check import check_dataset
-    from search import orchestrate
-    from search.cluster import ClusterError, NodeInfo
-    from search.tuner import SearchConfig
+    from echotune.search import orchestrate
+    from echotune.search.cluster import ClusterError
+    from echotune.trainables.node import NodeInfo
+    from echotune.search.tuner import SearchConfig
 
     def next_step(*args):
         raise ClusterError("stopped at the per-node checks")

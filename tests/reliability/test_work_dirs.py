@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from trainables.common import WORK_PREFIX, make_work_dir, remove_orphaned_work_dirs
+from echotune.trainables.common import WORK_PREFIX, make_work_dir, remove_orphaned_work_dirs
 
 
 def _dead_pid() -> int:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from search.tuner import SearchConfig
-from spaces import register_space
+from echotune.search.tuner import SearchConfig
+from echotune.spaces import register_space
 
 PROBE = "probe_for_tests"
 POISONED_TRIAL, ERRORING_TRIAL = 1, 2
@@ -40,7 +40,7 @@ def _probe(trial, profile) -> dict:
 @pytest.fixture(scope="session")
 def probe_space():
     """Registered for the session (the parametrised space tests list spaces at collection, before this runs)."""
-    from spaces.registry import _SPACES
+    from echotune.spaces.registry import _SPACES
 
     register_space(PROBE, baseline_config=_probe_config)(_probe)
     try:
@@ -62,7 +62,7 @@ def e2e_search(tiny_synthetic, tmp_path_factory, probe_space):
     """(SearchConfig, run_search's summary, experiment folder) of a finished 5-trial search: the baseline,
     a diverging trial, an erroring trial (no retries: max_failures 0) and two normal ones; then, as run.py
     does, the ensemble of the top 2."""
-    from search.orchestrate import run_search
+    from echotune.search.orchestrate import run_search
 
     cfg = probe_search(tmp_path_factory.mktemp("e2e"), "e2e", num_samples=5, max_failures=0)
     summary = run_search(cfg, tiny_synthetic, resume=False, ensemble_top_k=2)

@@ -10,8 +10,8 @@ import pytest
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 
-from search.analysis.html_page import Section, format_cell, render_html, write_html
-from search.analysis.plots import (BASELINE_LABEL, NA_LEVEL, best_so_far_figure, gradnorm_weights_figure,
+from echotune.reporting.html_page import Section, format_cell, render_html, write_html
+from echotune.reporting.plots import (BASELINE_LABEL, NA_LEVEL, best_so_far_figure, gradnorm_weights_figure,
                                    importance_figure, learning_curves_figure, parallel_coordinates_figure,
                                    pareto_figure, save_figure)
 

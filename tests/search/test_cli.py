@@ -219,8 +219,8 @@ def test_train_allowed_on_leaky_splits_flags_metrics_json(tmp_path, capsys):
 def test_run_search_itself_refuses_leaky_splits_before_ray(tmp_path, monkeypatch):
     from echotune.data.check import check_dataset
     from echotune.data.leakage import LeakySplitsError
-    from search import orchestrate
-    from search.tuner import SearchConfig
+    from echotune.search import orchestrate
+    from echotune.search.tuner import SearchConfig
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started")
@@ -234,9 +234,9 @@ def test_run_search_itself_refuses_leaky_splits_before_ray(tmp_path, monkeypatch
 
 def test_run_search_allowed_on_leaky_splits_records_the_flag_in_search_json(tmp_path, monkeypatch):
     from echotune.data.check import check_dataset
-    from search import orchestrate
-    from search.cluster import NodeInfo
-    from search.tuner import SearchConfig
+    from echotune.search import orchestrate
+    from echotune.trainables.node import NodeInfo
+    from echotune.search.tuner import SearchConfig
 
     class Stop(Exception):
         pass
@@ -260,8 +260,8 @@ def test_run_search_allowed_on_leaky_splits_records_the_flag_in_search_json(tmp_
 def test_resume_keeps_the_leakage_settings_and_search_json_records_the_flag(tmp_path):
     import dataclasses
 
-    from search.search_record import read_search_record, resumed_config, write_search_record
-    from search.tuner import SearchConfig
+    from echotune.results.search_record import read_search_record, resumed_config, write_search_record
+    from echotune.search.tuner import SearchConfig
 
     started = SearchConfig(name="x", storage=str(tmp_path), allow_leaky_splits=True, video_id_pattern=r"^(v\d+)")
     flag = {"videos": 2, "pairs": {"train+val": 2}}

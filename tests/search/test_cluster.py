@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from search.cluster import (ClusterError, NodeInfo, check_storage_rule, code_fingerprint, dataset_files,
-                            find_unusable_files, require_dataset_on_node)
-from search.tuner import SearchConfig, trial_resources
+from echotune.search.cluster import (ClusterError, check_storage_rule, code_fingerprint, dataset_files,
+                                     find_unusable_files)
+from echotune.trainables.node import NodeInfo, require_dataset_on_node
+from echotune.search.tuner import SearchConfig, trial_resources
 from tests.search.test_cli import load
 
 HEAD = NodeInfo("a" * 56, "10.0.0.1", "head-host", {"CPU": 2.0, "node:__internal_head__": 1.0})

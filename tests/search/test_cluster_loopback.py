@@ -269,7 +269,7 @@ def test_ray_client_connect_retries_a_server_that_died_at_birth_and_nothing_else
     ray://), not an authentication failure."""
     from types import SimpleNamespace
 
-    from search import orchestrate
+    from echotune.search import orchestrate
 
     died = ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n"
                                   "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err "

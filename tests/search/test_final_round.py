@@ -19,11 +19,11 @@ import yaml
 
 from echotune.engine import TrainConfig
 from echotune.engine.checkpoint import load_checkpoint
-from search.best_config import read_config_file, train_config_of, write_best_config
-from search.final_round import (FINAL_DIR, Candidate, baseline_trial_config, choose_winner, read_final,
+from echotune.search.best_config import read_config_file, train_config_of, write_best_config
+from echotune.search.final_round import (FINAL_DIR, Candidate, baseline_trial_config, choose_winner, read_final,
                                 run_configs, run_final_round, select_candidates)
-from search.tuner import SearchConfig
-from spaces import register_space
+from echotune.search.tuner import SearchConfig
+from echotune.spaces import register_space
 from tests.search.test_cli import load
 
 SPACE = "final_round_probe"
@@ -58,7 +58,7 @@ def test_candidates_are_the_top_k_distinct_configurations_plus_the_baseline():
 
 
 def test_no_final_round_after_an_interrupted_search():
-    from search.final_round import unfinished_search
+    from echotune.search.final_round import unfinished_search
 
     cfg = SearchConfig(num_samples=3)
     done = [_row("a", 0.5), _row("b", 0.2, status="STOPPED_EARLY", epochs=3), _row("c", None, status="ERROR")]
@@ -88,7 +88,7 @@ def test_the_winner_is_the_best_final_round_mean_not_the_search_best():
 
 
 def test_final_round_flags_reach_the_search_config_and_survive_a_resume(tmp_path, capsys):
-    from search.search_record import read_search_record, resumed_config, write_search_record
+    from echotune.results.search_record import read_search_record, resumed_config, write_search_record
 
     run = load("run")
     parser = run.build_parser()
@@ -172,8 +172,8 @@ def _define(trial, profile) -> dict:
 def final_search(tiny_synthetic, tmp_path_factory):
     """(SearchConfig, run_search's summary, experiment folder): 3 trials x 3 epochs with ASHA, then the final
     round of the top 1 and the baseline at seeds 1 and 2, as run.py runs it."""
-    from search.orchestrate import run_search
-    from spaces.registry import _SPACES
+    from echotune.search.orchestrate import run_search
+    from echotune.spaces.registry import _SPACES
 
     register_space(SPACE, baseline_config=_baseline)(_define)
     try:

@@ -11,13 +11,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from search import leaderboard
-from search.analysis.held_out import write_held_out
-from search.analysis.importance import importances, pareto_front
-from search.analysis.report import build_report, figure_builders
-from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
+from echotune.search import leaderboard
+from echotune.reporting.held_out import write_held_out
+from echotune.search.importance import importances, pareto_front
+from echotune.search.leaderboard_report import build_report, figure_builders
+from echotune.reporting.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
                                     top_table)
-from search.trial_table import SCHEMA
+from echotune.results.leaderboard import SCHEMA
 
 pytestmark = pytest.mark.ray
 

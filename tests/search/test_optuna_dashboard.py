@@ -16,7 +16,7 @@ import optuna
 import optuna_dashboard  # the test extra: optuna-dashboard>=0.21
 import pytest
 
-from search.optuna_bridge import BEST_EPOCH_ATTR, RAY_TRIAL_ID_ATTR
+from echotune.search.optuna_bridge import BEST_EPOCH_ATTR, RAY_TRIAL_ID_ATTR
 
 pytestmark = pytest.mark.ray
 VAL_METRICS = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",

@@ -14,11 +14,11 @@ from echotune.engine import TrainConfig, fit
 from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.config import MUTABLE_KEYS
 from echotune.engine.schedule import lr_at, plan_stages
-from search.analysis.lineage import PolicyLine, member_schedule, read_lineage, read_policy, weight_chain
-from search.pbt import (StayInSpace, checkpoints_to_keep, hyperparam_mutations, initial_population, mutation_ranges,
+from echotune.reporting.lineage import PolicyLine, member_schedule, read_lineage, read_policy, weight_chain
+from echotune.search.pbt import (StayInSpace, checkpoints_to_keep, hyperparam_mutations, initial_population, mutation_ranges,
                         pbt_stage_split, perturbation_epochs)
-from search.tuner import SearchConfig
-from spaces import get_space, parameter_ranges, to_train_config
+from echotune.search.tuner import SearchConfig
+from echotune.spaces import get_space, parameter_ranges, to_train_config
 from tests.conftest import TINY_TRAIN
 from tests.reliability.faults import SearchProcess, run_cli, trial_results, wait_for
 
@@ -89,7 +89,7 @@ def test_the_search_seed_fixes_the_perturbations():
     """Ray's explore draws from the driver's global generators; the scheduler seeds them with the search's seed."""
     from ray.tune.schedulers.pbt import _explore
 
-    from search.pbt import build_pbt_scheduler
+    from echotune.search.pbt import build_pbt_scheduler
 
     def perturbed(seed: int) -> list[dict]:
         scheduler = build_pbt_scheduler(pbt_config(seed=seed))
@@ -102,7 +102,7 @@ def test_the_search_seed_fixes_the_perturbations():
 
 
 def test_several_objectives_are_refused():
-    from search.pbt import build_pbt_scheduler
+    from echotune.search.pbt import build_pbt_scheduler
 
     with pytest.raises(ValueError, match="one number"):
         build_pbt_scheduler(pbt_config(objectives=["map50", "view_acc"]))

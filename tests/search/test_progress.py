@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from ray import tune
 
-from search.progress import (TAIL_LINES, Counts, SearchStatus, count_trials, error_message, eta_s, failure_report,
+from echotune.search.progress import (TAIL_LINES, Counts, SearchStatus, count_trials, error_message, eta_s, failure_report,
                              format_duration, format_status, lanes, last_failure, outcome, worker_pid)
 from tests.search.conftest import probe_search
 
@@ -118,7 +118,7 @@ def test_the_status_pickles_without_its_stream_and_old_printers_resume_as_it():
     status = SearchStatus(7, 12, label="x", every_s=3, stream=io.StringIO())
     clone = pickle.loads(pickle.dumps(status))
     assert (clone.num_samples, clone.max_epochs, clone.label, clone.every_s, clone._stream) == (7, 12, "x", 3.0, None)
-    from search import orchestrate  # tuner.pkl of earlier searches names search.orchestrate.ProgressPrinter
+    from echotune.search import orchestrate  # tuner.pkl of earlier searches names search.orchestrate.ProgressPrinter
 
     assert orchestrate.ProgressPrinter is SearchStatus
     old = object.__new__(orchestrate.ProgressPrinter)
@@ -235,8 +235,8 @@ def test_first_status_within_5_s_and_final_counts_equal_the_leaderboards(tiny_sy
                                                                         monkeypatch):
     """The probe search (tests/search/conftest.py): the baseline, a diverging trial, an erroring one and two
     others, ASHA at epochs 1 and 2 of 4, a status line every second."""
-    from search.orchestrate import run_search
-    from search.trial_table import trial_rows
+    from echotune.search.orchestrate import run_search
+    from echotune.search.trial_table import trial_rows
 
     cfg = probe_search(tmp_path, "live", num_samples=5, max_failures=0)
     stream = TimedStream()
@@ -298,7 +298,7 @@ class CrashWorker(tune.Callback):
 def test_a_crashed_trials_worker_stderr_is_printed(tiny_synthetic, probe_space, tmp_path):
     import ray
 
-    from search.tuner import build_tuner
+    from echotune.search.tuner import build_tuner
 
     cfg = probe_search(tmp_path, "crash", num_samples=1, concurrency=1, max_failures=0)
     out = io.StringIO()

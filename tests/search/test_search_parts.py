@@ -10,9 +10,9 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from echotune.engine.config import TrainConfig
 from echotune.engine.schedule import plan_stages
-from search.optuna_bridge import best_epoch_attrs, final_state
-from search.scheduler import STOPPED_FILE, EpochASHA
-from spaces.common import split_from_fractions
+from echotune.search.optuna_bridge import best_epoch_attrs, final_state
+from echotune.search.scheduler import STOPPED_FILE, EpochASHA
+from echotune.spaces.common import split_from_fractions
 
 EPOCHS = 12  # run.py's default --max-epochs
 

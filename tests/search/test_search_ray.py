@@ -9,8 +9,8 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from search.trial_table import SCHEMA
-from search.tuner import SearchConfig
+from echotune.results.leaderboard import SCHEMA
+from echotune.search.tuner import SearchConfig
 from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL, probe_search
 
 pytestmark = pytest.mark.ray
@@ -72,7 +72,7 @@ def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every
     """The rungs already hold a trial scoring 1.0 at every epoch (as after a resume: EpochASHA reads every
     result.json in the experiment folder first), so the baseline is below the cutoff at each rung (1, 2 of 4).
     It trains all 4 epochs; the normal trial (3; 1 diverges, 2 errors) is stopped at the first rung."""
-    from search.orchestrate import run_search
+    from echotune.search.orchestrate import run_search
 
     cfg = probe_search(tmp_path, "worst_baseline", num_samples=4, max_failures=0)
     planted = Path(cfg.experiment_dir, "trial_planted")

@@ -13,10 +13,10 @@ import warnings
 import optuna
 import pytest
 
-import spaces
+from echotune import spaces
 from echotune.engine.config import TrainConfig
-from spaces.common import FOCAL_LOSSES, SEARCH_ONLY_PARAMS, STAGE3_FLOOR, fractions_from_split, split_from_fractions
-from spaces.original import ECHOTUNE_DEFAULTS, original_config
+from echotune.spaces.common import FOCAL_LOSSES, SEARCH_ONLY_PARAMS, STAGE3_FLOOR, fractions_from_split, split_from_fractions
+from echotune.spaces.original import ECHOTUNE_DEFAULTS, original_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -142,7 +142,7 @@ def test_ray_optuna_search_runs_the_baseline_first_then_samples(name):
 
 
 def test_original_config_matches_the_train_cli_baseline_and_engine_defaults():
-    from search.train import BASELINE
+    from echotune.search.train import BASELINE
 
     per_profile = {"model_scale", "img_size"}
     for profile in spaces.PROFILES:
@@ -161,8 +161,8 @@ def test_choices_are_valid_engine_values():
     from echotune.augment import POLICIES
     from echotune.engine.config import OPTIMIZERS, SCALES, VIEW_LEVELS
     from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
-    from spaces import common
-    from spaces.dual_backbone import DUAL_BALANCERS
+    from echotune.spaces import common
+    from echotune.spaces.dual_backbone import DUAL_BALANCERS
 
     assert set(common.BOX_LOSSES) == set(BOX_LOSSES) and set(common.BINARY_LOSSES) == set(OBJ_LOSSES)
     assert set(common.VIEW_LOSSES) == set(VIEW_LOSSES) and set(common.VIEW_LEVELS) == set(VIEW_LEVELS)
@@ -264,7 +264,7 @@ def test_a_focused_profile_searches_its_parameters_and_fixes_the_rest_at_the_bas
 
 @pytest.mark.parametrize(("name", "profile"), CASES)
 def test_recipe_point_is_the_baseline_with_the_detector_recipe_where_searched(name, profile):
-    from spaces.original import DETECTOR_RECIPE
+    from echotune.spaces.original import DETECTOR_RECIPE
 
     space = spaces.get_space(name)
     point, baseline = space.recipe(profile), space.baseline(profile)

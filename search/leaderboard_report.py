@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from echotune.results.layout import ENSEMBLE_DIR, LEADERBOARD_FILE, METRICS_FILE
 from echotune.data.leakage import flag_text
-from search.analysis import plots as figures
+from echotune.reporting import plots as figures
 from echotune.metrics import METRIC_LABELS, Estimate
-from search.analysis.experiment import Experiment, load_experiment
-from search.analysis.held_out import held_out_frames, held_out_notes, read_held_out
-from search.analysis.html_page import Section, write_html
-from search.analysis.importance import Importance, importances, pareto_front
-from search.analysis.lineage import ARROW, lineage_lines
-from search.analysis.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
+from echotune.search.experiment import Experiment, load_experiment
+from echotune.reporting.held_out import held_out_frames, held_out_notes, read_held_out
+from echotune.reporting.html_page import Section, write_html
+from echotune.search.importance import Importance, importances, pareto_front
+from echotune.reporting.lineage import ARROW, lineage_lines
+from echotune.reporting.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
                                     metric_column, rank, top_table, varying_params)
-from search.trial_table import write_leaderboard
+from echotune.results.leaderboard import write_leaderboard
 
 TOP_CURVES = 5  # trials drawn in the learning-curve and GradNorm-weight plots
 
@@ -77,7 +78,7 @@ def build_report(paths: list[str | Path], by: str = "score", top: int = 10) -> L
 
 def write_parquets(report: LeaderboardReport) -> list[Path]:
     """(Re)write each experiment's leaderboard.parquet from what was just read."""
-    return [write_leaderboard(e.rows, e.path / "leaderboard.parquet") for e in report.experiments]
+    return [write_leaderboard(e.rows, e.path / LEADERBOARD_FILE) for e in report.experiments]
 
 
 def leaky_lines(report: LeaderboardReport) -> list[str]:
@@ -103,7 +104,7 @@ def _gain_lines(report: LeaderboardReport) -> list[str]:
 
 def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
     """Best single member vs the ensemble (and the gain) from results/<name>/ensemble/metrics.json, if built."""
-    path = experiment.path / "ensemble" / "metrics.json"
+    path = experiment.path / ENSEMBLE_DIR / METRICS_FILE
     if not path.is_file():
         return None
     try:
@@ -126,7 +127,7 @@ def ensembles(report: LeaderboardReport) -> pd.DataFrame | None:
 
 def ensemble_ci_lines(experiment: Experiment) -> list[str]:
     """The ensemble's 95 % intervals (bootstrap over source videos; the gain paired) from its metrics.json."""
-    path = experiment.path / "ensemble" / "metrics.json"
+    path = experiment.path / ENSEMBLE_DIR / METRICS_FILE
     doc = json.loads(path.read_text()) if path.is_file() else {}
     if "ci95" not in doc:
         return []

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from echotune.engine.config import MUTABLE_KEYS_BY_STAGE
 from echotune.engine.schedule import split_epochs
-from search.pbt import PERTURBED_MARK, SYNCED_FILE
-from search.search_record import read_search_record
+from echotune.results.layout import PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_SYNCED_FILE as SYNCED_FILE
+from echotune.results.search_record import read_search_record
 
 GLOBAL_FILE = "pbt_global.txt"
 POLICY_TEMPLATE = "pbt_policy_{}.txt"

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from search.analysis.figure_style import (FIGSIZE, _color, _display_name, _figure, _label, _legend_outside,
+from echotune.reporting.figure_style import (FIGSIZE, _color, _display_name, _figure, _label, _legend_outside,
                                           _require_columns, save_figure)
-from search.analysis.parallel_plot import NA_LEVEL, parallel_coordinates_figure
+from echotune.reporting.parallel_plot import NA_LEVEL, parallel_coordinates_figure
 
 BASELINE_LABEL = "original study's baseline (best of its trial)"
 __all__ = ["BASELINE_LABEL", "NA_LEVEL", "best_so_far_figure", "gradnorm_weights_figure", "importance_figure",

@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from echotune.metrics import METRIC_LABELS
-from search.trial_table import METRICS
+from echotune.results.leaderboard import METRICS
 
 SHORT_METRICS = {m.split("/", 1)[1]: m for m in METRICS}  # score -> val/score, map50 -> val/map50, ...
 DISPLAY = {f"val/{name}": label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...

@@ -18,10 +18,11 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from echotune.results.layout import OPTUNA_DB_FILE
 from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
-from search.search_record import read_search_record
-from search.trial_table import load_analysis, trial_rows
-from spaces import get_space, list_spaces
+from echotune.results.search_record import read_search_record
+from echotune.search.trial_table import load_analysis, trial_rows
+from echotune.spaces import get_space, list_spaces
 
 # Ray rewrites the experiment state at least every TUNE_GLOBAL_CHECKPOINT_S (1 s, see orchestrate.py); a state
 # file older than this while trials are still marked RUNNING means the driver is gone (interrupted search).
@@ -54,7 +55,7 @@ class Experiment:
     @property
     def objectives(self) -> list[str]:
         """Reported metric names the study optimised, e.g. ["val/score"] or ["val/map50", "val/view_acc"]."""
-        from search.tuner import OBJECTIVES
+        from echotune.search.tuner import OBJECTIVES
 
         return [OBJECTIVES[o] for o in self.record.get("config", {}).get("objectives", ["score"])]
 
@@ -105,7 +106,7 @@ def _history(analysis, rows: list[dict], experiment: str) -> pd.DataFrame:
 
 
 def load_study(record: dict, path: Path, notes: list[str]) -> optuna.Study | None:
-    db = path / "optuna.db"
+    db = path / OPTUNA_DB_FILE
     if not db.is_file():
         local = Path(record.get("config", {}).get("storage", ""))
         notes.append(f"{path}: no optuna.db here{' (object-store search: it is in ./results/<name>/)' if '://' in str(local) else ''}; "

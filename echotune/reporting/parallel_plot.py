@@ -12,7 +12,7 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from search.analysis.figure_style import FIGSIZE, _display_name, _figure, _label, _require_columns
+from echotune.reporting.figure_style import FIGSIZE, _display_name, _figure, _label, _require_columns
 
 NA_LEVEL = -0.08  # where a missing value sits, just below each axis
 LOG_RATIO = 20.0  # a positive numeric axis spanning at least this factor is drawn in log10 (e.g. learning rates)

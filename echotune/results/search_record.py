@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+from echotune.results.layout import SEARCH_RECORD_FILE as RECORD_FILE
 from echotune.atomic import atomic_write_text
 from echotune.engine.checkpoint import package_versions
-from search.documents import read_json_document
+from echotune.results.documents import read_json_document
 
-RECORD_FILE = "search.json"
 
 
 def write_search_record(cfg, data_yaml: str | Path, resumed: bool = False, cluster: dict | None = None,

@@ -19,18 +19,18 @@ from typing import Callable
 
 import pandas as pd
 
+from echotune.results.layout import HELD_OUT_FILE
 from echotune.atomic import atomic_write_text
-from echotune.data.check import DataCheck
+from echotune.data.check import CheckedDataset
 from echotune.engine.evaluate_checkpoint import N_RESAMPLES, evaluate_held_out, paired_difference
 from echotune.ensemble.members import checkpoint_file
 from echotune.metrics import METRIC_LABELS, Estimate
-from search.documents import read_json_document
+from echotune.results.documents import read_json_document
 
-HELD_OUT_FILE = "held_out.json"
 MODELS = ("best", "baseline")
 
 
-def write_held_out(experiment_dir: str | Path, data: DataCheck, best: dict | None, baseline: dict | None,
+def write_held_out(experiment_dir: str | Path, data: CheckedDataset, best: dict | None, baseline: dict | None,
                    seed: int = 0, n_resamples: int = N_RESAMPLES, device: str = "auto",
                    log: Callable[[str], None] = print) -> dict | None:
     """Evaluate the best trial's and the baseline's checkpoints (leaderboard rows) on val and test, write

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import optuna
 import pandas as pd
 
-from search.optuna_bridge import RAY_TRIAL_ID_ATTR
+from echotune.search.optuna_bridge import RAY_TRIAL_ID_ATTR
 
 MIN_TRIALS_FOR_IMPORTANCE = 3
 

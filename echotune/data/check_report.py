@@ -1,15 +1,15 @@
-"""Human-readable text of a `DataCheck`: per-split counts, box sizes, leakage, then every problem by kind."""
+"""Human-readable text of a `CheckedDataset`: per-split counts, box sizes, leakage, then every problem by kind."""
 from __future__ import annotations
 
 from collections import defaultdict
 
 import numpy as np
 
-from echotune.data.check import SCHEME_NAMES, DataCheck
+from echotune.data.check import SCHEME_NAMES, CheckedDataset
 from echotune.data.config import VIDEO_ID_KEY
 
 
-def format_report(check: DataCheck, max_per_kind: int = 25) -> str:
+def format_report(check: CheckedDataset, max_per_kind: int = 25) -> str:
     """The full report; `max_per_kind` caps the problems listed per kind (0 = list all), counts are always full."""
     cfg = check.config
     out = [f"EchoTune data check: {cfg.yaml_path}",
@@ -21,7 +21,7 @@ def format_report(check: DataCheck, max_per_kind: int = 25) -> str:
     return "\n".join(out)
 
 
-def verdict(check: DataCheck) -> str:
+def verdict(check: CheckedDataset) -> str:
     n_err, n_warn = len(check.errors), len(check.warnings)
     if n_err:
         return f"NOT USABLE: {n_err} error(s), {n_warn} warning(s). Fix the errors above and run the check again."
@@ -29,7 +29,7 @@ def verdict(check: DataCheck) -> str:
     return f"USABLE: 0 errors, {n_warn} warning(s){leaky if check.leakage else ''}."
 
 
-def _split_table(check: DataCheck) -> list[str]:
+def _split_table(check: CheckedDataset) -> list[str]:
     names, views = check.config.names, check.view_names
     header = ["split", "images", "videos", "no-box", "no-view", *names, "|", *views]
     rows = [header]
@@ -44,7 +44,7 @@ def _split_table(check: DataCheck) -> list[str]:
     return lines
 
 
-def _box_sizes(check: DataCheck) -> list[str]:
+def _box_sizes(check: CheckedDataset) -> list[str]:
     lines = ["Box sizes (width x height; median [min, max]):"]
     for split, s in check.stats.items():
         if not len(s.box_wh):
@@ -58,7 +58,7 @@ def _box_sizes(check: DataCheck) -> list[str]:
     return lines
 
 
-def _leakage(check: DataCheck) -> list[str]:
+def _leakage(check: CheckedDataset) -> list[str]:
     videos_with_id = {s.video for split in check.samples.values() for s in split if s.video_derived}
     lines = []
     if not videos_with_id:
@@ -94,7 +94,7 @@ def _leakage(check: DataCheck) -> list[str]:
     return lines
 
 
-def _problems(check: DataCheck, max_per_kind: int) -> list[str]:
+def _problems(check: CheckedDataset, max_per_kind: int) -> list[str]:
     if not check.problems:
         return ["Problems: none.", verdict(check)]
     by_kind = defaultdict(list)

@@ -140,7 +140,7 @@ def plain_trial(job: tuple[dict, CheckedDataset]) -> dict:
 
 
 def plain_run(args, data: CheckedDataset, configs: list[dict]) -> dict:
-    jobs = [({**to_train_config(c), "arch": c.get("arch", "shared")}, data) for c in configs]
+    jobs = [(to_train_config(c), data) for c in configs]
     start_at, start = time.time(), time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.concurrency) as pool:
         runs = pool.map(plain_trial, jobs, chunksize=1)

@@ -45,8 +45,8 @@ class ConfigFileError(ValueError):
 
 def train_config_of(trial_config: dict) -> dict:
     """A trial's config (search-only parameters and all) -> the full TrainConfig dict its trainable trained, as
-    plain YAML/JSON types (stage_split a list). Same construction as trainables.common.train_with_tune."""
-    cfg = TrainConfig.from_dict({**to_train_config(trial_config), "arch": trial_config.get("arch", "shared")})
+    plain YAML/JSON types (stage_split a list). Same construction as trainables.trial.train_trial."""
+    cfg = TrainConfig.from_dict(to_train_config(trial_config))
     return json.loads(json.dumps(cfg.to_dict()))
 
 

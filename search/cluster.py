@@ -21,7 +21,7 @@ import ray
 
 from echotune.results.layout import is_object_store
 from echotune.data.check import CheckedDataset
-from echotune.trainables.node import EXAMPLES_SHOWN, NodeInfo, this_node
+from echotune.trainables.node import EXAMPLES_SHOWN, NodeInfo
 
 # The packages a trial imports (pyproject's packages): a node running other versions of them would train
 # something else than the driver planned.

@@ -25,7 +25,7 @@ from echotune.search.final_round import headline, run_final_round, write_winner_
 from echotune.search.progress import DEFAULT_EVERY_S, SearchStatus
 from echotune.results.search_record import read_search_record, write_search_record
 from echotune.search.tuner import SearchConfig, build_tuner, restore_tuner
-from echotune.trainables.common import remove_orphaned_work_dirs
+from echotune.trainables.trial import remove_orphaned_work_dirs
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed
 # driver loses at most the epoch each running trial was in (Ray's default adapts the period to its overhead).

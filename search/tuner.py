@@ -24,8 +24,8 @@ from echotune.search.optuna_bridge import EchoOptunaSearch
 from echotune.search.pbt import DEFAULT_PBT_INTERVAL, build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
 from echotune.search.progress import SearchStatus
 from echotune.search.scheduler import EpochASHA
-from echotune.spaces import get_space
-from echotune.trainables import train_any
+from echotune.spaces import get_space, to_train_config
+from echotune.trainables import train_trial
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's multivariate/group
 
@@ -160,7 +160,7 @@ def trial_resources(cfg: SearchConfig) -> dict[str, float]:
 
 
 def build_trainable(cfg: SearchConfig, data: CheckedDataset):
-    return tune.with_resources(tune.with_parameters(train_any, data=data), trial_resources(cfg))
+    return tune.with_resources(tune.with_parameters(train_trial, data=data, to_train_config=to_train_config), trial_resources(cfg))
 
 
 def storage_filesystem(cfg: SearchConfig):

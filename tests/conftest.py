@@ -8,7 +8,6 @@ the tier. The full suite prints, at its end, how long the quick tier's tests too
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 

@@ -126,9 +126,9 @@ def test_imports_point_down_only():
 WRONG_WAY = [
     ("echotune.ensemble.build", "from echotune.search.trial_table import read_leaderboard"),
     ("echotune.ensemble.build", "from search.trial_table import read_leaderboard"),
-    ("echotune.ensemble.members", "def f():\n    from echotune.trainables.common import CHECKPOINT_FILE\n"),
+    ("echotune.ensemble.members", "def f():\n    from echotune.trainables.trial import CHECKPOINT_FILE\n"),
     ("echotune.ensemble.members", "from trainables.common import CHECKPOINT_FILE"),
-    ("echotune.trainables.common", "from echotune.search.cluster import require_dataset_on_node"),
+    ("echotune.trainables.trial", "from echotune.search.cluster import require_dataset_on_node"),
     ("echotune.models.dual", "def f():\n    from echotune.engine.checkpoint import load_error_reason\n"),
     ("echotune.models.dual", "from ..engine.checkpoint import load_error_reason"),
 ]

@@ -11,7 +11,6 @@ RNG (dropout) is checkpointed, so 2 epochs + resume + 2 epochs equals 4 epochs s
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

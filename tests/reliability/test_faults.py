@@ -17,7 +17,7 @@ import pytest
 
 from tests.reliability.faults import (SearchProcess, assert_leaderboard_sees_the_interrupted_search, run_cli,
                                      trial_results, trial_statuses, wait_for)
-from echotune.trainables.common import WORK_PREFIX
+from echotune.trainables.trial import WORK_PREFIX
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

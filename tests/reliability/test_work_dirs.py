@@ -1,4 +1,4 @@
-"""Trial work folders of killed workers are removed (trainables/common.py remove_orphaned_work_dirs); the fault
+"""Trial work folders of killed workers are removed (trainables/trial.py remove_orphaned_work_dirs); the fault
 test in test_faults.py checks the same after a real SIGKILLed worker."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from echotune.trainables.common import WORK_PREFIX, make_work_dir, remove_orphaned_work_dirs
+from echotune.trainables.trial import WORK_PREFIX, make_work_dir, remove_orphaned_work_dirs
 
 
 def _dead_pid() -> int:

@@ -131,7 +131,7 @@ ERROR_TXT = """Failure # 1 (occurred at 2026-11-28_17-49-59)
 KeyError: 'first failure'
 Failure # 2 (occurred at 2026-11-28_17-50-30)
 \x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=222, ip=10.0.0.1, actor_id=cd, repr=train_any)
-  File "/work/main/trainables/common.py", line 70, in train_with_tune
+  File "/work/main/trainables/trial.py", line 70, in train_with_tune
     cfg = TrainConfig.from_dict(config)
 ValueError: loss_box='no_such_loss' is not valid
 """
@@ -153,7 +153,7 @@ def test_a_failed_trials_error_and_worker_stderr_lines(tmp_path):
     assert report[0] == "trial x FAILED (ERROR after 2 failures): ValueError: loss_box='no_such_loss' is not valid"
     assert report[1] == "  last lines of its error file /results/exp/trial_x/error.txt:"
     assert report[2:6] == ["  | ray::ImplicitFunc.train() (pid=222, ip=10.0.0.1, actor_id=cd, repr=train_any)",
-                           '  |   File "/work/main/trainables/common.py", line 70, in train_with_tune',
+                           '  |   File "/work/main/trainables/trial.py", line 70, in train_with_tune',
                            "  |     cfg = TrainConfig.from_dict(config)",
                            "  | ValueError: loss_box='no_such_loss' is not valid"]
     assert report[6].startswith("  last lines of its worker's stderr (pid 222, ")

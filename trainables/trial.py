@@ -1,4 +1,8 @@
-"""What both trainables share: config dict -> engine `fit` -> `tune.report(metrics, checkpoint)`, with resume.
+"""The Ray Tune trainable: a trial's config dict -> TrainConfig -> engine `fit` -> `tune.report(metrics, checkpoint)`.
+
+One function for every architecture (the config's `arch` says which). The search binds the space's
+`to_train_config` (which drops search-only parameters such as `stage1_frac`) with `tune.with_parameters`, so a
+searched value travels one way: spaces/ -> search/tuner.py -> here -> echotune.engine (fit -> schedule -> steps).
 
 The engine writes `last.pt` into a local folder each epoch; each report hands Ray a one-file checkpoint folder
 (hard-linked, not copied) that Ray persists to the experiment's storage. On a retry or a resumed search,
@@ -14,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -25,7 +30,6 @@ from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
 from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
-from echotune.spaces import to_train_config
 from echotune.trainables.node import require_dataset_on_node
 
 VAL_METRICS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC)
@@ -64,9 +68,12 @@ def remove_orphaned_work_dirs(root: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def train_with_tune(config: dict, data: CheckedDataset, arch: str) -> None:
+def train_trial(config: dict, data: CheckedDataset, *, to_train_config: Callable[[dict], dict]) -> None:
+    """Function trainable: `tune.with_parameters(train_trial, data=checked, to_train_config=spaces.to_train_config)`.
+
+    `config` is the trial's sampled configuration; `to_train_config(config)` must give TrainConfig fields only."""
     started_at = time.time()  # wall clock at the trainable's first line: the benchmarks' trial start-up time
-    cfg = TrainConfig.from_dict({**to_train_config(config), "arch": arch})
+    cfg = TrainConfig.from_dict(to_train_config(config))
     require_dataset_on_node(data)  # on a cluster the images must be at the driver's paths on this node too
     # Every result names the Ray node that produced it (Ray's own node_ip/hostname cannot tell apart two nodes
     # of one machine, and a retried trial may move to another node).

@@ -23,7 +23,8 @@ from ray import tune
 from echotune.data.check import CheckedDataset
 from echotune.search.orchestrate import close_orphaned_optuna_trials, start_ray
 from echotune.results.search_record import write_search_record
-from echotune.search.tuner import SearchConfig, build_tuner
+from echotune.search.search_config import SearchConfig
+from echotune.search.tuner import build_tuner
 
 
 @dataclass

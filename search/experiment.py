@@ -19,7 +19,7 @@ import optuna
 import pandas as pd
 
 from echotune.results.layout import OPTUNA_DB_FILE
-from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
+from echotune.metrics import OBJECTIVES, REPORTED_VAL_METRICS
 from echotune.results.search_record import read_search_record
 from echotune.search.trial_table import load_analysis, trial_rows
 from echotune.spaces import get_space, list_spaces
@@ -28,7 +28,7 @@ from echotune.spaces import get_space, list_spaces
 # file older than this while trials are still marked RUNNING means the driver is gone (interrupted search).
 LIVE_STATE_MAX_AGE_S = 120.0
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
-HISTORY_COLUMNS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC, "train/loss", "gradnorm/w_det", "gradnorm/w_view", "lr",
+HISTORY_COLUMNS = (*REPORTED_VAL_METRICS, "train/loss", "gradnorm/w_det", "gradnorm/w_view", "lr",
                    "time_total_s", "stage", "epoch", "timestamp")
 
 
@@ -55,8 +55,6 @@ class Experiment:
     @property
     def objectives(self) -> list[str]:
         """Reported metric names the study optimised, e.g. ["val/score"] or ["val/map50", "val/view_acc"]."""
-        from echotune.search.tuner import OBJECTIVES
-
         return [OBJECTIVES[o] for o in self.record.get("config", {}).get("objectives", ["score"])]
 
 

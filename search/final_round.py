@@ -53,8 +53,8 @@ from echotune.search.best_config import reproduce_command, train_config_of, writ
 from echotune.results.documents import read_json_document
 from echotune.search.fixed_configs import FixedConfigs
 from echotune.search.trial_table import trial_rows
-from echotune.search.tuner import (SearchConfig, build_trainable, define_trial, restore_tuner, run_config, storage_filesystem,
-                          trial_dirname)
+from echotune.search.search_config import SearchConfig
+from echotune.search.tuner import build_trainable, define_trial, restore_tuner, run_config, storage_filesystem, trial_dirname
 from echotune.spaces import get_space
 from echotune.spaces.trials import ReplayTrial
 

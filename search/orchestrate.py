@@ -24,7 +24,8 @@ from echotune.search.best_config import reproduce_command, train_config_of, writ
 from echotune.search.final_round import headline, run_final_round, write_winner_config
 from echotune.search.progress import DEFAULT_EVERY_S, SearchStatus
 from echotune.results.search_record import read_search_record, write_search_record
-from echotune.search.tuner import SearchConfig, build_tuner, restore_tuner
+from echotune.search.search_config import SearchConfig
+from echotune.search.tuner import build_tuner, restore_tuner
 from echotune.trainables.trial import remove_orphaned_work_dirs
 
 # Save the experiment state (trials and their latest checkpoints, searcher) at least every second, so a killed

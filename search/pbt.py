@@ -81,7 +81,7 @@ from echotune.spaces.common import fractions_from_split
 from echotune.spaces.trials import NumericRange, ReplayTrial
 
 if TYPE_CHECKING:
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +97,6 @@ QUANTILE_FRACTION = 0.25
 # Ray's default: each mutated key is redrawn from the space's range with this probability, else perturbed by
 # x0.8 / x1.2. With 8 keys a clone redraws about 2 (a jump that can leave a local optimum), nudges the rest.
 RESAMPLE_PROBABILITY = 0.25
-# --pbt-interval's default: None perturbs at the stage ends (benchmarks/pbt_interval.py compares the two).
-DEFAULT_PBT_INTERVAL: int | None = None
 POLICY_FILES = ("pbt_global.txt", "pbt_policy_*.txt")  # what Ray's PBT writes into the driver's staging folder
 
 

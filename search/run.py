@@ -34,9 +34,9 @@ from echotune.data.prepare import default_cache_dir, resolve_data_yaml
 from echotune.data.problems import DataError
 from echotune.data.check_report import format_report, verdict
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
-from echotune.search.pbt import DEFAULT_PBT_INTERVAL
 from echotune.search.progress import DEFAULT_EVERY_S as DEFAULT_STATUS_EVERY_S
-from echotune.search.tuner import OBJECTIVES, SearchConfig
+from echotune.metrics import OBJECTIVES
+from echotune.search.search_config import DEFAULT_PBT_INTERVAL, SearchConfig
 from echotune.spaces import PROFILES, list_spaces
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2

@@ -29,10 +29,8 @@ from echotune.atomic import atomic_write_text
 from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
-from echotune.metrics import METRIC_NAMES, SELECTION_METRIC
+from echotune.metrics import REPORTED_VAL_METRICS
 from echotune.trainables.node import require_dataset_on_node
-
-VAL_METRICS = (*(f"val/{name}" for name in METRIC_NAMES), SELECTION_METRIC)
 
 WORK_PREFIX = "echotune-trial-"  # + "<pid of the worker process>-<random>": a trial's local work folder
 
@@ -121,7 +119,7 @@ def train_trial(config: dict, data: CheckedDataset, *, to_train_config: Callable
     except NonFiniteLossError as exc:
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
-        tune.report({**{m: 0.0 for m in VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
+        tune.report({**{m: 0.0 for m in REPORTED_VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
                      "diverged": 1.0, "error": str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch,
                      "restored_from_trial": restored_trial})
     finally:

@@ -26,6 +26,13 @@ METRIC_LABELS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"
 # epochs trained so far, reported by the engine each epoch. The model handed back is that epoch's checkpoint, so
 # the number a trial is judged by is the number of the model it would hand back.
 SELECTION_METRIC = "val/best_score"
+VAL_METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # as reported each epoch: val/map50, ..., val/score
+REPORTED_VAL_METRICS = (*VAL_METRICS, SELECTION_METRIC)  # every val/* number a trial reports each epoch
+SHORT_METRICS = dict(zip(METRIC_NAMES, VAL_METRICS))  # map50 -> val/map50, ...: the names users type
+# What a search can optimise (`--objectives`): score is SELECTION_METRIC, the number ASHA's rungs compare, Optuna
+# is told and the leaderboard ranks by; the others are the last epoch's values.
+OBJECTIVES = {"score": SELECTION_METRIC, **{name: SHORT_METRICS[name] for name in
+                                            ("map50", "map50_95", "view_acc", "view_f1", "view_kappa", "f1")}}
 
 Value = TypeVar("Value", float, np.ndarray)
 

@@ -10,10 +10,9 @@ import math
 
 import pandas as pd
 
-from echotune.metrics import METRIC_LABELS
-from echotune.results.leaderboard import METRICS
+from echotune.metrics import METRIC_LABELS, SHORT_METRICS
+from echotune.metrics import VAL_METRICS as METRICS
 
-SHORT_METRICS = {m.split("/", 1)[1]: m for m in METRICS}  # score -> val/score, map50 -> val/map50, ...
 DISPLAY = {f"val/{name}": label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...
 TABLE_FORMATS = ("table", "markdown", "csv", "json")
 FAILED = ("ERROR", "DIVERGED")

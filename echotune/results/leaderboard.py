@@ -17,9 +17,8 @@ import pyarrow.parquet as pq
 
 from echotune.atomic import atomic_write_bytes
 from echotune.engine.config import TrainConfig
-from echotune.metrics import METRIC_NAMES
+from echotune.metrics import VAL_METRICS as METRICS
 
-METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # val/map50, ..., val/view_kappa, val/score
 _HP_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
 
 

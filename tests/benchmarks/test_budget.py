@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from echotune.search.budget import TrialEpochBudget
-from echotune.search.tuner import SearchConfig, run_config
+from echotune.search.search_config import SearchConfig
+from echotune.search.tuner import run_config
 
 
 def test_counts_each_trial_epoch_once_and_stops_all_at_the_budget():

@@ -235,7 +235,7 @@ def _writer_functions(root: Path) -> dict:
     from echotune.reporting.html_page import Section, write_html
     from echotune.results.search_record import write_search_record
     from echotune.results.leaderboard import SCHEMA, write_leaderboard
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     check = check_dataset(make_export(root / "export"))
     pooled = [s for samples in check.samples.values() for s in samples]

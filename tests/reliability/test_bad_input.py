@@ -262,7 +262,7 @@ NODE_CASES = [  # (id, cpus, gpus, nodes' resources, message)
 def test_trial_resources_no_node_has_are_refused(cpus, gpus, nodes, message):
     from echotune.search.cluster import ClusterError
     from echotune.search.orchestrate import check_trial_fits
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     with pytest.raises(ClusterError) as info:
         check_trial_fits(SearchConfig(cpus_per_trial=cpus, gpus_per_trial=gpus), nodes)
@@ -276,7 +276,7 @@ def test_on_an_existing_cluster_a_missing_node_is_only_a_warning(tmp_path, monke
     from echotune.search import orchestrate
     from echotune.search.cluster import ClusterError
     from echotune.trainables.node import NodeInfo
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     def next_step(*args):
         raise ClusterError("stopped at the per-node checks")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from echotune.search.tuner import SearchConfig
+from echotune.search.search_config import SearchConfig
 from echotune.spaces import register_space
 
 PROBE = "probe_for_tests"

@@ -220,7 +220,7 @@ def test_run_search_itself_refuses_leaky_splits_before_ray(tmp_path, monkeypatch
     from echotune.data.check import check_dataset
     from echotune.data.leakage import LeakySplitsError
     from echotune.search import orchestrate
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started")
@@ -236,7 +236,7 @@ def test_run_search_allowed_on_leaky_splits_records_the_flag_in_search_json(tmp_
     from echotune.data.check import check_dataset
     from echotune.search import orchestrate
     from echotune.trainables.node import NodeInfo
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     class Stop(Exception):
         pass
@@ -261,7 +261,7 @@ def test_resume_keeps_the_leakage_settings_and_search_json_records_the_flag(tmp_
     import dataclasses
 
     from echotune.results.search_record import read_search_record, resumed_config, write_search_record
-    from echotune.search.tuner import SearchConfig
+    from echotune.search.search_config import SearchConfig
 
     started = SearchConfig(name="x", storage=str(tmp_path), allow_leaky_splits=True, video_id_pattern=r"^(v\d+)")
     flag = {"videos": 2, "pairs": {"train+val": 2}}

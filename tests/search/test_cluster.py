@@ -13,7 +13,8 @@ from ray import tune
 from echotune.search.cluster import (ClusterError, check_storage_rule, code_fingerprint, dataset_files,
                                      find_unusable_files)
 from echotune.trainables.node import NodeInfo, require_dataset_on_node
-from echotune.search.tuner import SearchConfig, trial_resources
+from echotune.search.search_config import SearchConfig
+from echotune.search.tuner import trial_resources
 from tests.search.test_cli import load
 
 HEAD = NodeInfo("a" * 56, "10.0.0.1", "head-host", {"CPU": 2.0, "node:__internal_head__": 1.0})

@@ -22,7 +22,7 @@ from echotune.engine.checkpoint import load_checkpoint
 from echotune.search.best_config import read_config_file, train_config_of, write_best_config
 from echotune.search.final_round import (FINAL_DIR, Candidate, baseline_trial_config, choose_winner, read_final,
                                 run_configs, run_final_round, select_candidates)
-from echotune.search.tuner import SearchConfig
+from echotune.search.search_config import SearchConfig
 from echotune.spaces import register_space
 from tests.search.test_cli import load
 

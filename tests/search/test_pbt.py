@@ -17,7 +17,7 @@ from echotune.engine.schedule import lr_at, plan_stages
 from echotune.reporting.lineage import PolicyLine, member_schedule, read_lineage, read_policy, weight_chain
 from echotune.search.pbt import (StayInSpace, checkpoints_to_keep, hyperparam_mutations, initial_population, mutation_ranges,
                         pbt_stage_split, perturbation_epochs)
-from echotune.search.tuner import SearchConfig
+from echotune.search.search_config import SearchConfig
 from echotune.spaces import get_space, parameter_ranges, to_train_config
 from tests.conftest import TINY_TRAIN
 from tests.reliability.faults import SearchProcess, run_cli, trial_results, wait_for

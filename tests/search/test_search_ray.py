@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echotune.results.leaderboard import SCHEMA
-from echotune.search.tuner import SearchConfig
+from echotune.search.search_config import SearchConfig
 from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL, probe_search
 
 pytestmark = pytest.mark.ray

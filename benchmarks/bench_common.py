@@ -10,7 +10,6 @@ Ray-free on purpose (throughput.py imports it); the Ray side of the search bench
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shlex
@@ -77,15 +76,6 @@ def apply_defaults(args, defaults: dict[str, tuple]) -> None:
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
-
-
-def finite(value) -> float | None:
-    """JSON-safe number: None for NaN/inf/missing (json.dumps would write NaN, which is not JSON)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def write_outputs(out_dir: Path, name: str, result: dict, markdown: str) -> tuple[Path, Path]:

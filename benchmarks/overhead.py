@@ -31,12 +31,13 @@ import threading
 import time
 from pathlib import Path
 
-from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, header, load_data, run_facts, write_outputs
 from echotune.data.check import CheckedDataset
 from echotune.engine import TrainConfig, fit
+from echotune.results.leaderboard import finite_or_none
 from echotune.spaces import to_train_config
 
-DEFAULTS = {"trials": (16, 4), "epochs": (3, 2), "img_size": (96, 64), "model_scale": (None, "test"),
+DEFAULTS = {"trials": (16, 4), "epochs": (3, 3), "img_size": (96, 64), "model_scale": (None, "test"),
             "compare_fresh_workers": (True, False)}  # full, quick
 
 
@@ -75,7 +76,7 @@ class RssSampler:
 
 
 def median(values: list[float]) -> float | None:
-    return finite(statistics.median(values)) if values else None
+    return finite_or_none(statistics.median(values)) if values else None
 
 
 # ---------------------------------------------------------------- the two runners
@@ -109,9 +110,10 @@ def ray_run(args, data: CheckedDataset, storage: Path, reuse_actors: bool = True
     row = {"runner": "ray" if reuse_actors else "ray-fresh-actors", "reuse_actors": reuse_actors, "trials": len(trial_ids), "epochs": len(results), "wall_s": run.fit_s,
            "ray_start_s": run.ray_start_s, "ray_shutdown_s": run.shutdown_s, "driver_cpu_s": run.fit_cpu_s,
            "train_s": train_s, "utilisation": train_s / (run.fit_s * args.concurrency),
-           "startup_s_median": median(startup), "startup_s_max": finite(max(startup, default=None)),
+           "startup_s_median": median(startup), "startup_s_max": finite_or_none(max(startup, default=None)),
            "actor_start_s_median": median([p["actor_start_s"] for p in per_trial]),
-           "report_s_median": median(reports), "report_s_mean": finite(statistics.fmean(reports)) if reports else None,
+           "report_s_median": median(reports),
+           "report_s_mean": finite_or_none(statistics.fmean(reports)) if reports else None,
            "epoch_s_median": median(later_epochs),
            "driver_rss_mb": {"before_ray": rss.samples[0][1], "fit_start": during_fit[0], "peak": max(during_fit),
                              "fit_end": during_fit[-1],
@@ -192,7 +194,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 tiny trials on a small synthetic set")
     parser.add_argument("--trials", type=int, help="trials (default 16; quick 4)")
-    parser.add_argument("--epochs", type=int, help="epochs per trial (default 3; quick 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per trial (default 3, one per stage: a search needs at least that)")
     parser.add_argument("--img-size", type=int, help="input size in px (default 96; quick 64)")
     parser.add_argument("--model-scale", choices=("test", "n", "s", "m", "l"),
                         help="detector scale (default: the baseline's; quick: test)")

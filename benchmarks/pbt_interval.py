@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, header, load_data, run_facts, write_outputs
 from echotune.data.check import CheckedDataset
+from echotune.results.leaderboard import finite_or_none
 
 SCHEDULES = ("stages", "every-n")
 # (full, quick) defaults: full sized for ~6 min per seed on 2 busy cores.
@@ -46,7 +47,8 @@ def run_one(schedule: str, seed: int, args, data: CheckedDataset, storage: Path)
     """One PBT search, its pick evaluated on val and test (the evaluation object is kept for the paired test)."""
     from ray_bench import run_search
     from echotune.search.experiment import load_experiment
-    from echotune.reporting.lineage import GLOBAL_FILE, read_policy
+    from echotune.reporting.lineage import read_policy
+    from echotune.results.layout import PBT_GLOBAL_FILE
     from echotune.search.pbt import pbt_stage_split, perturbation_epochs
     from echotune.engine.evaluate_checkpoint import evaluate_held_out
     from echotune.ensemble.members import checkpoint_file
@@ -62,13 +64,13 @@ def run_one(schedule: str, seed: int, args, data: CheckedDataset, storage: Path)
     test_ci = held.ci.get("test", {}).get("score") if held else None
     row = {"schedule": schedule, "seed": seed,
            "perturbation_epochs": perturbation_epochs(cfg.max_epochs, cfg.pbt_interval, pbt_stage_split(cfg)),
-           "exploits": len(read_policy(run.experiment_dir / GLOBAL_FILE)), "members": len(experiment.rows),
+           "exploits": len(read_policy(run.experiment_dir / PBT_GLOBAL_FILE)), "members": len(experiment.rows),
            "finished": sum(r["status"] == "TERMINATED" for r in experiment.rows),
            "best_val_score": pick["best/val/score"] if pick else None, "pick": pick["trial_id"] if pick else None,
            "pick_is_baseline": bool(pick["is_baseline"]) if pick else None,
            "pick_lineage": pick.get("pbt_lineage") if pick else None,
            "pick_epoch": held.epoch if held else None,
-           "val_score": finite(held.metrics["val"]["val/score"]) if held else None,
+           "val_score": finite_or_none(held.metrics["val"]["val/score"]) if held else None,
            "test_score": test_ci.to_dict() if test_ci else None,
            "wall_s": run.ray_start_s + run.fit_s + run.shutdown_s, "experiment_dir": str(run.experiment_dir)}
     print(f"{schedule:>8} seed {seed}: perturbing after {row['perturbation_epochs']}, {row['exploits']} exploits; "
@@ -121,8 +123,8 @@ def summarise(runs: list[dict]) -> dict:
         rows = [r for r in runs if r["schedule"] == schedule]
         val = [r["best_val_score"] for r in rows if r["best_val_score"] is not None]
         test = [r["test_score"]["value"] for r in rows if r["test_score"]]
-        summary[schedule] = {"seeds": len(rows), "best_val_score_mean": finite(np.mean(val)) if val else None,
-                             "test_score_mean": finite(np.mean(test)) if test else None}
+        summary[schedule] = {"seeds": len(rows), "best_val_score_mean": finite_or_none(np.mean(val)) if val else None,
+                             "test_score_mean": finite_or_none(np.mean(test)) if test else None}
     return summary
 
 

@@ -11,7 +11,6 @@ arrived (in arrival order), and when the trial ended.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,10 +20,14 @@ import ray
 from ray import tune
 
 from echotune.data.check import CheckedDataset
+from echotune.metrics import SCORE_METRIC
 from echotune.search.orchestrate import close_orphaned_optuna_trials, start_ray
+from echotune.results.documents import read_json_lines
+from echotune.results.layout import RESULT_FILE
 from echotune.results.search_record import write_search_record
 from echotune.search.search_config import SearchConfig
 from echotune.search.tuner import build_tuner
+from echotune.trainables.trial import DIVERGED_KEY
 
 
 @dataclass
@@ -65,7 +68,7 @@ class EventLog(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.results.append({"t": time.time(), "trial_id": trial.trial_id,
                              "iteration": int(result.get("training_iteration", 0)), "epoch": result.get("epoch"),
-                             "score": result.get("val/score"), "diverged": bool(result.get("diverged"))})
+                             "score": result.get(SCORE_METRIC), "diverged": bool(result.get(DIVERGED_KEY))})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended.setdefault(trial.trial_id, time.time())
@@ -126,13 +129,9 @@ def read_results(experiment_dir: str | Path) -> list[dict]:
     """Every result of every trial from Ray's per-trial result.json (one JSON object per line and epoch); a
     trial's repeated training_iteration (a retry replaying epochs) keeps its latest line."""
     results = []
-    for path in sorted(Path(experiment_dir).glob("*/result.json")):
+    for path in sorted(Path(experiment_dir).glob(f"*/{RESULT_FILE}")):
         by_iteration: dict[int, dict] = {}
-        for line in path.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
+        for result in read_json_lines(path):  # a line cut by a crash is skipped
             by_iteration[int(result.get("training_iteration", 0))] = result
         results += [by_iteration[i] for i in sorted(by_iteration)]
     return results

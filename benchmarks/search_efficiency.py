@@ -51,10 +51,11 @@ from typing import Callable
 import numpy as np
 import optuna
 
-from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, header, load_data, run_facts, write_outputs
 from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.metrics import Estimate, bootstrap_draws, percentile_interval
+from echotune.results.leaderboard import finite_or_none
 from echotune.spaces import get_profile, get_space, to_train_config
 
 ARMS = {"asha+tpe": ("asha", "tpe"), "asha+random": ("asha", "random"), "tpe": ("fifo", "tpe"),
@@ -99,7 +100,7 @@ def epoch_scores(events: list[dict]) -> list[float | None]:
         key = (event["trial_id"], event["iteration"])
         if key not in seen:
             seen.add(key)
-            scores.append(None if event.get("diverged") else finite(event["score"]))
+            scores.append(None if event.get("diverged") else finite_or_none(event["score"]))
     return scores
 
 
@@ -112,7 +113,7 @@ def band(curves: list[list[float | None]], length: int) -> dict[str, list[float 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (past every curve's end) give NaN
         stats = {"mean": np.nanmean(grid, 0), "min": np.nanmin(grid, 0), "max": np.nanmax(grid, 0)}
-    return {k: [finite(v) for v in values] for k, values in stats.items()}
+    return {k: [finite_or_none(v) for v in values] for k, values in stats.items()}
 
 
 # ---------------------------------------------------------------- intervals over seeds and videos
@@ -153,7 +154,7 @@ def seeds_and_videos(values: list[float], draws: list[np.ndarray], ref_values: l
 
 
 def estimate_dict(estimate: Estimate | None) -> dict | None:
-    return None if estimate is None else {k: finite(v) for k, v in estimate.to_dict().items()}
+    return None if estimate is None else {k: finite_or_none(v) for k, v in estimate.to_dict().items()}
 
 
 # ---------------------------------------------------------------- one search, one baseline run
@@ -191,7 +192,7 @@ def evaluate(checkpoint: Path, data: CheckedDataset) -> dict:
     held = evaluate_held_out(checkpoint, data, device="cpu", n_resamples=N_RESAMPLES, seed=VIDEO_SEED)
     draws = bootstrap_draws(held.evaluations[split], held.conf, N_RESAMPLES, VIDEO_SEED, held.score_weights)
     return {"split": split, "checkpoint": str(checkpoint), "checkpoint_epoch": held.epoch,
-            "val_score": finite(held.metrics["val"]["val/score"]),
+            "val_score": finite_or_none(held.metrics["val"]["val/score"]),
             "test": {m: estimate_dict(held.ci[split][m]) for m in TEST_METRICS}, "_draws": draws["score"]}
 
 
@@ -305,9 +306,9 @@ def run_baseline(job: tuple[dict, CheckedDataset, int, str]) -> dict:
         return {"method": "baseline", "seed": seed, "epochs": config["epochs"], "error": str(exc),
                 "per_epoch_val_score": [], "best_so_far": [], "best_val_score": None, "checkpoint": None,
                 "wall_s": time.perf_counter() - start}
-    per_epoch = [finite(m["val/score"]) for m in result.history]
+    per_epoch = [finite_or_none(m["val/score"]) for m in result.history]
     return {"method": "baseline", "seed": seed, "epochs": config["epochs"], "per_epoch_val_score": per_epoch,
-            "best_so_far": best_so_far(per_epoch), "best_val_score": finite(result.best["val/score"]),
+            "best_so_far": best_so_far(per_epoch), "best_val_score": finite_or_none(result.best["val/score"]),
             "best_epoch": int(result.best["epoch"]), "checkpoint": str(result.best_checkpoint),
             "wall_s": time.perf_counter() - start}
 
@@ -342,7 +343,7 @@ def headline(runs: list[dict], budget: int, method: str) -> dict:
                                "fraction_of_budget": None if reached is None else reached / budget}
     # "not reached" counts as 1 (the whole budget) in the mean, which is then a lower bound ("> mean").
     fractions = [1.0 if s["fraction_of_budget"] is None else s["fraction_of_budget"] for s in per_seed.values()]
-    return {"per_seed": per_seed, "mean": finite(np.mean(fractions)) if fractions else None,
+    return {"per_seed": per_seed, "mean": finite_or_none(np.mean(fractions)) if fractions else None,
             "mean_is_lower_bound": any(s["fraction_of_budget"] is None for s in per_seed.values())}
 
 
@@ -375,18 +376,19 @@ def summarise(runs: list[dict], baselines: list[dict], finals: list[dict]) -> di
         test = (seeds_and_videos([p["test"]["score"]["value"] for p in picks], [p["_draws"] for p in picks])["mean"]
                 if picks else None)
         used = [r.get("trial_epochs_used", r.get("epochs")) for r in rows]
-        summary[method] = {"seeds": len(rows), "best_val_score_mean": finite(np.mean(best)) if best else None,
+        summary[method] = {"seeds": len(rows), "best_val_score_mean": finite_or_none(np.mean(best)) if best else None,
                            "best_val_score_min": min(best, default=None), "best_val_score_max": max(best, default=None),
                            "test_score": estimate_dict(test),
-                           "test_map50_mean": finite(np.mean([p["test"]["map50"]["value"] for p in picks]))
+                           "test_map50_mean": finite_or_none(np.mean([p["test"]["map50"]["value"] for p in picks]))
                            if picks else None,
-                           "test_view_acc_mean": finite(np.mean([p["test"]["view_acc"]["value"] for p in picks]))
+                           "test_view_acc_mean":
+                               finite_or_none(np.mean([p["test"]["view_acc"]["value"] for p in picks]))
                            if picks else None,
                            "vs_baseline": None if method == "baseline" else compare(_paired_seeds(rows, reference)),
                            "picked_baseline": sum(bool(r.get("best_is_baseline")) for r in rows),
-                           "trial_epochs_used_mean": finite(np.mean(used)),
-                           "trials_mean": finite(np.mean([r.get("trials", 1) for r in rows])),
-                           "wall_s_mean": finite(np.mean([r["wall_s"] for r in rows]))}
+                           "trial_epochs_used_mean": finite_or_none(np.mean(used)),
+                           "trials_mean": finite_or_none(np.mean([r.get("trials", 1) for r in rows])),
+                           "wall_s_mean": finite_or_none(np.mean([r["wall_s"] for r in rows]))}
     final = compare([(f["winner"], f["baseline"]) for f in finals]) if finals else None
     return {"arms": summary, "final_fit": final}
 
@@ -486,11 +488,11 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> Path:
-    from echotune.reporting.figure_style import _color, _figure, _label, _legend_outside, save_figure
+    from echotune.reporting.figure_style import label_axes, legend_outside, new_figure, palette_color, save_figure
 
     s = result["settings"]
-    fig, (ax,) = _figure(f"Best val/score so far, {s['space']}, budget {s['budget']} trial-epochs, "
-                         f"{len(s['seeds'])} seed(s)")
+    fig, (ax,) = new_figure(f"Best val/score so far, {s['space']}, budget {s['budget']} trial-epochs, "
+                            f"{len(s['seeds'])} seed(s)")
     handles, labels = [], []
     for i, method in enumerate(METHODS):
         rows = (result["baselines"] if method == "baseline" else
@@ -506,14 +508,14 @@ def plot(result: dict, path: Path) -> Path:
         lo = np.array([np.nan if v is None else v for v in stats["min"]])
         hi = np.array([np.nan if v is None else v for v in stats["max"]])
         style = {"linestyle": "--"} if method == "baseline" else {"drawstyle": "steps-post"}
-        (line,) = ax.plot(x, mean, color=_color(i), linewidth=1.6, **style)
-        ax.fill_between(x, lo, hi, color=_color(i), alpha=0.15, linewidth=0,
+        (line,) = ax.plot(x, mean, color=palette_color(i), linewidth=1.6, **style)
+        ax.fill_between(x, lo, hi, color=palette_color(i), alpha=0.15, linewidth=0,
                         step=None if method == "baseline" else "post")
         handles.append(line)
         labels.append("baseline (one run, val/score per epoch)" if method == "baseline" else f"{method} (best so far)")
     ax.axvline(s["budget"], color="0.4", linewidth=0.8, linestyle=":")
-    _label(ax, "cumulative trial-epochs", "val/score", "mean over seeds, band: min to max")
-    _legend_outside(fig, handles, labels, below=True)
+    label_axes(ax, "cumulative trial-epochs", "val/score", "mean over seeds, band: min to max")
+    legend_outside(fig, handles, labels, below=True)
     return save_figure(fig, path)
 
 

@@ -33,8 +33,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_common import header, run_facts, write_outputs  # noqa: E402
-from echotune.results.layout import SEARCH_RECORD_FILE
-from echotune.metrics import SELECTION_METRIC  # noqa: E402
+from echotune.results.documents import read_json_lines  # noqa: E402
+from echotune.results.layout import RESULT_FILE, SEARCH_RECORD_FILE, trial_folder_name  # noqa: E402
+from echotune.metrics import SCORE_METRIC, SELECTION_METRIC  # noqa: E402
+from echotune.trainables.trial import DIVERGED_KEY  # noqa: E402
 
 NAME = "space_importance"
 
@@ -61,15 +63,11 @@ def run_study(args) -> Path:
 def best_scores(experiment: Path) -> dict[str, float]:
     """Ray trial id -> its best val/score over the epochs it trained (from every trial's result.json)."""
     scores: dict[str, float] = {}
-    for result_file in experiment.glob("trial_*/result.json"):
+    for result_file in experiment.glob(f"{trial_folder_name('*')}/{RESULT_FILE}"):
         values = []
-        for line in result_file.read_text().splitlines():
-            try:
-                result = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if not result.get("diverged") and "val/score" in result:
-                values.append(result.get(SELECTION_METRIC, result["val/score"]))
+        for result in read_json_lines(result_file):  # a line cut by a crash is skipped
+            if not result.get(DIVERGED_KEY) and SCORE_METRIC in result:
+                values.append(result.get(SELECTION_METRIC, result[SCORE_METRIC]))
                 trial_id = result["trial_id"]
         if values:
             scores[trial_id] = max(values)

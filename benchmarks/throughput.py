@@ -38,7 +38,8 @@ from echotune.engine.build import build_model, build_optimizer, device_runtime
 from echotune.engine.config import TrainConfig
 from echotune.engine.ema import ModelEMA
 from echotune.engine.fit import hard_mining_indices
-from echotune.engine.steps import DETECTION_LOSSES, StepSettings, soft_views, to_device, train_one_epoch
+from echotune.engine.steps import StepSettings, soft_views, to_device, train_one_epoch
+from echotune.losses import DETECTION_LOSS_KEYS, VIEW_LOSS_KEY
 
 FULL = [("shared", "test"), ("shared", "n"), ("shared", "s"), ("dual", "n")]
 QUICK = [("shared", "test"), ("shared", "n")]
@@ -87,7 +88,7 @@ def bare_step(model, optimizer, batch: dict, device: torch.device) -> None:
     images, targets = to_device(batch, device)
     targets["views"] = soft_views(targets["views"], model.n_views, 0.0)  # the criterion's target format
     losses = model(images, targets)
-    total = sum(losses[k] for k in DETECTION_LOSSES) + losses["loss/view"]
+    total = sum(losses[k] for k in DETECTION_LOSS_KEYS) + losses[VIEW_LOSS_KEY]
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     optimizer.step()

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_common import QUICK_SPEC, apply_defaults, finite, header, load_data, run_facts, write_outputs
+from bench_common import QUICK_SPEC, apply_defaults, header, load_data, run_facts, write_outputs
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.check import CheckedDataset
 from echotune.data.dataset import EchoDataset, Letterbox
@@ -66,6 +66,7 @@ from echotune.data.yolo_export import YoloExport, export_yolo
 from echotune.engine import TrainConfig, fit
 from echotune.metrics import (Estimate, EvaluationSet, bootstrap_ci, bootstrap_draws, paired_bootstrap,
                               percentile_interval)
+from echotune.results.leaderboard import finite_or_none
 from echotune.search.train import parse_assignment
 from echotune.spaces.original import DETECTOR_RECIPE
 
@@ -243,13 +244,13 @@ def timing(epochs: list[dict]) -> dict:
     if not timed:
         return {"s_per_epoch": None, "images_per_s": None, "epochs_timed": 0}
     train_s = sum(e["train_s"] for e in timed)
-    return {"s_per_epoch": finite(np.mean([e["epoch_s"] for e in timed])),
-            "images_per_s": finite(sum(e["images"] for e in timed) / train_s) if train_s > 0 else None,
+    return {"s_per_epoch": finite_or_none(np.mean([e["epoch_s"] for e in timed])),
+            "images_per_s": finite_or_none(sum(e["images"] for e in timed) / train_s) if train_s > 0 else None,
             "epochs_timed": len(timed)}
 
 
 def estimate_dict(estimate: Estimate | None) -> dict | None:
-    return None if estimate is None else {k: finite(v) for k, v in estimate.to_dict().items()}
+    return None if estimate is None else {k: finite_or_none(v) for k, v in estimate.to_dict().items()}
 
 
 def scored_run(model: str, kind: str, seed: int, evaluations: dict[str, EvaluationSet], conf: float,
@@ -275,7 +276,7 @@ def score_ultralytics(model: str, seed: int, output: dict, data: CheckedDataset,
                       checkpoint_selected_by="Ultralytics' best.pt (its fitness on val: mAP50-95)",
                       ultralytics=output["ultralytics"], torch=output["torch"], wall_s=output["wall_s"],
                       predict_s=output["predict_s"], network_attempts=output["network_attempts"],
-                      own_val_map50_95=finite((output.get("own_val_metrics") or {}).get("metrics/mAP50-95(B)")),
+                      own_val_map50_95=finite_or_none((output.get("own_val_metrics") or {}).get("metrics/mAP50-95(B)")),
                       settings=output["settings"])
 
 
@@ -326,7 +327,8 @@ def ratio_estimate(a: tuple[float, np.ndarray] | None, b: tuple[float, np.ndarra
         ratios = np.where(b[1] > 0, a[1] / b[1], np.nan)
     ratios = ratios[np.isfinite(ratios)]
     low, high = percentile_interval(ratios, 0.95) if ratios.size else (None, None)
-    return {"value": finite(a[0] / b[0]) if b[0] > 0 else None, "low": finite(low), "high": finite(high)}
+    return {"value": finite_or_none(a[0] / b[0]) if b[0] > 0 else None, "low": finite_or_none(low),
+            "high": finite_or_none(high)}
 
 
 def difference_estimate(a: tuple[float, np.ndarray] | None, b: tuple[float, np.ndarray] | None) -> dict | None:
@@ -365,7 +367,7 @@ def summarise(rows: list[dict], splits: tuple[str, ...]) -> dict:
 
 def _mean_of(values: list) -> float | None:
     values = [v for v in values if v is not None]
-    return finite(np.mean(values)) if values else None
+    return finite_or_none(np.mean(values)) if values else None
 
 
 def compare(rows: list[dict], summary: dict, splits: tuple[str, ...]) -> dict:
@@ -376,7 +378,7 @@ def compare(rows: list[dict], summary: dict, splits: tuple[str, ...]) -> dict:
             out[f"best_over_reference_{split}"] = ratio_estimate(seed_mean(pair[best], split, "map50_95"),
                                                                  seed_mean(pair[REFERENCE], split, "map50_95"))
         ref_time, best_time = models[REFERENCE]["s_per_epoch"], models[best]["s_per_epoch"]
-        out["time_ratio"] = finite(best_time / ref_time) if best_time and ref_time else None
+        out["time_ratio"] = finite_or_none(best_time / ref_time) if best_time and ref_time else None
     if SHARED in models and DETECTION_ONLY in models and "test" in splits:
         pair = common_seeds(rows, SHARED, DETECTION_ONLY)
         out["shared_over_detection_only_test"] = ratio_estimate(seed_mean(pair[SHARED], "test", "map50_95"),

@@ -29,8 +29,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from echotune.metrics.score import TASKS
+
 BALANCERS = ("fixed", "gradnorm", "uncertainty")
-TASKS = ("det", "view")
 
 
 class FixedBalancer(nn.Module):

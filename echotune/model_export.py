@@ -49,7 +49,6 @@ import json
 import re
 import warnings
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -63,6 +62,7 @@ from echotune.data.config import list_split_images, load_data_config
 from echotune.data.dataset import PAD_VALUE, Letterbox, letterbox, read_rgb
 from echotune.engine.checkpoint import load_checkpoint, package_versions
 from echotune.engine.evaluate_checkpoint import load_model, recorded_val_conf
+from echotune.metrics import SCORE_METRIC
 from echotune.models.anchorfree import AnchorFreeHead
 from echotune.models.decode import MAX_NMS_CANDIDATES, nms_detections
 from echotune.models.heads import DetectHead
@@ -193,7 +193,7 @@ def export_spec(model: nn.Module, state: dict, checkpoint: str | Path, img_size:
                         "function": "echotune.model_export.postprocess(outputs, spec)"},
         "names": list(names), "view_names": list(view_names),
         "source": {"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint), "trial_id": trial_id,
-                   "epoch": state.get("epoch"), "val_score": history[-1].get("val/score") if history else None,
+                   "epoch": state.get("epoch"), "val_score": history[-1].get(SCORE_METRIC) if history else None,
                    "data": state.get("data"), "config": state.get("config")},
         "versions": export_versions(), "trained_with": state.get("versions"),
         "files": {},
@@ -202,13 +202,7 @@ def export_spec(model: nn.Module, state: dict, checkpoint: str | Path, img_size:
 
 def export_versions() -> dict[str, str]:
     """The exporting environment: the checkpoint module's list plus the ONNX packages."""
-    versions = package_versions()
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return package_versions(("onnx", "onnxruntime", "onnxscript"))
 
 
 def _sha256(path: Path) -> str:
@@ -615,7 +609,7 @@ def best_ray_checkpoint(folder: Path) -> Path | None:
     scored = []
     for file in files:
         history = load_checkpoint(file).get("history") or [{}]
-        scored.append((history[-1].get("val/score", float("-inf")), history[-1].get("epoch", 0), file))
+        scored.append((history[-1].get(SCORE_METRIC, float("-inf")), history[-1].get("epoch", 0), file))
     return max(scored, key=lambda t: (t[0], t[1]))[2]
 
 

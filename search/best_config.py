@@ -1,11 +1,12 @@
-"""best_config.yaml: the search's winner as a runnable training config, and the reader behind train.py --config.
+"""best_config.yaml: the search's winner as a runnable training config, and the reader behind `--config` of
+`echotune train`.
 
-    write_best_config(path, train_config_of(trial_config), {"trial_id": ..., ...})   # end of run.py
-    values = read_config_file(path)     # train.py --config: {TrainConfig field: value}, ConfigFileError if bad
+    write_best_config(path, train_config_of(trial_config), {"trial_id": ..., ...})   # end of a search
+    values = read_config_file(path)     # echotune train --config: {TrainConfig field: value}, ConfigFileError if bad
 
 The file is YAML: metadata keys first (which trial, its val scores, the final round's seeds, the checkpoint, the
 command that reproduces it), then under `config:` every TrainConfig field of the winning run, seed, epochs and
-arch included, so `python search/train.py --config results/<name>/best_config.yaml` trains that run again.
+arch included, so `echotune train --config results/<name>/best_config.yaml` trains that run again.
 `read_config_file` also takes a bare mapping of TrainConfig fields (a hand-written file of a few keys).
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def train_config_of(trial_config: dict) -> dict:
 
 def reproduce_command(config_path: str | Path, data_yaml: str | Path) -> str:
     """The shell command that trains the config of `config_path` again on the dataset it was searched on."""
-    return shlex.join(["python", "search/train.py", "--config", str(config_path), "--data", str(data_yaml)])
+    return shlex.join(["echotune", "train", "--config", str(config_path), "--data", str(data_yaml)])
 
 
 def write_best_config(path: str | Path, config: dict, meta: dict) -> Path:

@@ -18,18 +18,18 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from echotune.results.layout import OPTUNA_DB_FILE
-from echotune.metrics import OBJECTIVES, REPORTED_VAL_METRICS
+from echotune.metrics import OBJECTIVES, REPORTED_VAL_METRICS, TASK_WEIGHT_METRICS, TRAIN_LOSS
+from echotune.results.layout import HP_PREFIX, INTERRUPTED, LIVE_STATUSES, OPTUNA_DB_FILE, is_object_store
 from echotune.results.search_record import read_search_record
 from echotune.search.trial_table import load_analysis, trial_rows
 from echotune.spaces import get_space, list_spaces
+from echotune.trainables.trial import DIVERGED_KEY
 
 # Ray rewrites the experiment state at least every TUNE_GLOBAL_CHECKPOINT_S (1 s, see orchestrate.py); a state
 # file older than this while trials are still marked RUNNING means the driver is gone (interrupted search).
 LIVE_STATE_MAX_AGE_S = 120.0
-UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
-HISTORY_COLUMNS = (*REPORTED_VAL_METRICS, "train/loss", "gradnorm/w_det", "gradnorm/w_view", "lr",
-                   "time_total_s", "stage", "epoch", "timestamp")
+HISTORY_COLUMNS = (*REPORTED_VAL_METRICS, TRAIN_LOSS, *TASK_WEIGHT_METRICS.values(), "lr", "time_total_s", "stage",
+                   "epoch", "timestamp")
 
 
 @dataclass
@@ -60,12 +60,12 @@ class Experiment:
 
 def _check_folder(path: Path) -> None:
     if not path.exists():
-        raise ValueError(f"{path}: no such experiment folder (expected results/<name> written by search/run.py)")
+        raise ValueError(f"{path}: no such experiment folder (expected results/<name> written by echotune search)")
     if not path.is_dir():
         raise ValueError(f"{path}: not a folder (expected an experiment folder like results/<name>)")
     if not any(path.glob("experiment_state-*.json")):
         raise ValueError(f"{path}: not a Ray Tune experiment folder (no experiment_state-*.json inside); expected "
-                         f"results/<name> written by search/run.py")
+                         f"results/<name> written by echotune search")
 
 
 def _baseline(record: dict, path: Path, notes: list[str]) -> tuple[str | None, dict | None]:
@@ -87,14 +87,14 @@ def _history(analysis, rows: list[dict], experiment: str) -> pd.DataFrame:
     for trial_id, frame in analysis.trial_dataframes.items():
         if frame is None or frame.empty or "epoch" not in frame:
             continue
-        if "diverged" in frame:  # the final report of a diverged trial carries zeros, not a real epoch
-            frame = frame[frame["diverged"] != 1]
+        if DIVERGED_KEY in frame:  # the final report of a diverged trial carries zeros, not a real epoch
+            frame = frame[frame[DIVERGED_KEY] != 1]
         frame = frame[[c for c in HISTORY_COLUMNS if c in frame]].copy()
         frame = frame.drop_duplicates("epoch", keep="last")
         row = by_trial.get(trial_id, {})
         frame.insert(0, "trial_id", trial_id)
         frame.insert(0, "experiment", experiment)
-        frame["arch"], frame["balance"] = row.get("arch"), row.get("hp/balance")
+        frame["arch"], frame["balance"] = row.get("arch"), row.get(HP_PREFIX + "balance")
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["experiment", "trial_id", *HISTORY_COLUMNS, "arch", "balance"])
@@ -107,8 +107,8 @@ def load_study(record: dict, path: Path, notes: list[str]) -> optuna.Study | Non
     db = path / OPTUNA_DB_FILE
     if not db.is_file():
         local = Path(record.get("config", {}).get("storage", ""))
-        notes.append(f"{path}: no optuna.db here{' (object-store search: it is in ./results/<name>/)' if '://' in str(local) else ''}; "
-                     f"importance and Pareto front skipped")
+        where = " (object-store search: it is in ./results/<name>/)" if is_object_store(str(local)) else ""
+        notes.append(f"{path}: no optuna.db here{where}; importance and Pareto front skipped")
         return None
     name = record.get("config", {}).get("name", path.name)
     try:
@@ -135,10 +135,10 @@ def load_experiment(path: str | Path) -> Experiment:
         analysis = load_analysis(path)
     rows = trial_rows(path, space=space, baseline=baseline, analysis=analysis)
     for row in rows:
-        if row["status"] in UNFINISHED and not live:
-            row["status"] = "INTERRUPTED"
-    if not live and any(r["status"] == "INTERRUPTED" for r in rows):
+        if row["status"] in LIVE_STATUSES and not live:
+            row["status"] = INTERRUPTED
+    if not live and any(r["status"] == INTERRUPTED for r in rows):
         notes.append(f"{path.name}: interrupted search (state not updated for {state_age / 60:.0f} min); continue "
-                     f"it with: python search/run.py --name {record.get('config', {}).get('name', path.name)} --resume")
+                     f"it with: echotune search --name {record.get('config', {}).get('name', path.name)} --resume")
     return Experiment(path=path, name=path.name, record=record, rows=rows, history=_history(analysis, rows, path.name),
                       study=load_study(record, path, notes), live=live, notes=notes)

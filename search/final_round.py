@@ -44,10 +44,12 @@ from typing import Callable
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from echotune.results.layout import BEST_CONFIG_FILE, FINAL_FILE, HELD_OUT_FILE, is_object_store
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import (BEST_CONFIG_FILE, BEST_SCORE_COLUMN, FAILED_STATUSES, FINAL_FILE, FINAL_PREFIX,
+                                     HELD_OUT_FILE, INTERRUPTED, LIVE_STATUSES, is_object_store)
 from echotune.atomic import atomic_write_text
 from echotune.data.check import CheckedDataset
-from echotune.search.experiment import UNFINISHED, load_experiment
+from echotune.search.experiment import load_experiment
 from echotune.reporting.held_out import write_held_out
 from echotune.search.best_config import reproduce_command, train_config_of, write_best_config
 from echotune.results.documents import read_json_document
@@ -59,8 +61,6 @@ from echotune.spaces import get_space
 from echotune.spaces.trials import ReplayTrial
 
 FINAL_DIR = "final"  # the final round's Ray experiment, inside the search's experiment folder
-SCORE = "best/val/score"  # a run's (and a search trial's) val/score at its best epoch: its checkpoint's
-FAILED = ("ERROR", "DIVERGED")
 Log = Callable[[str], None]
 
 
@@ -113,12 +113,12 @@ def select_candidates(rows: list[dict], top_k: int, baseline_config: dict) -> li
     ones excluded; ASHA-stopped ones count, at their best rung), then the baseline's configuration unless it is
     already one of them. `rows`: leaderboard rows (search.trial_table); `baseline_config`: the baseline's config,
     used when no row is the baseline."""
-    scored = sorted((r for r in rows if r.get(SCORE) is not None and r.get("status") not in FAILED
-                     and r.get("config_json")), key=lambda r: -r[SCORE])
+    scored = sorted((r for r in rows if r.get(BEST_SCORE_COLUMN) is not None and r.get("status") not in FAILED_STATUSES
+                     and r.get("config_json")), key=lambda r: -r[BEST_SCORE_COLUMN])
 
     def candidate(row: dict | None, rank: int | None, config: dict, is_baseline: bool) -> Candidate:
         row = row or {}
-        return Candidate(config, is_baseline, row.get("trial_id"), rank, row.get(SCORE),
+        return Candidate(config, is_baseline, row.get("trial_id"), rank, row.get(BEST_SCORE_COLUMN),
                          row.get("epochs_trained"), row.get("epochs_planned"))
 
     candidates: dict[str, Candidate] = {}
@@ -166,7 +166,8 @@ def run_record(row: dict) -> dict:
     config = json.loads(row["config_json"])
     return {"seed": config.get("seed"), "trial_id": row["trial_id"], "status": row["status"],
             "epochs_trained": row["epochs_trained"], "epochs_planned": row["epochs_planned"],
-            "best_epoch": row["best_epoch"], "best_val_score": row[SCORE], "final_val_score": row["final/val/score"],
+            "best_epoch": row["best_epoch"], "best_val_score": row[BEST_SCORE_COLUMN],
+            "final_val_score": row[FINAL_PREFIX + SCORE_METRIC],
             "checkpoint": row["checkpoint_path"], "wall_time_s": row["wall_time_s"]}
 
 
@@ -288,7 +289,7 @@ def write_winner_config(experiment: Path, doc: dict, data_yaml: str | Path) -> P
             f"{len(doc['seeds'])} fresh seed(s) at {doc['epochs']} epochs", "is_baseline": winner["is_baseline"],
             "search_val_score": winner["search_val_score"], "final_round_val_mean": winner["val_mean"],
             "final_round_val_sd": winner["val_sd"], "final_round_seeds": doc["seeds"],
-            "final_round_trial_id": run["trial_id"], "val/score": run["best_val_score"],
+            "final_round_trial_id": run["trial_id"], SCORE_METRIC: run["best_val_score"],
             "checkpoint": checkpoint, "reproduce": reproduce_command(path, data_yaml)}
     return write_best_config(path, config, meta)
 
@@ -296,7 +297,7 @@ def write_winner_config(experiment: Path, doc: dict, data_yaml: str | Path) -> P
 def unfinished_search(cfg: SearchConfig, search_rows: list[dict]) -> str | None:
     """Why the search has not finished (interrupted: Ctrl-C, or trials never started), else None. A search cut
     short by its time budget has finished: what it ran is all it will run."""
-    waiting = [r["trial_id"] for r in search_rows if r["status"] in (*UNFINISHED, "INTERRUPTED")]
+    waiting = [r["trial_id"] for r in search_rows if r["status"] in (*LIVE_STATUSES, INTERRUPTED)]
     if waiting:
         return f"{len(waiting)} trial(s) unfinished"
     if cfg.time_budget_s is None and len(search_rows) < cfg.num_samples:

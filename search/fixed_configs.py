@@ -18,10 +18,11 @@ from pathlib import Path
 from ray.tune.search import Searcher
 
 from echotune.atomic import atomic_write_text
+from echotune.metrics import SCORE_METRIC
 
 
 class FixedConfigs(Searcher):
-    def __init__(self, configs: list[dict], metric: str = "val/score", mode: str = "max"):
+    def __init__(self, configs: list[dict], metric: str = SCORE_METRIC, mode: str = "max"):
         super().__init__(metric=metric, mode=mode)
         self.configs = [copy.deepcopy(c) for c in configs]
         self.handed_out = 0  # configs already turned into trials

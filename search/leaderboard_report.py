@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from echotune.results.layout import ENSEMBLE_DIR, LEADERBOARD_FILE, METRICS_FILE
+from echotune.results.layout import BEST_PREFIX, ENSEMBLE_DIR, HP_PREFIX, LEADERBOARD_FILE, METRICS_FILE
 from echotune.data.leakage import flag_text
 from echotune.reporting import plots as figures
 from echotune.metrics import METRIC_LABELS, Estimate
@@ -200,9 +200,9 @@ def figure_builders(report: LeaderboardReport) -> dict:
     history = pd.concat([e.history for e in report.experiments], ignore_index=True)
     scored = report.ranked[report.ranked[report.by].notna()]
     top_ids = list(scored["trial_id"].head(TOP_CURVES))
-    gradnorm_ids = list(scored[scored.get("hp/balance") == "gradnorm"]["trial_id"].head(TOP_CURVES))
+    gradnorm_ids = list(scored[scored.get(HP_PREFIX + "balance") == "gradnorm"]["trial_id"].head(TOP_CURVES))
     baseline = report.gains[0]["baseline"] if report.gains else None
-    metric = report.by.removeprefix("best/")
+    metric = report.by.removeprefix(BEST_PREFIX)
     plan = {"best_so_far": lambda: figures.best_so_far_figure(history, baseline, metric),
             "learning_curves": lambda: figures.learning_curves_figure(history, top_ids, metric),
             "gradnorm_weights": lambda: figures.gradnorm_weights_figure(history, gradnorm_ids),

@@ -17,7 +17,8 @@ import math
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from echotune.metrics import SELECTION_METRIC
+from echotune.metrics import SCORE_METRIC, SELECTION_METRIC, VAL_PREFIX
+from echotune.trainables.trial import DIVERGED_KEY
 
 logger = logging.getLogger(__name__)
 RAY_TRIAL_ID_ATTR = "ray_trial_id"
@@ -29,17 +30,17 @@ def best_epoch_attrs(result: dict) -> dict[str, float | int]:
     best SELECTION_METRIC, the number Optuna is told): every finite validation metric (val/map50, val/view_kappa,
     ...) and the epoch; {} for any other result. So optuna-dashboard shows, per trial, the metrics of the
     checkpoint the trial hands back, while the trial runs."""
-    score, best = result.get("val/score"), result.get(SELECTION_METRIC)
-    if score is None or best is None or result.get("diverged") or not score >= best:
+    score, best = result.get(SCORE_METRIC), result.get(SELECTION_METRIC)
+    if score is None or best is None or result.get(DIVERGED_KEY) or not score >= best:
         return {}
-    attrs = {k: float(v) for k, v in result.items() if k.startswith("val/") and k != SELECTION_METRIC
+    attrs = {k: float(v) for k, v in result.items() if k.startswith(VAL_PREFIX) and k != SELECTION_METRIC
              and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
     return {**attrs, BEST_EPOCH_ATTR: int(result["epoch"])} if "epoch" in result else attrs
 
 
 def final_state(result: dict | None, error: bool) -> optuna.trial.TrialState:
     """FAIL on error or divergence; PRUNED when stopped before its planned epochs; COMPLETE otherwise."""
-    if error or (result and result.get("diverged")):
+    if error or (result and result.get(DIVERGED_KEY)):
         return optuna.trial.TrialState.FAIL
     if not result or "epoch" not in result:
         return optuna.trial.TrialState.PRUNED

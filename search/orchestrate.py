@@ -1,7 +1,7 @@
 """Run a search end to end: start Ray, fit (or resume) the Tuner with live progress, then summarise.
 
 Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard.parquet, the final round's
-final/ and final.json, held_out.json, best_config.yaml (runnable: search/train.py --config).
+final/ and final.json, held_out.json, best_config.yaml (runnable: echotune train --config).
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from typing import Callable
 import optuna
 import ray
 
-from echotune.results.layout import BEST_CONFIG_FILE, is_object_store
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import BEST_CONFIG_FILE, BEST_SCORE_COLUMN, FAILED_STATUSES, is_object_store
 from echotune.data.check import CheckedDataset
 from echotune.data.leakage import guard_leakage
 from echotune.search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
@@ -150,7 +151,7 @@ def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_to
 
     if is_object_store(cfg.storage):  # the trial files are in the object store; the analysis reads a filesystem
         print(f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
-              f"python search/leaderboard.py on it (with --write for the ensemble builder's leaderboard.parquet).")
+              f"echotune leaderboard on it (with --write for the ensemble builder's leaderboard.parquet).")
         return {"best": None, "baseline": None, "rows": [], "report": None}
     experiment = Path(cfg.experiment_dir)
     report = build_report([experiment], by="score", top=top)
@@ -159,8 +160,8 @@ def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_to
     rows = report.experiments[0].rows
     # candidates for "best": trials with a score and a checkpoint (a diverged trial's zeros are no score; ties,
     # e.g. every trial at 0 after a few epochs, keep the leaderboard's order)
-    ranked = sorted((r for r in rows if r["best/val/score"] is not None and r["checkpoint_path"]
-                     and r["status"] not in ("DIVERGED", "ERROR")), key=lambda r: -r["best/val/score"])
+    ranked = sorted((r for r in rows if r[BEST_SCORE_COLUMN] is not None and r["checkpoint_path"]
+                     and r["status"] not in FAILED_STATUSES), key=lambda r: -r[BEST_SCORE_COLUMN])
     best = ranked[0] if ranked else None
     baseline = next((r for r in ranked if r["is_baseline"]), None)
     winner = (final or {}).get("winner")
@@ -178,21 +179,21 @@ def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_to
         path = write_winner_config(experiment, final, data_yaml)
         print(f"\n{headline(final)}")
         print(f"Best: trial {winner['search_trial_id']}, final-round val/score {winner['val_mean']:.4f} (mean over "
-              f"{len(final['seeds'])} seed(s)); runnable config {path}: python search/train.py --config {path}")
+              f"{len(final['seeds'])} seed(s)); runnable config {path}: echotune train --config {path}")
     elif best is not None:
         path = experiment / BEST_CONFIG_FILE
         write_best_config(path, train_config_of(json.loads(best["config_json"])), {
             "trial_id": best["trial_id"], "selected_by": "the search's best val/score (no final round)",
-            "val/score": best["best/val/score"], "checkpoint": best["checkpoint_path"],
+            SCORE_METRIC: best[BEST_SCORE_COLUMN], "checkpoint": best["checkpoint_path"],
             "reproduce": reproduce_command(path, data_yaml)})
-        print(f"\nBest trial {best['trial_id']}: val/score {best['best/val/score']:.4f}; checkpoint "
+        print(f"\nBest trial {best['trial_id']}: val/score {best[BEST_SCORE_COLUMN]:.4f}; checkpoint "
               f"{best['checkpoint_path']}; runnable config {path}")
     if ensemble is not None:
         split = ensemble.split
         print(f"Ensemble of {len(ensemble.members)} on {split}: score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
               f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
               f"(gain {ensemble.ci['gain']['score']:+.4f}, paired 95 % CI); {ensemble.manifest_path}")
-    print(f"Plots in {experiment / 'plots'}; report {html}; more: python search/leaderboard.py {experiment}")
+    print(f"Plots in {experiment / 'plots'}; report {html}; more: echotune leaderboard {experiment}")
     return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble, "final": final}
 
 

@@ -30,9 +30,9 @@ any of these keys has nothing for PBT to do and is refused.
 **How (synchronous).** `synch=True`: at each perturbation epoch every member waits until all have reached it,
 then the bottom QUANTILE_FRACTION (by the current epoch's `val/score`, PBT_METRIC) clone a top member's
 checkpoint and explore. So members are compared after the same number of epochs, as ASHA's rungs do
-(DESIGN.md: comparisons at equal budget); asynchronous PBT compares a member with the others' last scores,
-taken at other epochs. The baseline member is never cloned into: it stays the original recipe trained for the
-whole budget, the reference of every gain (it may still be a donor).
+(scores are compared only at equal budget: more epochs alone raise a score); asynchronous PBT compares a member
+with the others' last scores, taken at other epochs. The baseline member is never cloned into: it stays the
+original recipe trained for the whole budget, the reference of every gain (it may still be a donor).
 
 **Checkpoints.** Ray deletes checkpoints by its retention rule, which knows nothing of PBT: ordered by score
 it deleted a donor's checkpoint before the weaker member restored it (ray-project/ray#9036, #8441), so PBT keeps
@@ -72,13 +72,16 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.utils.util import SafeFallbackEncoder
 
-from echotune.results.layout import PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_SYNCED_FILE as SYNCED_FILE
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import PBT_GLOBAL_FILE, PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_POLICY_FILE
+from echotune.results.layout import PBT_SYNCED_FILE as SYNCED_FILE
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.engine.config import MUTABLE_KEYS, TrainConfig
 from echotune.engine.schedule import split_epochs
 from echotune.spaces import get_profile, get_space, parameter_ranges
 from echotune.spaces.common import fractions_from_split
 from echotune.spaces.trials import NumericRange, ReplayTrial
+from echotune.trainables.trial import DIVERGED_KEY
 
 if TYPE_CHECKING:
     from echotune.search.search_config import SearchConfig
@@ -89,7 +92,7 @@ TIME_ATTR = "epoch"
 # PBT compares members on their *current* quality, the score of the epoch just trained, not the running best
 # (val/best_score, what Optuna, ASHA and the leaderboard use): a member whose best lies epochs behind it and that
 # has since declined should be replaced.
-PBT_METRIC = "val/score"
+PBT_METRIC = SCORE_METRIC
 # The bottom quarter clones the top quarter (Ray's default, the truncation selection of Jaderberg et al. 2017):
 # with a population of 4, one member per round (ceil(4 * 0.25)). A larger fraction (up to 0.5) would replace
 # half of a small population at every round and collapse it onto one lineage within two rounds.
@@ -97,7 +100,7 @@ QUANTILE_FRACTION = 0.25
 # Ray's default: each mutated key is redrawn from the space's range with this probability, else perturbed by
 # x0.8 / x1.2. With 8 keys a clone redraws about 2 (a jump that can leave a local optimum), nudges the rest.
 RESAMPLE_PROBABILITY = 0.25
-POLICY_FILES = ("pbt_global.txt", "pbt_policy_*.txt")  # what Ray's PBT writes into the driver's staging folder
+POLICY_FILES = (PBT_GLOBAL_FILE, PBT_POLICY_FILE.format("*"))  # what Ray's PBT writes into the driver's staging folder
 
 
 def pbt_stage_split(cfg: SearchConfig) -> tuple[float, float, float]:
@@ -244,7 +247,7 @@ class StagePBT(PopulationBasedTraining):
 
     def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
         epoch = result.get(TIME_ATTR)
-        if epoch not in self.perturbation_epochs or epoch < self._next_perturbation_sync or result.get("diverged"):
+        if epoch not in self.perturbation_epochs or epoch < self._next_perturbation_sync or result.get(DIVERGED_KEY):
             # between perturbation epochs, at one already synced (a member replaying epochs after a resume), or a
             # diverged member's last word
             return TrialScheduler.CONTINUE
@@ -329,9 +332,9 @@ class StagePBT(PopulationBasedTraining):
         staging = Path(trial.local_experiment_path)
         line = json.dumps([trial_state.orig_tag, new_state.orig_tag, epoch, epoch, trial_to_clone.config, new_config],
                           cls=SafeFallbackEncoder) + "\n"
-        _append_atomically(staging / "pbt_global.txt", line)
-        donor_policy = Path(trial_to_clone.local_experiment_path) / f"pbt_policy_{trial_to_clone.trial_id}.txt"
-        member_policy = staging / f"pbt_policy_{trial.trial_id}.txt"
+        _append_atomically(staging / PBT_GLOBAL_FILE, line)
+        donor_policy = Path(trial_to_clone.local_experiment_path) / PBT_POLICY_FILE.format(trial_to_clone.trial_id)
+        member_policy = staging / PBT_POLICY_FILE.format(trial.trial_id)
         # the member's file: the donor's history, then this line (a reader never sees half of either)
         history = donor_policy.read_text() if donor_policy.exists() else ""
         atomic_write_text(member_policy, history + line)

@@ -49,8 +49,9 @@ from pathlib import Path
 
 from ray import tune
 
-from echotune.metrics import SELECTION_METRIC
+from echotune.metrics import SCORE_METRIC, SELECTION_METRIC
 from echotune.search.budget import TrialEpochBudget
+from echotune.trainables.trial import DIVERGED_KEY, ERROR_KEY
 
 DEFAULT_EVERY_S = 10.0  # seconds between two status lines
 TAIL_LINES = 20  # lines of a failed trial's error file and of its worker's stderr
@@ -86,7 +87,7 @@ def outcome(status: str, last_result: dict | None, planned: int | None) -> str:
     """A trial's state in the status line, by the leaderboard's rules: running, pending, paused, finished,
     pruned (TERMINATED before its planned epochs: STOPPED_EARLY), failed (ERROR) or diverged."""
     last = last_result or {}
-    if last.get("diverged"):
+    if last.get(DIVERGED_KEY):
         return "diverged"
     if status == "ERROR":
         return "failed"
@@ -409,20 +410,20 @@ class SearchStatus(tune.Callback):
             self._epoch_s.append(float(seconds))
         self._seen.add(key)
         self._peak_running = max(self._peak_running, sum(t.status == "RUNNING" for t in trials))
-        if result.get("diverged"):
+        if result.get(DIVERGED_KEY):
             return  # on_trial_complete says so
         nan = float("nan")
         self.emit(f"{_elapsed(self.elapsed())} {trial.trial_id} epoch {result.get('epoch', 0):>2}/"
                   f"{result.get('epochs_planned', '?')} stage {result.get('stage', '?')} | score "
-                  f"{result.get('val/score', nan):.3f} (best {result.get(SELECTION_METRIC, nan):.3f}) mAP50 "
+                  f"{result.get(SCORE_METRIC, nan):.3f} (best {result.get(SELECTION_METRIC, nan):.3f}) mAP50 "
                   f"{result.get('val/map50', nan):.3f} view_acc {result.get('val/view_acc', nan):.3f} kappa "
                   f"{result.get('val/view_kappa', nan):.3f} | {trial.config.get('arch')} "
                   f"{trial.config.get('model_scale')}")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
-        if last.get("diverged"):
-            what = f"DIVERGED: {str(last.get('error', ''))[:120]}"
+        if last.get(DIVERGED_KEY):
+            what = f"DIVERGED: {str(last.get(ERROR_KEY, ''))[:120]}"
         elif last.get("epoch", 0) < last.get("epochs_planned", 0):
             what = f"stopped by ASHA after epoch {last.get('epoch')} (stage {last.get('stage')})"
         else:

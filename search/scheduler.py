@@ -37,6 +37,8 @@ from pathlib import Path
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from echotune.atomic import atomic_write_text
+from echotune.results.documents import read_json_lines
+from echotune.results.layout import RESULT_FILE
 
 logger = logging.getLogger(__name__)
 TIME_ATTR = "epoch"
@@ -78,13 +80,9 @@ class EpochASHA(AsyncHyperBandScheduler):
                 kept = json.loads((folder / STOPPED_FILE).read_text())
                 self._stopped.update({str(k): int(v) for k, v in kept.items()})
         recorded = 0
-        for result_file in Path(self.experiment_dir).glob("*/result.json"):
+        for result_file in Path(self.experiment_dir).glob(f"*/{RESULT_FILE}"):
             seen: set[float] = set()
-            for line in result_file.read_text().splitlines():
-                try:
-                    result = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
+            for result in read_json_lines(result_file):  # a line cut by a crash is skipped
                 if TIME_ATTR not in result or self._metric not in result:
                     continue
                 for milestone, rung in self._brackets[0]._rungs:

@@ -14,13 +14,16 @@ from pathlib import Path
 from ray.tune import ExperimentAnalysis
 
 from echotune.reporting.lineage import is_pbt_search, lineage_columns, read_lineage
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import BEST_PREFIX, FINAL_PREFIX, HP_PREFIX, trial_folder_name
 from echotune.results.leaderboard import METRICS, SCHEMA, finite_or_none, hp_value
+from echotune.trainables.trial import DIVERGED_KEY, ERROR_KEY
 
 
 def _error_message(experiment_dir: Path, trial) -> str | None:
     """Last line of the trial's error.txt (read from the experiment folder: Trial.error_file needs a live Ray)."""
     name = trial.run_metadata.error_filename or "error.txt"
-    path = experiment_dir / (trial.storage.trial_dir_name or f"trial_{trial.trial_id}") / name
+    path = experiment_dir / (trial.storage.trial_dir_name or trial_folder_name(trial.trial_id)) / name
     if not path.is_file():
         return f"errored (no {name} in {path.parent})"
     lines = path.read_text(errors="replace").strip().splitlines()
@@ -30,7 +33,7 @@ def _error_message(experiment_dir: Path, trial) -> str | None:
 def load_analysis(experiment_dir: str | Path) -> ExperimentAnalysis:
     """Ray's view of an experiment folder (finished, running or interrupted)."""
     with quiet_ray_analysis():
-        return ExperimentAnalysis(str(experiment_dir), default_metric="val/score", default_mode="max")
+        return ExperimentAnalysis(str(experiment_dir), default_metric=SCORE_METRIC, default_mode="max")
 
 
 @contextlib.contextmanager
@@ -61,22 +64,22 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
             frame = frame[frame["epoch"] > clones[-1].epoch]
         last = trial.last_result or {}
         best_row = {}
-        if frame is not None and "val/score" in frame and len(frame):
-            best_row = frame.loc[frame["val/score"].idxmax()].to_dict()
+        if frame is not None and SCORE_METRIC in frame and len(frame):
+            best_row = frame.loc[frame[SCORE_METRIC].idxmax()].to_dict()
         planned = int(trial.config.get("epochs", 0) or 0)
         trained = int(last.get("epoch", 0) or 0)
-        error = last.get("error") if last.get("diverged") else None
+        error = last.get(ERROR_KEY) if last.get(DIVERGED_KEY) else None
         if trial.status == "ERROR":
             error = _error_message(Path(experiment_dir), trial)
         status = trial.status
-        if last.get("diverged"):
+        if last.get(DIVERGED_KEY):
             status = "DIVERGED"
         elif status == "TERMINATED" and trained < planned:
             status = "STOPPED_EARLY"
         checkpoint = None
         try:
             with quiet_ray_analysis():
-                best_checkpoint = analysis.get_best_checkpoint(trial, "val/score", "max")
+                best_checkpoint = analysis.get_best_checkpoint(trial, SCORE_METRIC, "max")
             checkpoint = best_checkpoint.path if best_checkpoint is not None else None
         except (ValueError, KeyError, RuntimeError):
             checkpoint = None
@@ -87,11 +90,11 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
                "wall_time_s": finite_or_none(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
                "checkpoint_path": checkpoint, "config_json": json.dumps(trial.config, sort_keys=True, default=str)}
         for metric in METRICS:
-            row[f"best/{metric}"] = finite_or_none(best_row.get(metric)) if best_row else None
-            row[f"final/{metric}"] = None if last.get("diverged") else finite_or_none(last.get(metric))
+            row[BEST_PREFIX + metric] = finite_or_none(best_row.get(metric)) if best_row else None
+            row[FINAL_PREFIX + metric] = None if last.get(DIVERGED_KEY) else finite_or_none(last.get(metric))
         for field in SCHEMA:
-            if field.name.startswith("hp/"):
-                row[field.name] = hp_value(field, trial.config.get(field.name[3:]))
+            if field.name.startswith(HP_PREFIX):
+                row[field.name] = hp_value(field, trial.config.get(field.name[len(HP_PREFIX):]))
         row.update(lineage_columns(lineage.get(trial.trial_id)))
         rows.append(row)
     return rows

@@ -14,7 +14,8 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
-from echotune.results.layout import is_object_store
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import is_object_store, trial_folder_name
 from echotune.data.check import CheckedDataset
 from echotune.search.atomic_storage import atomic_local_filesystem
 from echotune.search.optuna_bridge import EchoOptunaSearch
@@ -95,14 +96,14 @@ def run_config(cfg: SearchConfig, callbacks: list | None = None, stop: tune.Stop
         name=cfg.name, storage_path=cfg.storage if is_object_store(cfg.storage) else str(Path(cfg.storage).resolve()),
         storage_filesystem=storage_filesystem(cfg),
         checkpoint_config=pbt_checkpoint_config(cfg) if cfg.scheduler == "pbt" else
-        tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val/score", checkpoint_score_order="max"),
+        tune.CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SCORE_METRIC, checkpoint_score_order="max"),
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         callbacks=callbacks or [], stop=stop, verbose=0)
 
 
 def trial_dirname(trial) -> str:
     """Short trial folders (Ray's default packs the config into the name)."""
-    return f"trial_{trial.trial_id}"
+    return trial_folder_name(trial.trial_id)
 
 
 def build_tuner(cfg: SearchConfig, data: CheckedDataset, callbacks: list | None = None,

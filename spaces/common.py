@@ -1,9 +1,11 @@
 """Suggestions every architecture shares: detector scale, optimisation, losses, augmentation, stage schedule.
 
 ``suggest_training(trial, profile)`` makes all of them and returns the constants they imply; the gradnorm and
-dual_backbone spaces add their architecture's own parameters around it. Choice tuples are spelled out here (not
-imported from echotune) so that a stored study's categorical distributions never change under it; tests check
-they are valid TrainConfig values.
+dual_backbone spaces add their architecture's own parameters around it. The categorical choices are the
+vocabularies of the modules that act on them (echotune.models, echotune.losses, echotune.engine.config), imported,
+never copied. A stored study (optuna.db) keeps the choices it was created with and Optuna refuses to continue it
+when they change, so tests/spaces pins the choices to the values stored studies hold: a changed vocabulary fails
+there first, where one decides between keeping the space's old choices and migrating the old studies.
 
 Stage split: TPE sees two floats, ``stage1_frac`` [0.1, 0.5] and ``stage2_frac`` [0.2, 0.7]; stage 3 gets the
 rest, at least ``STAGE3_FLOOR`` = 0.05 (when the two sum past 0.95 both shrink by the same factor, keeping
@@ -15,16 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from echotune.engine.config import OPTIMIZERS
+from echotune.losses import BINARY_LOSSES, BOX_LOSSES, FOCAL_LOSSES, VIEW_LOSSES
+from echotune.models import DETECT_HEADS
 from echotune.spaces.profiles import Profile
 from echotune.spaces.trials import SuggestTrial
 
-DETECT_HEADS = ("anchor", "anchorfree")  # models.heads.DETECT_HEADS
-BOX_LOSSES = ("giou", "diou", "ciou")
-BINARY_LOSSES = ("bce", "focal", "varifocal")  # loss_obj and loss_cls
-FOCAL_LOSSES = ("focal", "varifocal")  # the binary losses that use focal_gamma
-VIEW_LOSSES = ("ce", "label_smoothing", "focal", "class_balanced")
-VIEW_LEVELS = ("P3", "P4", "P5", "backbone")
-OPTIMIZERS = ("sgd", "adamw")
 BATCH_SIZE = 8  # the original study's; a constant of every space so the baseline point compares like for like
 STAGE3_FLOOR = 0.05
 SEARCH_ONLY_PARAMS = ("stage1_frac", "stage2_frac")

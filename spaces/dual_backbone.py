@@ -1,13 +1,14 @@
 """``dual_backbone``: detector + independent timm classifier (no shared layer, so no GradNorm)."""
 from __future__ import annotations
 
+from echotune.balance import BALANCERS
 from echotune.spaces.common import suggest_training
 from echotune.spaces.original import original_config
 from echotune.spaces.profiles import Profile
 from echotune.spaces.registry import register_space
 from echotune.spaces.trials import SuggestTrial
 
-DUAL_BALANCERS = ("fixed", "uncertainty")
+DUAL_BALANCERS = tuple(b for b in BALANCERS if b != "gradnorm")  # GradNorm needs a shared layer the dual model lacks
 
 
 def dual_baseline_config(profile: Profile) -> dict:

@@ -1,7 +1,8 @@
 """``gradnorm``: the shared-backbone model with GradNorm balancing (the original study's architecture)."""
 from __future__ import annotations
 
-from echotune.spaces.common import VIEW_LEVELS, suggest_training
+from echotune.models import VIEW_LEVELS
+from echotune.spaces.common import suggest_training
 from echotune.spaces.original import original_config
 from echotune.spaces.profiles import Profile
 from echotune.spaces.registry import register_space
@@ -41,7 +42,7 @@ def define_gradnorm(trial: SuggestTrial, profile: Profile) -> dict:
     Constants: arch=shared, balance=gradnorm, img_size (quick 160, full 640), batch_size=8, stage_split.
     Baseline point: the original configuration (spaces/original.py) exactly.
     """
-    trial.suggest_categorical("view_level", VIEW_LEVELS)
+    trial.suggest_categorical("view_level", tuple(VIEW_LEVELS))
     trial.suggest_float("gn_alpha", 0.0, 3.0)
     trial.suggest_float("gn_lr", 1e-3, 1e-1, log=True)
     trial.suggest_float("gn_min_weight", 0.0, 0.75)

@@ -1,13 +1,14 @@
 """The original study's configuration, as TrainConfig keys, adapted to a profile.
 
-From the original study (the same values as ``search/train.py`` BASELINE): shared architecture with GradNorm
-(alpha 1.5, the paper's: no weight floor) and YOLOv5's anchor head, stage learning rates 1e-2 / 1e-3 / 1e-4 over a 30 / 50 / 20 % split, batch size 8, augmentation
-off (policy none, every stage strength 0, no mixup, no mosaic), view head at P3, CIoU box loss, BCE objectness and class
-losses, cross-entropy view loss, YOLOv5s at 640 px.
+From the original study (the training command's `--preset baseline` is built from it): shared architecture with
+GradNorm (alpha 1.5, the paper's: no weight floor) and YOLOv5's anchor head, stage learning rates 1e-2 / 1e-3 /
+1e-4 over a 30 / 50 / 20 % split, batch size 8, augmentation off (policy none, every stage strength 0, no mixup,
+no mosaic), view head at P3, CIoU box loss, BCE objectness and class losses, cross-entropy view loss, YOLOv5s at
+640 px.
 
-EchoTune defaults, because the original did not state them (equal to TrainConfig's defaults, checked by tests):
-SGD (Nesterov) with momentum 0.937 and weight decay 5e-4 (YOLOv5's hyper-parameters), GradNorm weight
-learning rate 0.025, hard-example mining of 25 % in stage 2, label smoothing 0.1 in stage 3.
+EchoTune defaults, because the original did not state them (TrainConfig's defaults, read from it): SGD
+(Nesterov) with momentum 0.937 and weight decay 5e-4 (YOLOv5's hyper-parameters), GradNorm weight learning rate
+0.025, hard-example mining of 25 % in stage 2, label smoothing 0.1 in stage 3.
 
 Per profile: ``model_scale`` and ``img_size`` (quick: n at 160 px, the closest CPU-sized stand-in for s at
 640; full: the original s at 640). Not included: ``epochs`` (the search's per-trial budget decides) and the
@@ -15,6 +16,7 @@ runtime keys (seed, cpus, device, ...), which the search sets for every trial al
 """
 from __future__ import annotations
 
+from echotune.engine.config import TrainConfig
 from echotune.spaces.profiles import Profile, get_profile
 
 ORIGINAL_STUDY: dict = {
@@ -25,10 +27,8 @@ ORIGINAL_STUDY: dict = {
     "loss_box": "ciou", "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce",
 }
 
-ECHOTUNE_DEFAULTS: dict = {
-    "optimizer": "sgd", "momentum": 0.937, "weight_decay": 5e-4, "gn_lr": 0.025,
-    "hard_mining_frac": 0.25, "label_smoothing_stage3": 0.1,
-}
+_UNSTATED = ("optimizer", "momentum", "weight_decay", "gn_lr", "hard_mining_frac", "label_smoothing_stage3")
+ECHOTUNE_DEFAULTS: dict = {key: getattr(TrainConfig(), key) for key in _UNSTATED}
 
 
 # The detector recipe benchmarks/vs_ultralytics.py chose (README, "EchoTune vs Ultralytics": 3x YOLOv8n's test

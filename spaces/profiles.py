@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from echotune.augment import POLICIES
+from echotune.models import SCALES
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -22,6 +25,16 @@ class Profile:
     # The parameters this profile searches (None: every parameter of the space); the others stay at the
     # baseline's values (spaces/registry.py SearchSpace.fixed_values). Names a space does not have are ignored.
     searched: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # A profile offers a subset of each vocabulary (the models' scales, the augmentation policies); checked
+        # here so that a profile offering a value the engine refuses fails at import, not in its first trial.
+        for what, offered, valid in (("scales", self.scales, SCALES), ("aug_policies", self.aug_policies, POLICIES)):
+            unknown = [v for v in offered if v not in valid]
+            if unknown:
+                raise ValueError(f"profile {self.name!r}: unknown {what} {unknown}; valid: {', '.join(valid)}")
+        if self.baseline_scale not in self.scales or self.baseline_classifier not in self.classifiers:
+            raise ValueError(f"profile {self.name!r}: the baseline's scale and classifier must be among its choices")
 
 
 # The quick profile's parameters: the 8 with the best mean rank of fANOVA importance over bootstrap resamples of

@@ -24,7 +24,7 @@ import torch
 
 from echotune import model_export as mx
 from tests.conftest import TINY_TRAIN
-from tests.search.test_cli import load
+from tests.search.test_cli import INVOCATIONS, command
 
 ONNX_ATOL, TORCHSCRIPT_ATOL, BOX_ATOL_PX, SCORE_ATOL = 1e-4, 1e-6, 1e-3, 1e-5
 COMBOS = [("shared", "anchor"), ("shared", "anchorfree"), ("dual", "anchor"), ("dual", "anchorfree")]
@@ -225,13 +225,14 @@ def test_sources_best_then_last_ray_trial_by_score_and_nothing_to_export(runs, t
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# search/export.py
+# echotune export (search/export.py)
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
+def run_cli(argv: list[str], how: str = "script") -> tuple[int, str, str]:
+    """`python search/export.py ARGV` (how="script") or `echotune export ARGV`, in-process."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = load("export").main([str(a) for a in argv])
+        code = command("export", how)(argv)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -265,8 +266,8 @@ def test_cli_exports_every_ensemble_member_at_another_size(runs, tmp_path):
                ManifestMember("t two", runs["dual", "anchor"] / "best.pt", "dual", 0.3)]
     save_manifest(Manifest(members, [1.0, 0.5], "none", FusionParams(), ["AR", "MR", "PR", "TR"],
                            ["PSAX", "PLAX", "A4C"]), tmp_path / "ensemble" / "manifest.yaml")
-    code, out, err = run_cli([tmp_path / "ensemble", "--format", "onnx", "--img-size", "96", "--check", "2",
-                              "--out", tmp_path / "deploy"])
+    code, out, err = run_cli([tmp_path / "ensemble", "--format", "onnx", "--imgsz", "96", "--check", "2",
+                              "--out", tmp_path / "deploy"], how="echotune")
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == \
         ["ensemble.json", "t_one.json", "t_one.onnx", "t_two.json", "t_two.onnx"]
@@ -278,19 +279,20 @@ def test_cli_exports_every_ensemble_member_at_another_size(runs, tmp_path):
     assert spec["check"]["onnx"]["ok"] and out.count("  OK") == 2
 
 
-def test_cli_bad_paths_exit_2_naming_the_path(runs, tmp_path):
+@pytest.mark.parametrize("how", INVOCATIONS)
+def test_cli_bad_paths_exit_2_naming_the_path(how, runs, tmp_path):
     missing = tmp_path / "nope" / "best.pt"
-    code, out, err = run_cli([missing])
+    code, out, err = run_cli([missing], how)
     assert code == 2 and f"error: {missing} does not exist" in err and out == ""
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
-    code, _, err = run_cli([broken])
+    code, _, err = run_cli([broken], how)
     assert code == 2 and f"{broken}: not a loadable EchoTune checkpoint" in err
     assert not (tmp_path / "export").exists()
-    code, _, err = run_cli([tmp_path])  # a folder without best.pt, last.pt, checkpoint_* or manifest.yaml
+    code, _, err = run_cli([tmp_path], how)  # a folder without best.pt, last.pt, checkpoint_* or manifest.yaml
     assert code == 2 and f"{tmp_path}: nothing to export" in err
     with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(io.StringIO()) as usage:
-        load("export").main([str(runs["shared", "anchor"]), "--img-size", "100"])
+        command("export", how)([runs["shared", "anchor"], "--img-size", "100"])
     assert exc.value.code == 2 and "--img-size must be a positive multiple of 32" in usage.getvalue()
 
 

@@ -33,6 +33,10 @@ from echotune.metrics import REPORTED_VAL_METRICS
 from echotune.trainables.node import require_dataset_on_node
 
 WORK_PREFIX = "echotune-trial-"  # + "<pid of the worker process>-<random>": a trial's local work folder
+# The final report of a diverged trial holds DIVERGED_KEY = 1.0 and the reason under ERROR_KEY; the search's
+# scheduler bridges, progress display and leaderboard read them by these names.
+DIVERGED_KEY = "diverged"
+ERROR_KEY = "error"
 
 
 def make_work_dir() -> Path:
@@ -120,7 +124,7 @@ def train_trial(config: dict, data: CheckedDataset, *, to_train_config: Callable
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
         tune.report({**{m: 0.0 for m in REPORTED_VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
-                     "diverged": 1.0, "error": str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch,
+                     DIVERGED_KEY: 1.0, ERROR_KEY: str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch,
                      "restored_from_trial": restored_trial})
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,6 +23,7 @@ import yaml
 
 from echotune.data.problems import ERROR, DataError, Problem
 
+DATA_YAML = "data.yaml"  # a dataset's description file, the Ultralytics name (what EchoTune writes, what it reads)
 SPLITS = ("train", "val", "test")
 REQUIRED_SPLITS = ("train", "val")
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")

@@ -81,8 +81,8 @@ def leakage_message(check: CheckedDataset, summary: LeakageSummary, allow_hint: 
               for video, counts in summary.examples.items()]
     if summary.leaky_videos > len(summary.examples):
         lines.append(f"  ... and {summary.leaky_videos - len(summary.examples)} more videos "
-                     f"(python search/run.py --data {yaml_path} --check-data lists them)")
-    lines += [f"Fix: python search/run.py --data {yaml_path} --resplit-by-video (or --folds K --fold I for "
+                     f"(echotune check --data {yaml_path} lists them)")
+    lines += [f"Fix: echotune resplit --data {yaml_path} (or --folds K --fold I for "
               f"grouped K-fold) writes leak-free splits and a new data.yaml; use that one.",
               f"Or pass {allow_hint} to go on knowingly: the results are flagged as leaky."]
     return "\n".join(lines)

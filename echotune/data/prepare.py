@@ -17,11 +17,12 @@ def resolve_data_yaml(data: str | os.PathLike | None, cache_dir: str | os.PathLi
     """`data` as given, or the synthetic set's data.yaml under the cache folder (generated on first use)."""
     if data is not None:
         return Path(data).expanduser().resolve()
-    from echotune.data.synthetic import SyntheticSpec, ensure_synthetic
+    from echotune.data.config import DATA_YAML
+    from echotune.data.synthetic import SyntheticSpec, ensure_synthetic, synthetic_dir
 
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     spec = SyntheticSpec()
-    target = cache_root / f"synthetic-{spec.key()}" / "data.yaml"
-    if not target.exists():
-        log(f"Generating the synthetic echo set (seed {spec.seed}) into {target.parent} ...")
+    target = synthetic_dir(cache_root, spec)
+    if not (target / DATA_YAML).exists():
+        log(f"Generating the synthetic echo set (seed {spec.seed}) into {target} ...")
     return ensure_synthetic(cache_root, spec)

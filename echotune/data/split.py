@@ -15,7 +15,7 @@ import yaml
 
 from echotune.atomic import atomic_write_text
 from echotune.data.check import SCHEME_NAMES, CheckedDataset, Sample
-from echotune.data.config import VIDEO_ID_KEY, VIDEO_ID_OPTION
+from echotune.data.config import DATA_YAML, VIDEO_ID_KEY, VIDEO_ID_OPTION
 from echotune.data.problems import DataError
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
@@ -142,4 +142,4 @@ def write_split(check: CheckedDataset, splits: dict[str, list[Sample]], out_dir:
         data[VIDEO_ID_KEY] = check.config.video_id_pattern.pattern
     header = (f"# Written by EchoTune from {check.config.yaml_path}\n# {description}\n"
               f"# Image paths in the .txt lists are relative to this folder.\n")
-    return atomic_write_text(out_dir / "data.yaml", header + yaml.safe_dump(data, sort_keys=False))
+    return atomic_write_text(out_dir / DATA_YAML, header + yaml.safe_dump(data, sort_keys=False))

@@ -47,11 +47,11 @@ import yaml
 
 from echotune.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
 from echotune.data import synthetic_draw as draw
+from echotune.data.config import DATA_YAML, EXPORT_VIEW_NAMES, SPLITS
 
 CLASS_NAMES = ("AR", "MR", "PR", "TR")
-VIEW_NAMES = ("PSAX", "PLAX", "A4C")
+VIEW_NAMES = EXPORT_VIEW_NAMES  # the real export's views, in its order
 VIEW_JETS = {"PSAX": ("AR", "PR", "TR"), "PLAX": ("AR", "MR"), "A4C": ("MR", "TR")}
-SPLITS = ("train", "val", "test")
 GENERATOR_VERSION = 2  # bump when the images change, so cached datasets (keyed by spec.key()) regenerate
 # Stratified per split: views are round-robin (video i shows VIEW_NAMES[i % 3]) and the first jet of video i
 # cycles through PRIMARY_JETS[view][i // 3] (weighted so that classes seen in fewer views are not too rare);
@@ -209,16 +209,21 @@ def generate(out_dir, spec: SyntheticSpec = SyntheticSpec(), progress: bool = Fa
             if progress:
                 print(f"[synthetic] {split}: {spec.videos(split)} videos, {n_images} images, {n_boxes} jets "
                       f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
-        atomic_write_text(tmp / "data.yaml", _data_yaml(spec))
+        atomic_write_text(tmp / DATA_YAML, _data_yaml(spec))
     if progress:
         print(f"[synthetic] wrote {out_dir}", file=sys.stderr)
-    return out_dir / "data.yaml"
+    return out_dir / DATA_YAML
+
+
+def synthetic_dir(cache_root, spec: SyntheticSpec = SyntheticSpec()) -> Path:
+    """Where ``ensure_synthetic`` keeps the set of `spec`: ``cache_root/synthetic-<key>``, one folder per spec."""
+    return Path(cache_root) / f"synthetic-{spec.key()}"
 
 
 def ensure_synthetic(cache_root, spec: SyntheticSpec = SyntheticSpec()) -> Path:
-    """``cache_root/synthetic-<key>/data.yaml``, generated on first use; safe when processes race."""
-    target = Path(cache_root) / f"synthetic-{spec.key()}"
-    data_yaml = target / "data.yaml"
+    """``synthetic_dir(cache_root, spec)/data.yaml``, generated on first use; safe when processes race."""
+    target = synthetic_dir(cache_root, spec)
+    data_yaml = target / DATA_YAML
     if data_yaml.is_file():
         return data_yaml
     try:
@@ -283,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"echotune-synth: {exc}", file=sys.stderr)
         return 2
     if args.force and args.out.exists():
-        if not args.out.is_dir() or not ((args.out / "data.yaml").is_file() or not any(args.out.iterdir())):
+        if not args.out.is_dir() or not ((args.out / DATA_YAML).is_file() or not any(args.out.iterdir())):
             print(f"echotune-synth: refusing to --force remove {args.out}: not a dataset folder (no data.yaml)",
                   file=sys.stderr)
             return 1

@@ -28,7 +28,7 @@ import yaml
 
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.check import CheckedDataset, Sample
-from echotune.data.config import SPLITS
+from echotune.data.config import DATA_YAML, SPLITS
 from echotune.data.labels import ImageLabels
 
 LINK_KINDS = ("symlink", "hardlink", "copy")
@@ -97,7 +97,7 @@ def export_yolo(data: CheckedDataset, out_dir: str | os.PathLike, prefer: str = 
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; export into a new folder")
     root.mkdir(parents=True, exist_ok=True)
-    export = YoloExport(root, root / "data.yaml")
+    export = YoloExport(root, root / DATA_YAML)
     for split in SPLITS:
         samples = data.samples.get(split) or []
         if not samples:

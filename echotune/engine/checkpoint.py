@@ -25,9 +25,11 @@ _VERSIONED = ("torch", "torchvision", "timm", "albumentations", "opencv-python-h
               "pycocotools", "echotune")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Python's and each package's installed version ("not installed" when absent): the training stack, plus
+    `extra` packages (an exporter adds its own)."""
     versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    for name in (*_VERSIONED, *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

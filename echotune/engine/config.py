@@ -8,10 +8,30 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-ARCHITECTURES = ("shared", "dual")
-OPTIMIZERS = ("sgd", "adamw")
-SCALES = ("test", "n", "s", "m", "l")
-VIEW_LEVELS = ("P3", "P4", "P5", "backbone")
+from echotune.augment import POLICIES
+from echotune.balance import BALANCERS
+from echotune.losses import BINARY_LOSSES, BOX_LOSSES, VIEW_LOSSES
+from echotune.losses.functional import check_choice
+from echotune.models import DETECT_HEADS, SCALES, VIEW_LEVELS
+
+ARCHITECTURES = ("shared", "dual")  # the registered models engine.build.create_network builds
+OPTIMIZERS = ("sgd", "adamw")  # engine.build.build_optimizer
+# Every string field with a fixed vocabulary -> its valid values, each taken from the module that acts on the value
+# (the models for architecture choices, the losses, balancers and augmentation for theirs), so a new choice is
+# added in one place. Command lines can offer these as argparse choices.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": ARCHITECTURES,
+    "model_scale": tuple(SCALES),
+    "view_level": tuple(VIEW_LEVELS),
+    "head": DETECT_HEADS,
+    "balance": BALANCERS,
+    "optimizer": OPTIMIZERS,
+    "loss_box": BOX_LOSSES,
+    "loss_obj": BINARY_LOSSES,
+    "loss_cls": BINARY_LOSSES,
+    "loss_view": VIEW_LOSSES,
+    "aug_policy": POLICIES,
+}
 
 # The per-stage schedule keys, by the stage they act in: `fit` reads them every epoch (through plan_stages), so a
 # run resumed with new values trains with them from its next epoch. They are the only training keys a resume may
@@ -111,22 +131,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        _choice("arch", self.arch, ARCHITECTURES)
-        _choice("model_scale", self.model_scale, SCALES)
-        _choice("view_level", self.view_level, VIEW_LEVELS)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        from echotune.augment import POLICIES
-        from echotune.balance import BALANCERS
-        from echotune.losses import BOX_LOSSES, OBJ_LOSSES, VIEW_LOSSES
-        from echotune.models.heads import DETECT_HEADS
-
-        _choice("balance", self.balance, BALANCERS)
-        _choice("loss_box", self.loss_box, BOX_LOSSES)
-        _choice("loss_obj", self.loss_obj, OBJ_LOSSES)
-        _choice("loss_cls", self.loss_cls, OBJ_LOSSES)
-        _choice("loss_view", self.loss_view, VIEW_LOSSES)
-        _choice("aug_policy", self.aug_policy, POLICIES)
-        _choice("head", self.head, DETECT_HEADS)
+        for name, valid in CHOICES.items():
+            check_choice(name, getattr(self, name), valid)
         if self.kmeans_anchors and self.head != "anchor":
             raise ValueError(f"kmeans_anchors=True needs head='anchor': the {self.head!r} head has no anchors "
                              "(drop kmeans_anchors)")
@@ -157,8 +163,3 @@ class TrainConfig:
                      "focal_gamma", "lr_cls_factor", "view_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-
-
-def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(valid)}")

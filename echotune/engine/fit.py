@@ -2,9 +2,12 @@
 
     fit(cfg, data, report=callback, resume_from=None, out_dir=None) -> FitResult
 
-`report(metrics, checkpoint_path)` is called once per epoch with the fixed metric names of DESIGN.md §4
-(val/*, train/loss*, gradnorm/w_*, stage, epoch), and val/best_score: the best val/score so far (the search's
-SELECTION_METRIC; it survives a resume with the checkpoint's `best`). The engine never imports Ray; the trainables adapt it.
+`report(metrics, checkpoint_path)` is called once per epoch, always with the same names (those the search and
+the reports read are defined in echotune.metrics.score): val/* (VAL_METRICS), train/loss and its parts
+train/loss/box, ..., gradnorm/w_det and gradnorm/w_view (TASK_WEIGHT_METRICS, whatever the balancer), stage,
+epoch, lr, stage/* and time/*, and val/best_score: the best val/score so far (SELECTION_METRIC, what the search
+selects on; it survives a resume with the checkpoint's `best`). None is NaN: a non-finite loss or validation
+metric ends the run with NonFiniteLossError instead. The engine never imports Ray; the trainables adapt it.
 Every epoch's randomness (shuffle, augmentation, mixup, hard mining) is keyed by (seed, epoch), and the torch
 RNG (dropout) is checkpointed, so 2 epochs + resume + 2 epochs equals 4 epochs straight on CPU.
 """
@@ -30,7 +33,7 @@ from echotune.engine.config import TrainConfig
 from echotune.engine.ema import ModelEMA
 from echotune.engine.schedule import lr_at, plan_stages, stage_at
 from echotune.engine.steps import StepSettings, evaluate, train_one_epoch
-from echotune.metrics import SELECTION_METRIC
+from echotune.metrics import SCORE_METRIC, SELECTION_METRIC, TASK_WEIGHT_METRICS, TRAIN_LOSS
 
 Report = Callable[[dict, "Path | None"], None]
 
@@ -126,16 +129,16 @@ def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = N
         mining_losses.update(epoch_result.per_image_loss)  # images a mined epoch skipped keep their last loss
         metrics, _ = evaluate(ema.module, val_loader, device, nc, n_views, cfg.score_weights or None)
         metrics.update({f"train/{k}": v for k, v in epoch_result.losses.items()})
-        metrics.update({f"gradnorm/w_{k}": v for k, v in balancer.weights().items()})
+        metrics.update({TASK_WEIGHT_METRICS[k]: v for k, v in balancer.weights().items()})
         metrics.update({"stage/aug_strength": aug_strength, "stage/hard_mining_frac": stage.hard_mining_frac,
                         "stage/label_smoothing": stage.label_smoothing, "stage/mixup_alpha": stage.mixup_alpha,
                         "stage/mosaic": stage.mosaic})
         metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
                         "time/train_s": epoch_result.seconds,
                         "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})
-        improved = best is None or metrics["val/score"] > best["val/score"]
+        improved = best is None or metrics[SCORE_METRIC] > best[SCORE_METRIC]
         # the running best: what the search selects on (SELECTION_METRIC), the score of the best.pt so far
-        metrics[SELECTION_METRIC] = metrics["val/score"] if improved else best["val/score"]
+        metrics[SELECTION_METRIC] = metrics[SCORE_METRIC] if improved else best[SCORE_METRIC]
         history.append(metrics)
         best = metrics if improved else best
         result = FitResult(best=best, last=metrics, history=history,
@@ -155,9 +158,9 @@ def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = N
 
 
 def _epoch_line(m: dict, total: int) -> str:
-    return (f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m['train/loss']:.3f} "
-            f"(box {m['train/loss/box']:.3f} obj {m['train/loss/obj']:.3f} cls {m['train/loss/cls_det']:.3f} "
-            f"view {m['train/loss/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
-            f"view acc {m['val/view_acc']:.3f} kappa {m['val/view_kappa']:.3f} | score {m['val/score']:.3f} | "
-            f"w det {m.get('gradnorm/w_det', 1):.2f} view {m.get('gradnorm/w_view', 1):.2f} | "
-            f"{m['time/images_per_s']:.0f} img/s")
+    loss, w = TRAIN_LOSS, {task: m.get(name, 1.0) for task, name in TASK_WEIGHT_METRICS.items()}
+    return (f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m[loss]:.3f} "
+            f"(box {m[loss + '/box']:.3f} obj {m[loss + '/obj']:.3f} cls {m[loss + '/cls_det']:.3f} "
+            f"view {m[loss + '/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
+            f"view acc {m['val/view_acc']:.3f} kappa {m['val/view_kappa']:.3f} | score {m[SCORE_METRIC]:.3f} | "
+            f"w det {w['det']:.2f} view {w['view']:.2f} | {m['time/images_per_s']:.0f} img/s")

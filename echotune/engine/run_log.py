@@ -4,10 +4,10 @@
     fit(cfg, data, report=run_log, ...)                        # the engine's report(metrics, checkpoint_path)
     run_log.close()
 
-results.csv has one row per epoch and one column per metric (DESIGN.md §4: epoch, stage, val/*, train/loss*,
-gradnorm/w_*, lr, ...), the header being every name seen so far. It is rewritten whole through echotune.atomic
-every epoch (a few kB), so a kill never leaves a half row, and a resume rebuilds it from the checkpoint's history:
-the epochs after the checkpoint that a killed run had logged are replaced, never duplicated.
+results.csv has one row per epoch and one column per metric (the names `fit` reports: epoch, stage, val/*,
+train/loss*, gradnorm/w_*, lr, ...), the header being every name seen so far. It is rewritten whole through
+echotune.atomic every epoch (a few kB), so a kill never leaves a half row, and a resume rebuilds it from the
+checkpoint's history: the epochs after the checkpoint that a killed run had logged are replaced, never duplicated.
 
 The events hold one scalar tag per metric (the metric's name; `val/map50` lands in TensorBoard's `val` group) at
 step = epoch. Event files are append-only by design, so on every start the writer first tells TensorBoard to

@@ -18,9 +18,9 @@ from torch import nn
 
 from echotune.balance import FixedBalancer, GradNormBalancer
 from echotune.engine.build import prefers_channels_last
-from echotune.metrics import EvaluationSet, metrics_dict
+from echotune.losses import DETECTION_LOSS_KEYS, VIEW_LOSS_KEY
+from echotune.metrics import VAL_PREFIX, EvaluationSet, metrics_dict
 
-DETECTION_LOSSES = ("loss/box", "loss/obj", "loss/cls_det")
 
 
 class NonFiniteLossError(ValueError):
@@ -116,7 +116,7 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=low_precision):
             losses = model(images, targets)
         check_finite(losses, f"epoch {epoch + 1}, step {step + 1}")
-        task_losses = torch.stack([sum(losses[k] for k in DETECTION_LOSSES), losses["loss/view"]]).float()
+        task_losses = torch.stack([sum(losses[k] for k in DETECTION_LOSS_KEYS), losses[VIEW_LOSS_KEY]]).float()
         if shared is not None:  # GradNorm's own task gradients: scaled like the model's backward, unscaled in fp32
             total = balancer.weighted_loss(task_losses, shared, grad_scale=scaler.get_scale() if amp else None,
                                            low_precision=low_precision)
@@ -161,7 +161,7 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: int,
              score_weights: dict | None = None, conf: float | None = None,
-             prefix: str = "val/") -> tuple[dict[str, float], dict]:
+             prefix: str = VAL_PREFIX) -> tuple[dict[str, float], dict]:
     """Metrics under their reported names (val/map50, ..., val/score, val/conf) plus the raw metric objects.
 
     `conf`: the P/R/F1 operating confidence; None chooses it on this split (validation), a float applies one

@@ -1,6 +1,6 @@
 """Ensembles of a search's best trials: selection, test-time augmentation, box fusion, tuning, prediction.
 
-Command lines: ``python search/ensemble.py results/<name>`` builds one; ``python search/predict.py`` uses it.
+Command lines: ``echotune ensemble results/<name>`` builds one; ``echotune predict`` uses it.
 
     from echotune.ensemble import build_ensemble, evaluate_manifest, EnsemblePredictor
     result = build_ensemble("results/gradnorm", data, top_k=3, tta="flip", fusion="wbf")

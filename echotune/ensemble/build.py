@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from echotune.results.layout import LEADERBOARD_FILE, METRICS_FILE
+from echotune.results.layout import ENSEMBLE_DIR, LEADERBOARD_FILE, METRICS_FILE
 from echotune.results.leaderboard import read_leaderboard
 from echotune.data.check import CheckedDataset
 from echotune.data.leakage import guard_leakage
@@ -29,7 +29,6 @@ from echotune.metrics import bootstrap_ci, metrics_dict, paired_bootstrap
 
 N_RESAMPLES = 1000  # bootstrap resamples of source videos for the intervals
 
-ENSEMBLE_DIR = "ensemble"
 
 
 def check_split(data: CheckedDataset, split: str) -> None:
@@ -52,17 +51,15 @@ def check_options(data: CheckedDataset, tta: str, fusion: str, tune_on: str, spl
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
-    return {**package_versions(), "ensemble-boxes": metadata.version("ensemble-boxes")}
+    return package_versions(extra=("ensemble-boxes",))
 
 
 def _select(experiment_dir: Path, top_k: int, diverse: bool, log: Callable[[str], None]) -> list[Member]:
     board = experiment_dir / LEADERBOARD_FILE
     if not board.is_file():
         raise FileNotFoundError(f"{board} does not exist: is {experiment_dir} an experiment folder of a finished "
-                                "search (search/run.py writes the leaderboard at the end; for an interrupted one, "
-                                f"python search/leaderboard.py {experiment_dir} --write)?")
+                                "search (echotune search writes the leaderboard at the end; for an interrupted one, "
+                                f"echotune leaderboard {experiment_dir} --write)?")
     members = select_members(read_leaderboard(board).to_pylist(), top_k, diverse, source=str(board))
     if len(members) < top_k:
         log(f"note: only {len(members)} usable member(s) for top-k {top_k}{' with --diverse' if diverse else ''}")
@@ -108,12 +105,14 @@ def build_ensemble(experiment_dir: str | Path, data: CheckedDataset, top_k: int 
                    tta: str = "none", fusion: str = "wbf", tune_on: str = "val", split: str = "test",
                    tune_trials: int = DEFAULT_TRIALS, seed: int = 0, device: str = "auto",
                    log: Callable[[str], None] = print, n_resamples: int = N_RESAMPLES,
-                   allow_leaky_splits: bool = False) -> EnsembleResult:
-    """Build, tune (on `tune_on` only), evaluate (on `split`) and save the ensemble of an experiment folder.
+                   allow_leaky_splits: bool = False, out_dir: str | Path | None = None) -> EnsembleResult:
+    """Build, tune (on `tune_on` only), evaluate (on `split`) and save the ensemble of an experiment folder
+    (into `out_dir`, default EXPERIMENT_DIR/ensemble).
 
     Leaky splits (a source video in more than one split) raise echotune.data.leakage.LeakySplitsError before
     anything is read or written, unless `allow_leaky_splits`: then metrics.json carries "leaky_splits"."""
     experiment_dir = Path(experiment_dir)
+    out = Path(out_dir) if out_dir is not None else experiment_dir / ENSEMBLE_DIR
     leaky_splits = guard_leakage(data, allow_leaky_splits, log)
     arguments = {"experiment_dir": str(experiment_dir), "data_yaml": str(data.config.yaml_path), "top_k": top_k,
                  "diverse": diverse, "tta": tta, "fusion": fusion, "tune_on": tune_on, "split": split,
@@ -131,7 +130,7 @@ def build_ensemble(experiment_dir: str | Path, data: CheckedDataset, top_k: int 
     # only now is the evaluation split read
     preds = tune_preds if split == tune_on else predict_split(loaded, data.samples[split], split, data.config.nc,
                                                                tta, log)
-    result = _score(members, tune_preds, preds, tuned, score_weights, experiment_dir / ENSEMBLE_DIR, n_resamples, seed)
+    result = _score(members, tune_preds, preds, tuned, score_weights, out, n_resamples, seed)
     write_metrics(result, result.metrics_path, arguments,
                   {"trials": tuned.trials, "default_score": tuned.default_score, "best_score": tuned.val_score},
                   leaky_splits=leaky_splits)

@@ -122,7 +122,7 @@ def load_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     path = path / MANIFEST_FILE if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"ensemble manifest {path} does not exist (build one with search/ensemble.py)")
+        raise FileNotFoundError(f"ensemble manifest {path} does not exist (build one with echotune ensemble)")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

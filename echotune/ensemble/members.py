@@ -16,9 +16,8 @@ from echotune.data.check import CheckedDataset
 from echotune.engine.config import TrainConfig
 from echotune.engine.evaluate_checkpoint import load_model
 from echotune.ensemble.inference import LoadedMember
-from echotune.results.layout import CHECKPOINT_FILE
+from echotune.results.layout import BEST_SCORE_COLUMN, CHECKPOINT_FILE, FAILED_STATUSES
 
-UNUSABLE_STATUSES = ("DIVERGED", "ERROR")
 NOT_MODEL_KEYS = ("seed", "cpus", "device", "workers", "cache_images", "amp")  # ignored when comparing configs
 _CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
@@ -37,9 +36,9 @@ def _model_config(config: dict) -> dict:
 
 
 def _skip_reasons(rows: list[dict]) -> str:
-    unusable = sum(r.get("status") in UNUSABLE_STATUSES for r in rows)
+    unusable = sum(r.get("status") in FAILED_STATUSES for r in rows)
     no_ckpt = sum(not r.get("checkpoint_path") for r in rows)
-    no_score = sum(r.get("best/val/score") is None for r in rows)
+    no_score = sum(r.get(BEST_SCORE_COLUMN) is None for r in rows)
     return (f"{len(rows)} trial(s): {unusable} diverged/errored, {no_ckpt} without a checkpoint, "
             f"{no_score} without a val/score")
 
@@ -49,11 +48,11 @@ def select_members(rows: list[dict], top_k: int = 3, diverse: bool = False,
     """The top_k usable trials by best/val/score (see the module docstring); ValueError when none is usable."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    usable = [r for r in rows if r.get("status") not in UNUSABLE_STATUSES and r.get("checkpoint_path")
-              and r.get("best/val/score") is not None]
+    usable = [r for r in rows if r.get("status") not in FAILED_STATUSES and r.get("checkpoint_path")
+              and r.get(BEST_SCORE_COLUMN) is not None]
     if not usable:
         raise ValueError(f"{source}: no usable trial to ensemble ({_skip_reasons(rows)})")
-    usable.sort(key=lambda r: (-r["best/val/score"], r["trial_id"]))
+    usable.sort(key=lambda r: (-r[BEST_SCORE_COLUMN], r["trial_id"]))
     chosen: list[Member] = []
     for row in usable:
         config = {k: v for k, v in json.loads(row.get("config_json") or "{}").items() if k in _CONFIG_KEYS}
@@ -62,7 +61,7 @@ def select_members(rows: list[dict], top_k: int = 3, diverse: bool = False,
             config["arch"] = arch
         if diverse and any(m.arch == arch or _model_config(m.config) == _model_config(config) for m in chosen):
             continue
-        chosen.append(Member(row["trial_id"], arch, float(row["best/val/score"]), Path(row["checkpoint_path"]),
+        chosen.append(Member(row["trial_id"], arch, float(row[BEST_SCORE_COLUMN]), Path(row["checkpoint_path"]),
                              config))
         if len(chosen) == top_k:
             break

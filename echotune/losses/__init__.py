@@ -6,11 +6,13 @@ from torch import Tensor, nn
 
 from .anchorfree import AnchorFreeLoss, distribution_focal_loss
 from .assign import LevelTargets, build_targets
-from .detection import BOX_LOSSES, CLS_LOSSES, OBJ_LOSSES, DetectionLoss
+from .detection import DetectionLoss
+from .functional import BINARY_LOSSES, BOX_LOSSES, DETECTION_LOSS_KEYS, FOCAL_LOSSES, VIEW_LOSS_KEY
 from .view import VIEW_LOSSES, ViewLoss, class_balanced_weights
 
-__all__ = ["BOX_LOSSES", "CLS_LOSSES", "OBJ_LOSSES", "VIEW_LOSSES", "AnchorFreeLoss", "DetectionLoss", "LevelTargets",
-           "MultiTaskCriterion", "ViewLoss", "build_targets", "class_balanced_weights", "distribution_focal_loss"]
+__all__ = ["BINARY_LOSSES", "BOX_LOSSES", "DETECTION_LOSS_KEYS", "FOCAL_LOSSES", "VIEW_LOSSES", "VIEW_LOSS_KEY",
+           "AnchorFreeLoss", "DetectionLoss", "LevelTargets", "MultiTaskCriterion", "ViewLoss", "build_targets",
+           "class_balanced_weights", "distribution_focal_loss"]
 
 
 class MultiTaskCriterion:
@@ -36,7 +38,7 @@ class MultiTaskCriterion:
             losses = self.det(det_raw, targets, model.anchors, model.strides)
         else:
             losses = self.det(det_raw, targets, model.strides)
-        losses["loss/view"] = self.view(view_logits, targets["views"])
+        losses[VIEW_LOSS_KEY] = self.view(view_logits, targets["views"])
         losses["per_image"] = self.det.last_per_image + self.view.last_per_image
         return losses
 

@@ -24,8 +24,8 @@ from torch import Tensor
 from echotune.models.anchorfree import (REG_MAX, anchor_points, box_to_distance, distance_to_box, expected_distance,
                                flatten_levels)
 
-from .detection import _BOX_FNS  # the IoU-loss choices (BOX_LOSSES) and their torchvision functions
-from .functional import BINARY_LOSSES, binary_loss, check_choice, graph_zero, smooth_one_hot
+from .functional import (BINARY_LOSSES, BOX_LOSS_FNS, BOX_LOSSES, DETECTION_LOSS_KEYS, binary_loss, check_choice,
+                         check_detection_args, graph_zero, smooth_one_hot)
 from .tal import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TOPK, pad_targets, task_aligned_assign
 
 # Multiplies the three published gains (see AnchorFreeLoss): a per-image scale at the default batch of 16.
@@ -72,14 +72,11 @@ class AnchorFreeLoss:
                  focal_alpha: float = 0.25, label_smoothing: float = 0.0, box_gain: float = 7.5,
                  cls_gain: float = 0.5, dfl_gain: float = 1.5, gain_scale: float = GAIN_SCALE, reg_max: int = REG_MAX,
                  topk: int = DEFAULT_TOPK, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA):
-        if nc < 1:
-            raise ValueError(f"nc must be >= 1, got {nc}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_detection_args(nc, label_smoothing)
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         self.nc, self.reg_max = nc, reg_max
-        self.box = check_choice("box", box, tuple(_BOX_FNS))
+        self.box = check_choice("box", box, BOX_LOSSES)
         self.cls = check_choice("cls", cls, BINARY_LOSSES)
         self.gamma, self.focal_alpha, self.eps = focal_gamma, focal_alpha, label_smoothing
         self.box_gain, self.cls_gain, self.dfl_gain = (g * gain_scale for g in (box_gain, cls_gain, dfl_gain))
@@ -109,7 +106,7 @@ class AnchorFreeLoss:
         if t.num_fg:
             img = t.fg.nonzero()[:, 0]                                            # (P,) image of each positive
             weight = cls_target[t.fg].sum(-1)                                     # (P,)
-            iou_loss = _BOX_FNS[self.box](pred_boxes[t.fg], t.boxes[t.fg]) * weight
+            iou_loss = BOX_LOSS_FNS[self.box](pred_boxes[t.fg], t.boxes[t.fg]) * weight
             target_bins = (box_to_distance(points, t.boxes) / point_strides[:, None])[t.fg]  # (P, 4) strides
             target_bins = target_bins.clamp(0, self.reg_max - 1 - 0.01)
             dfl_loss = distribution_focal_loss(bins[t.fg], target_bins).mean(-1) * weight
@@ -125,7 +122,7 @@ class AnchorFreeLoss:
         # each image's share, averaging over images to the total (what hard-example mining ranks)
         self.last_per_image = ((loc + cls) * batch).detach()
         # (+ 0.0 turns graph_zero's -0.0, from a negative first logit, into 0.0 for the logs)
-        return {"loss/box": loc.sum(), "loss/obj": graph_zero(flat) + 0.0, "loss/cls_det": cls.sum()}
+        return dict(zip(DETECTION_LOSS_KEYS, (loc.sum(), graph_zero(flat) + 0.0, cls.sum())))
 
     def _check(self, raw: Sequence[Tensor]) -> None:
         for i, p in enumerate(raw):

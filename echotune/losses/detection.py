@@ -12,15 +12,12 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert, complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
+from torchvision.ops import box_convert
 
 from .assign import LevelTargets, build_targets
-from .functional import BINARY_LOSSES, binary_loss, check_choice, graph_zero, smooth_one_hot
+from .functional import (BINARY_LOSSES, BOX_LOSS_FNS, BOX_LOSSES, DETECTION_LOSS_KEYS, binary_loss, check_choice,
+                         check_detection_args, graph_zero, smooth_one_hot)
 
-_BOX_FNS = {"ciou": complete_box_iou_loss, "giou": generalized_box_iou_loss, "diou": distance_box_iou_loss}
-BOX_LOSSES = tuple(_BOX_FNS)
-OBJ_LOSSES = BINARY_LOSSES
-CLS_LOSSES = BINARY_LOSSES
 # Added to decoded sizes (grid units): saturated logits (< about -50) decode to w = h = 0 exactly, and CIoU's
 # atan(w / h) would then be NaN. Negligible against real sizes (>= ~0.1 cells); keeps the gradient, unlike a clamp.
 _MIN_WH = 1e-7
@@ -42,14 +39,11 @@ class DetectionLoss:
                  focal_alpha: float = 0.25, label_smoothing: float = 0.0, box_gain: float = 0.05,
                  obj_gain: float = 1.0, cls_gain: float = 0.5, level_balance: Sequence[float] = (4.0, 1.0, 0.4),
                  img_size: int = 640, anchor_t: float = 4.0):
-        if nc < 1:
-            raise ValueError(f"nc must be >= 1, got {nc}")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        check_detection_args(nc, label_smoothing)
         self.nc = nc
         self.box = check_choice("box", box, BOX_LOSSES)
-        self.obj = check_choice("obj", obj, OBJ_LOSSES)
-        self.cls = check_choice("cls", cls, CLS_LOSSES)
+        self.obj = check_choice("obj", obj, BINARY_LOSSES)
+        self.cls = check_choice("cls", cls, BINARY_LOSSES)
         self.gamma, self.alpha, self.eps = focal_gamma, focal_alpha, label_smoothing
         self.level_balance = tuple(float(b) for b in level_balance)
         self.anchor_t = anchor_t
@@ -73,7 +67,7 @@ class DetectionLoss:
         gains = gains.to(totals[0].device) * raw[0].shape[0]
         box, obj, cls = torch.stack(totals).sum(0) * gains
         self.last_per_image = (torch.stack(per_image).sum(0) * gains[:, None]).sum(0)
-        return {"loss/box": box, "loss/obj": obj, "loss/cls_det": cls}
+        return dict(zip(DETECTION_LOSS_KEYS, (box, obj, cls)))
 
     def _check(self, raw: Sequence[Tensor], anchors: Tensor) -> None:
         if len(raw) != len(self.level_balance):
@@ -97,7 +91,7 @@ class DetectionLoss:
 
         ps = p[t.img, t.anchor, t.gy, t.gx].float()                           # (M, 5 + nc)
         pred = box_convert(decode_matched(ps, t.anchor_wh), "cxcywh", "xyxy")
-        box_loss = _BOX_FNS[self.box](pred, box_convert(t.box, "cxcywh", "xyxy"))  # (M,)
+        box_loss = BOX_LOSS_FNS[self.box](pred, box_convert(t.box, "cxcywh", "xyxy"))  # (M,)
         iou = (1.0 - box_loss.detach()).clamp(0.0, 1.0)                       # the IoU variant's value
 
         # Several GTs can land in the same (img, anchor, cell): keep the best IoU, deterministically.

@@ -4,16 +4,34 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import (complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss,
+                             sigmoid_focal_loss)
 
-BINARY_LOSSES = ("bce", "focal", "varifocal")
+# The loss vocabularies (TrainConfig.loss_box / loss_obj / loss_cls validate against them, the search spaces offer
+# them). Their order is the order the spaces' categorical parameters hold in stored Optuna studies.
+BOX_LOSS_FNS = {"giou": generalized_box_iou_loss, "diou": distance_box_iou_loss, "ciou": complete_box_iou_loss}
+BOX_LOSSES = tuple(BOX_LOSS_FNS)
+BINARY_LOSSES = ("bce", "focal", "varifocal")  # objectness and detection-class losses (binary_loss)
+FOCAL_LOSSES = ("focal", "varifocal")  # the binary losses that read focal_gamma (bce ignores it)
+# The criterion's output names, whichever the detection head: the detection task is the sum of DETECTION_LOSS_KEYS
+# (what the balancers weigh against the view loss), and the engine reports each one as train/<key>.
+DETECTION_LOSS_KEYS = ("loss/box", "loss/obj", "loss/cls_det")
+VIEW_LOSS_KEY = "loss/view"
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     """Raise a ValueError listing the valid choices when `value` is not one of them."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+        raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(choices)}")
     return value
+
+
+def check_detection_args(nc: int, label_smoothing: float) -> None:
+    """The arguments both detection losses (anchor and anchor-free) validate the same way."""
+    if nc < 1:
+        raise ValueError(f"nc must be >= 1, got {nc}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
 
 
 def graph_zero(x: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .functional import check_choice, graph_zero
 
-VIEW_LOSSES = ("ce", "label_smoothing", "focal", "class_balanced")
+VIEW_LOSSES = ("ce", "label_smoothing", "focal", "class_balanced")  # order: as the search spaces offer them
 
 
 def class_balanced_weights(class_counts: Sequence[int], beta: float = 0.999) -> Tensor:

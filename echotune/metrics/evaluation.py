@@ -18,7 +18,7 @@ from echotune.metrics.ap import CocoAveragePrecision
 from echotune.metrics.coco import CocoMatches, coco_matches
 from echotune.metrics.detection import DetectionMetrics, summarize_detection
 from echotune.metrics.prf import choose_conf, prf_at
-from echotune.metrics.score import combine_score, metrics_dict
+from echotune.metrics.score import VAL_PREFIX, combine_score, metrics_dict
 from echotune.metrics.view import (
     ViewMetrics,
     accuracy_batch,
@@ -93,7 +93,7 @@ class EvaluationSet:
     def view(self) -> ViewMetrics:
         return summarize_views(self.view_true, self.view_pred, self.num_views)
 
-    def metrics(self, conf: float | None = None, prefix: str = "val/",
+    def metrics(self, conf: float | None = None, prefix: str = VAL_PREFIX,
                 weights: Mapping[str, float] | None = None) -> dict[str, float]:
         """The flat dict of :func:`echotune.metrics.metrics_dict` (incl. ``{prefix}conf``)."""
         return metrics_dict(self.detection(conf), self.view(), prefix, weights)

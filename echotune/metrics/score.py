@@ -26,9 +26,15 @@ METRIC_LABELS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"
 # epochs trained so far, reported by the engine each epoch. The model handed back is that epoch's checkpoint, so
 # the number a trial is judged by is the number of the model it would hand back.
 SELECTION_METRIC = "val/best_score"
-VAL_METRICS = tuple(f"val/{name}" for name in METRIC_NAMES)  # as reported each epoch: val/map50, ..., val/score
+VAL_PREFIX = "val/"  # validation metrics as reported; metrics_dict takes another prefix for other splits
+VAL_METRICS = tuple(VAL_PREFIX + name for name in METRIC_NAMES)  # as reported each epoch: val/map50, ..., val/score
 REPORTED_VAL_METRICS = (*VAL_METRICS, SELECTION_METRIC)  # every val/* number a trial reports each epoch
 SHORT_METRICS = dict(zip(METRIC_NAMES, VAL_METRICS))  # map50 -> val/map50, ...: the names users type
+SCORE_METRIC = SHORT_METRICS["score"]  # val/score: the epoch's own score (SELECTION_METRIC is its best so far)
+TRAIN_LOSS = "train/loss"  # the epoch's mean balanced training loss; its parts follow as train/loss/box, ...
+TASKS = ("det", "view")  # the two tasks, in the order the balancers (echotune.balance) weigh them
+# Each task's weight as reported every epoch, whatever the balancer (fixed reports its constants)
+TASK_WEIGHT_METRICS = {task: f"gradnorm/w_{task}" for task in TASKS}
 # What a search can optimise (`--objectives`): score is SELECTION_METRIC, the number ASHA's rungs compare, Optuna
 # is told and the leaderboard ranks by; the others are the last epoch's values.
 OBJECTIVES = {"score": SELECTION_METRIC, **{name: SHORT_METRICS[name] for name in
@@ -81,7 +87,7 @@ def validation_score(det: DetectionMetrics, view: ViewMetrics, weights: Mapping[
 
 
 def metrics_dict(
-    det: DetectionMetrics, view: ViewMetrics, prefix: str = "val/", weights: Mapping[str, float] | None = None
+    det: DetectionMetrics, view: ViewMetrics, prefix: str = VAL_PREFIX, weights: Mapping[str, float] | None = None
 ) -> dict[str, float]:
     """Flat, finite float metrics: ``{prefix}`` + ``METRIC_NAMES`` (map50, map50_95, precision, recall, f1,
     view_acc, view_f1, view_kappa, score), then ``{prefix}conf``, the operating confidence of precision/recall/f1 (store

@@ -15,15 +15,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from echotune.atomic import atomic_write_bytes
+from echotune.results.layout import HP_PREFIX
+
+__all__ = ["DPI", "FIGSIZE", "display_name", "label_axes", "legend_outside", "new_figure", "palette_color",
+           "require_columns", "save_figure"]
 
 FIGSIZE = (8.0, 4.5)
 DPI = 110
 _PALETTE = matplotlib.colormaps["tab10"].colors
 
-# ---------------------------------------------------------------- shared styling
 
-
-def _figure(title: str, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, list[Axes]]:
+def new_figure(title: str, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, list[Axes]]:
     """A constrained-layout figure with ``ncols`` panels side by side and a figure title (one place for styling)."""
     fig = Figure(figsize=figsize, layout="constrained")
     axes = list(np.atleast_1d(fig.subplots(1, ncols)))
@@ -35,29 +37,32 @@ def _figure(title: str, ncols: int = 1, figsize: tuple[float, float] = FIGSIZE) 
     return fig, axes
 
 
-def _label(ax: Axes, xlabel: str, ylabel: str, title: str = "") -> None:
+def label_axes(ax: Axes, xlabel: str, ylabel: str, title: str = "") -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
 
 
-def _color(i: int):
+def palette_color(i: int):
+    """The i-th colour of the palette (it repeats after 10): one per trial, experiment or series."""
     return _PALETTE[i % len(_PALETTE)]
 
 
-def _legend_outside(fig: Figure, handles: list, labels: list[str], below: bool = False) -> None:
+def legend_outside(fig: Figure, handles: list, labels: list[str], below: bool = False) -> None:
     """Legend outside the axes, so it never hides data: at the right for lists of trials, or below for a few
     entries (vertically centred at the right, because the figure title spans the legend's column too)."""
     loc = "outside lower center" if below else "outside center right"
     fig.legend(handles, labels, loc=loc, ncols=min(len(labels), 3) if below else 1, fontsize=8, frameon=False)
 
 
-def _display_name(column: str) -> str:
-    return column.removeprefix("hp/")
+def display_name(column: str) -> str:
+    """A leaderboard column as a figure shows it: hp/lr_stage1 -> lr_stage1."""
+    return column.removeprefix(HP_PREFIX)
 
 
-def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    """ValueError naming the figure (`what`) and the missing columns: the caller reports it as "skipped"."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(f"{what}: missing column(s) {', '.join(missing)}")

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from echotune.engine.config import MUTABLE_KEYS_BY_STAGE
 from echotune.engine.schedule import split_epochs
-from echotune.results.layout import PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_SYNCED_FILE as SYNCED_FILE
+from echotune.results.documents import read_json_lines
+from echotune.results.layout import (PBT_GLOBAL_FILE, PBT_PERTURBED_MARK, PBT_POLICY_FILE, PBT_SYNCED_FILE, RESULT_FILE,
+                                     trial_folder_name)
 from echotune.results.search_record import read_search_record
 
-GLOBAL_FILE = "pbt_global.txt"
-POLICY_TEMPLATE = "pbt_policy_{}.txt"
 ARROW = "←"
 
 
@@ -65,17 +65,16 @@ class MemberLineage:
 
 
 def read_policy(path: str | Path) -> list[PolicyLine]:
-    """The lines of a pbt_global.txt or pbt_policy_*.txt ([] when absent); a line cut by a crash ends the list."""
-    path = Path(path)
-    if not path.is_file():
-        return []
+    """The lines of a pbt_global.txt or pbt_policy_*.txt ([] when absent); a line cut by a crash is skipped, and
+    one of another shape ends the list."""
     lines = []
-    for text in path.read_text().splitlines():
+    for entry in read_json_lines(path):
         try:
-            member, donor, member_epoch, donor_epoch, donor_config, new_config = json.loads(text)
-        except (json.JSONDecodeError, ValueError, TypeError):
+            member, donor, member_epoch, donor_epoch, donor_config, new_config = entry
+            lines.append(PolicyLine(str(member), str(donor), int(member_epoch), int(donor_epoch), donor_config,
+                                    new_config))
+        except (ValueError, TypeError):
             break
-        lines.append(PolicyLine(str(member), str(donor), int(member_epoch), int(donor_epoch), donor_config, new_config))
     return lines
 
 
@@ -92,7 +91,7 @@ def weight_chain(lines: list[PolicyLine]) -> list[PolicyLine]:
 
 
 def original_tag(experiment_tag: str) -> str:
-    return experiment_tag.split(PERTURBED_MARK, 1)[0]
+    return experiment_tag.split(PBT_PERTURBED_MARK, 1)[0]
 
 
 def stage_schedule(config_at_epoch, epochs: int, stage_split) -> dict[str, dict[str, float]]:
@@ -129,30 +128,23 @@ def read_lineage(experiment_dir: str | Path, trials: dict[str, tuple[str, dict]]
     folder = Path(experiment_dir)
     by_tag = {original_tag(tag): trial_id for trial_id, (tag, _) in trials.items()}
     lineage = {trial_id: MemberLineage(trial_id) for trial_id in trials}
-    for line in read_policy(folder / GLOBAL_FILE):
+    for line in read_policy(folder / PBT_GLOBAL_FILE):
         member, donor = by_tag.get(line.member_tag), by_tag.get(line.donor_tag)
         if member in lineage and donor is not None:
             lineage[member].exploits.append(Exploit(line.donor_epoch, member, donor, line.new_config))
     for trial_id, (_, config) in trials.items():
         if "epochs" in config and "stage_split" in config:
-            chain = weight_chain(read_policy(folder / POLICY_TEMPLATE.format(trial_id)))
+            chain = weight_chain(read_policy(folder / PBT_POLICY_FILE.format(trial_id)))
             lineage[trial_id].schedule = member_schedule(chain, config, reported_configs(folder, trial_id))
     return lineage
 
 
 def reported_configs(experiment_dir: str | Path, trial_id: str) -> dict[int, dict]:
-    """{epoch: config} from the member's result.json (folder trial_<id>, search.tuner.trial_dirname); the last
-    report of an epoch wins (a resumed member may report an epoch again); {} without the file."""
-    path = Path(experiment_dir) / f"trial_{trial_id}" / "result.json"
-    configs: dict[int, dict] = {}
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            result = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a crash
-        if "epoch" in result and isinstance(result.get("config"), dict):
-            configs[int(result["epoch"])] = result["config"]
-    return configs
+    """{epoch: config} from the member's result.json; the last report of an epoch wins (a resumed member may
+    report an epoch again); {} without the file."""
+    results = read_json_lines(Path(experiment_dir) / trial_folder_name(trial_id) / RESULT_FILE)
+    return {int(r["epoch"]): r["config"] for r in results
+            if isinstance(r, dict) and "epoch" in r and isinstance(r.get("config"), dict)}
 
 
 def is_pbt_search(experiment_dir: str | Path) -> bool:
@@ -162,7 +154,7 @@ def is_pbt_search(experiment_dir: str | Path) -> bool:
         scheduler = read_search_record(folder).get("config", {}).get("scheduler")
     except ValueError:  # a damaged search.json: the files decide
         scheduler = None
-    return scheduler == "pbt" or (folder / GLOBAL_FILE).is_file() or (folder / SYNCED_FILE).is_file()
+    return scheduler == "pbt" or (folder / PBT_GLOBAL_FILE).is_file() or (folder / PBT_SYNCED_FILE).is_file()
 
 
 def lineage_columns(member: MemberLineage | None) -> dict:

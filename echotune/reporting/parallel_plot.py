@@ -12,7 +12,8 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from echotune.reporting.figure_style import FIGSIZE, _display_name, _figure, _label, _require_columns
+from echotune.reporting.figure_style import FIGSIZE, display_name, label_axes, new_figure, require_columns
+from echotune.results.layout import BEST_SCORE_COLUMN
 
 NA_LEVEL = -0.08  # where a missing value sits, just below each axis
 LOG_RATIO = 20.0  # a positive numeric axis spanning at least this factor is drawn in log10 (e.g. learning rates)
@@ -67,24 +68,24 @@ def _parallel_axis(values: pd.Series, name: str, allow_log: bool = True) -> _Par
 
 
 def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str],
-                                metric: str = "best/val/score") -> Figure:
+                                metric: str = BEST_SCORE_COLUMN) -> Figure:
     """One vertical axis per hyperparameter column plus ``metric``; one polyline per scored trial, coloured by it."""
     what = "parallel coordinates"
     params = list(params)
     if not params:
         raise ValueError(f"{what}: no hyperparameter columns given")
-    _require_columns(leaderboard, [*params, metric], what)
+    require_columns(leaderboard, [*params, metric], what)
     # Ascending, so the best trials are drawn last and stay visible on top.
     scored = leaderboard[leaderboard[metric].notna()].sort_values(metric, kind="stable")
     if scored.empty:
         raise ValueError(f"{what}: no trial has {metric}")
-    axes = [_parallel_axis(scored[p], _display_name(p)) for p in params]
+    axes = [_parallel_axis(scored[p], display_name(p)) for p in params]
     axes.append(_parallel_axis(scored[metric].astype(float), metric, allow_log=False))
     xs = np.arange(len(axes))
     positions = np.column_stack([axis.y for axis in axes])  # (trials, axes)
 
     width = min(16.0, max(FIGSIZE[0], 1.3 * len(axes) + 2))  # keep room for each axis' tick texts
-    fig, (ax,) = _figure(f"Hyperparameters of all scored trials, coloured by {metric}", figsize=(width, FIGSIZE[1]))
+    fig, (ax,) = new_figure(f"Hyperparameters of all scored trials, coloured by {metric}", figsize=(width, FIGSIZE[1]))
     scores = scored[metric].to_numpy(dtype=float)
     lo, hi = scores.min(), scores.max()
     lines = LineCollection([np.column_stack([xs, row]) for row in positions], cmap="viridis",
@@ -103,7 +104,7 @@ def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str]
     ax.set_yticks([])
     ax.grid(False)
     ax.spines[["left", "bottom"]].set_visible(False)
-    _label(ax, "", "position on each axis (min → max)")
+    label_axes(ax, "", "position on each axis (min → max)")
     fig.colorbar(lines, ax=ax, label=metric, pad=0.01)
     return fig
 

@@ -12,10 +12,11 @@ import pandas as pd
 
 from echotune.metrics import METRIC_LABELS, SHORT_METRICS
 from echotune.metrics import VAL_METRICS as METRICS
+from echotune.results.layout import (BEST_PREFIX, BEST_SCORE_COLUMN, FAILED_STATUSES, HP_PREFIX, INTERRUPTED,
+                                     LIVE_STATUSES)
 
-DISPLAY = {f"val/{name}": label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...
+DISPLAY = {SHORT_METRICS[name]: label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...
 TABLE_FORMATS = ("table", "markdown", "csv", "json")
-FAILED = ("ERROR", "DIVERGED")
 # Shown first when there is no importance ranking yet: the choices that change a model most.
 KEY_PARAMS = ("optimizer", "lr_stage1", "model_scale", "gn_alpha", "classifier", "loss_view", "aug_policy",
               "loss_box", "loss_obj", "weight_decay", "lr_stage2", "view_level", "balance")
@@ -23,14 +24,14 @@ KEY_PARAMS = ("optimizer", "lr_stage1", "model_scale", "gn_alpha", "classifier",
 
 def metric_column(name: str) -> str:
     """'score', 'val/score' or 'best/val/score' -> the leaderboard column 'best/val/score'."""
-    metric = SHORT_METRICS.get(name, name.removeprefix("best/"))
+    metric = SHORT_METRICS.get(name, name.removeprefix(BEST_PREFIX))
     if metric not in METRICS:
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(SHORT_METRICS)}")
-    return f"best/{metric}"
+    return BEST_PREFIX + metric
 
 
 def leaderboard_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["trial_id", "experiment", "best/val/score"])
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["trial_id", "experiment", BEST_SCORE_COLUMN])
 
 
 def rank(frame: pd.DataFrame, by: str = "score") -> pd.DataFrame:
@@ -45,16 +46,16 @@ def rank(frame: pd.DataFrame, by: str = "score") -> pd.DataFrame:
 
 def arch_label(row) -> str:
     """shared/gradnorm, dual/fixed, ...: architecture and loss balancer, the comparison the study cares about."""
-    balance = row.get("hp/balance")
+    balance = row.get(HP_PREFIX + "balance")
     return f"{row.get('arch')}/{balance}" if isinstance(balance, str) else str(row.get("arch"))
 
 
 def varying_params(frame: pd.DataFrame, order: list[str] | None = None, limit: int = 6) -> list[str]:
     """hp/* columns whose value differs between trials, most important first (`order`: names by importance;
     then KEY_PARAMS, then alphabetical)."""
-    columns = [c for c in frame.columns if c.startswith("hp/") and frame[c].astype(str).nunique(dropna=False) > 1]
+    columns = [c for c in frame.columns if c.startswith(HP_PREFIX) and frame[c].astype(str).nunique(dropna=False) > 1]
     preferred = list(order or []) + [p for p in KEY_PARAMS if p not in (order or [])]
-    rank_of = {f"hp/{name}": i for i, name in enumerate(preferred)}
+    rank_of = {HP_PREFIX + name: i for i, name in enumerate(preferred)}
     return sorted(columns, key=lambda c: (rank_of.get(c, len(rank_of)), c))[:limit]
 
 
@@ -72,10 +73,10 @@ def top_table(ranked: pd.DataFrame, by: str = "score", top: int = 10, params: li
                        for s, b, n in zip(shown["status"], shown["is_baseline"].fillna(False), retries)]
     table["epochs"] = [f"{t}/{p}" for t, p in zip(shown["epochs_trained"], shown["epochs_planned"])]
     for metric, label in DISPLAY.items():
-        if f"best/{metric}" in shown:  # parquets written before a metric existed (view_kappa) lack its column
-            table[label] = shown[f"best/{metric}"]
+        if BEST_PREFIX + metric in shown:  # parquets written before a metric existed (view_kappa) lack its column
+            table[label] = shown[BEST_PREFIX + metric]
     for column in params or []:
-        table[column.removeprefix("hp/")] = shown[column]
+        table[column.removeprefix(HP_PREFIX)] = shown[column]
     return table.reset_index(drop=True)
 
 
@@ -88,7 +89,7 @@ def baseline_gain(ranked: pd.DataFrame, by: str = "score") -> list[dict]:
     gains = []
     for experiment, group in ranked.groupby("experiment", sort=False):
         full = group[group[column].notna() & (group["epochs_trained"] >= group["epochs_planned"])
-                     & ~group["status"].isin(FAILED)]
+                     & ~group["status"].isin(FAILED_STATUSES)]
         baseline = full[full["is_baseline"].fillna(False).astype(bool)]
         if baseline.empty:
             continue
@@ -104,6 +105,7 @@ def baseline_gain(ranked: pd.DataFrame, by: str = "score") -> list[dict]:
 def architecture_comparison(ranked: pd.DataFrame, by: str = "score") -> pd.DataFrame:
     """One row per architecture/balancer: trials by outcome, best and median `by`, compute spent."""
     column = metric_column(by)
+    metric = DISPLAY[column.removeprefix(BEST_PREFIX)]
     frame = ranked.assign(architecture=[arch_label(r) for _, r in ranked.iterrows()])
     out = []
     for label, group in frame.groupby("architecture", sort=True):
@@ -112,10 +114,10 @@ def architecture_comparison(ranked: pd.DataFrame, by: str = "score") -> pd.DataF
         out.append({"architecture": label, "trials": len(group),
                     "finished": int((group["status"] == "TERMINATED").sum()),
                     "stopped_early": int((group["status"] == "STOPPED_EARLY").sum()),
-                    "failed": int(group["status"].isin(FAILED).sum()),
-                    "unfinished": int(group["status"].isin(("RUNNING", "PENDING", "PAUSED", "INTERRUPTED")).sum()),
-                    f"best {DISPLAY[column[5:]]}": scores.max() if len(scores) else None,
-                    f"median {DISPLAY[column[5:]]}": scores.median() if len(scores) else None,
+                    "failed": int(group["status"].isin(FAILED_STATUSES).sum()),
+                    "unfinished": int(group["status"].isin((*LIVE_STATUSES, INTERRUPTED)).sum()),
+                    f"best {metric}": scores.max() if len(scores) else None,
+                    f"median {metric}": scores.median() if len(scores) else None,
                     "best trial": best["trial_id"] if best is not None else None,
                     "trial-epochs": int(group["epochs_trained"].fillna(0).sum()),
                     "compute h": group["wall_time_s"].fillna(0).sum() / 3600})

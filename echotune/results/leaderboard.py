@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from echotune.atomic import atomic_write_bytes
 from echotune.engine.config import TrainConfig
 from echotune.metrics import VAL_METRICS as METRICS
+from echotune.results.layout import BEST_PREFIX, BEST_SCORE_COLUMN, FINAL_PREFIX, HP_PREFIX
 
 _HP_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string(), bool: pa.bool_()}
 
@@ -26,7 +27,7 @@ def _hp_fields() -> list[pa.Field]:
     fields = []
     for f in dataclasses.fields(TrainConfig):
         kind = {"int": int, "float": float, "str": str, "bool": bool}.get(str(f.type), str)
-        fields.append(pa.field(f"hp/{f.name}", _HP_TYPES[kind]))
+        fields.append(pa.field(HP_PREFIX + f.name, _HP_TYPES[kind]))
     return fields
 
 
@@ -44,12 +45,12 @@ SCHEMA = pa.schema([
     pa.field("epochs_planned", pa.int64()),
     pa.field("wall_time_s", pa.float64()),
     pa.field("best_epoch", pa.int64()),
-    *[pa.field(f"best/{m}", pa.float64()) for m in METRICS],
-    *[pa.field(f"final/{m}", pa.float64()) for m in METRICS],
+    *[pa.field(BEST_PREFIX + m, pa.float64()) for m in METRICS],
+    *[pa.field(FINAL_PREFIX + m, pa.float64()) for m in METRICS],
     pa.field("checkpoint_path", pa.string()),
     pa.field("config_json", pa.string()),
     # population-based training (search/pbt.py; null in other searches): the member's clones, "e2←<donor id>; ..."
-    # ('' never cloned into), and the per-stage schedule it ended with, JSON (search/analysis/lineage.py)
+    # ('' never cloned into), and the per-stage schedule it ended with, JSON (echotune.reporting.lineage)
     pa.field("pbt_lineage", pa.string()),
     pa.field("pbt_final_config", pa.string()),
     *_hp_fields(),
@@ -57,6 +58,7 @@ SCHEMA = pa.schema([
 
 
 def finite_or_none(value) -> float | None:
+    """A JSON- and parquet-safe number: None for NaN, inf, None or a non-number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -76,7 +78,7 @@ def hp_value(field: pa.Field, value):
 
 def write_leaderboard(rows: list[dict], path: str | Path) -> Path:
     """Rows sorted by best val/score (missing last) -> parquet with SCHEMA, written atomically."""
-    rows = sorted(rows, key=lambda r: -(r["best/val/score"] if r["best/val/score"] is not None else -1.0))
+    rows = sorted(rows, key=lambda r: -(r[BEST_SCORE_COLUMN] if r[BEST_SCORE_COLUMN] is not None else -1.0))
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)

@@ -39,7 +39,8 @@ def test_bare_step_trains_the_same_criterion(tiny_synthetic):
     from echotune.balance import create_balancer
     from echotune.engine.build import build_model, build_optimizer
     from echotune.engine.config import TrainConfig
-    from echotune.engine.steps import DETECTION_LOSSES, soft_views, to_device
+    from echotune.engine.steps import soft_views, to_device
+    from echotune.losses import DETECTION_LOSS_KEYS, VIEW_LOSS_KEY
 
     cfg = TrainConfig.from_dict({"model_scale": "test", "img_size": 64, "batch_size": 4, "optimizer": "adamw",
                                  "lr_stage1": 1e-3})
@@ -54,7 +55,7 @@ def test_bare_step_trains_the_same_criterion(tiny_synthetic):
         targets["views"] = soft_views(targets["views"], model.n_views, 0.0)
         with torch.no_grad():
             losses = model(images, targets)
-        return float(sum(losses[k] for k in DETECTION_LOSSES) + losses["loss/view"])
+        return float(sum(losses[k] for k in DETECTION_LOSS_KEYS) + losses[VIEW_LOSS_KEY])
 
     model.train()
     before = loss()

@@ -194,7 +194,7 @@ def test_guard_refuses_with_counts_examples_and_the_fix(tmp_path):
         f"evaluated on frames of videos it trained on).",
         "  v0: train 2, val 1", "  v1: train 1, test 1", "  v2: val 1, test 1", "  v3: train 1, val 1, test 1",
         "  v4: train 1, val 1, test 1",
-        f"Fix: python search/run.py --data {yaml_path} --resplit-by-video (or --folds K --fold I for grouped K-fold) "
+        f"Fix: echotune resplit --data {yaml_path} (or --folds K --fold I for grouped K-fold) "
         f"writes leak-free splits and a new data.yaml; use that one.",
         "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky."]
 

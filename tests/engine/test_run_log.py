@@ -16,7 +16,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from echotune.engine.run_log import CSV_NAME, TENSORBOARD_DIR, RunLog, render_csv
 from tests.conftest import TINY_TRAIN
-from tests.search.test_cli import load
+from tests.search.test_cli import command, load
 
 
 def read_records(path: Path) -> list[bytes]:
@@ -118,7 +118,7 @@ def test_a_resume_into_a_new_folder_gets_the_whole_curve(tmp_path):
 
 
 def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_path, capsys):
-    """search/train.py end to end: 2 epochs, then --resume to 3 (1,0,1 then 1,1,1 per stage)."""
+    """search/train.py end to end: 2 epochs, then `echotune train --resume` to 3 (1,0,1 then 1,1,1 per stage)."""
     train = load("train")
     out = tmp_path / "run"
     common = ["--data", str(tiny_synthetic.config.yaml_path), "--scale", "test", "--img-size", "64",
@@ -131,7 +131,9 @@ def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_pa
     assert {"val/map50", "val/score", "train/loss", "gradnorm/w_det", "gradnorm/w_view", "stage", "lr"} <= set(header)
     first_map50 = [float(r["val/map50"]) for r in rows]
 
-    assert train.main([*common, "--epochs", "1,1,1", "--resume", str(out / "last.pt")]) == 0
+    # `echotune train --out OUT --resume`: --resume alone continues OUT's last.pt (the script's form, a path, is
+    # tests/reliability/test_bad_input.py's)
+    assert command("train", "echotune")([*common, "--epochs", "1,1,1", "--resume"]) == 0
     header, rows = read_csv(out / CSV_NAME)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [float(r["val/map50"]) for r in rows[:2]] == first_map50  # the first run's epochs, kept

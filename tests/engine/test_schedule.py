@@ -47,7 +47,7 @@ def test_lr_warmup_then_cosine_within_each_stage():
 def test_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match="unknown config key.*'lr_stage4'.*valid keys:"):
         TrainConfig.from_dict({"lr_stage4": 0.1})
-    with pytest.raises(ValueError, match="loss_box='iou' is not valid; choose one of: ciou, giou, diou"):
+    with pytest.raises(ValueError, match="loss_box='iou' is not valid; choose one of: giou, diou, ciou"):
         TrainConfig.from_dict({"loss_box": "iou"})
     with pytest.raises(ValueError, match="balance=gradnorm needs a shared layer"):
         TrainConfig.from_dict({"arch": "dual", "balance": "gradnorm"})

@@ -1,4 +1,5 @@
-"""search/ensemble.py and search/predict.py, run in-process: exit codes, messages, files written."""
+"""`echotune ensemble` and `echotune predict` (and their old scripts), run in-process: exit codes, messages, files
+written."""
 from __future__ import annotations
 
 import csv
@@ -8,12 +9,14 @@ import cv2
 import pytest
 
 from tests.ensemble.conftest import ranked, write_image
-from tests.search.test_cli import load
+from tests.search.test_cli import command, load
 
 
 @pytest.fixture(scope="module")
 def cli_run(experiment, tmp_path_factory):
-    """The ensemble CLI run once on a copy of the experiment: (exit code, stdout, stderr, experiment folder)."""
+    """The ensemble CLI run once on a copy of the experiment, written with --out into the copy's `ensemble/`
+    (the default folder, named explicitly; test_ensemble_out_writes_elsewhere checks another):
+    (exit code, stdout, stderr, experiment folder)."""
     import contextlib
     import io
     import shutil
@@ -22,7 +25,8 @@ def cli_run(experiment, tmp_path_factory):
     shutil.copytree(experiment.path, folder)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = load("ensemble").main([str(folder), "--top-k", "2", "--tune-trials", "3", "--device", "cpu"])
+        code = load("ensemble").main([str(folder), "--top-k", "2", "--tune-trials", "3", "--device", "cpu",
+                                      "--out", str(folder / "ensemble")])
     return code, out.getvalue(), err.getvalue(), folder
 
 
@@ -93,6 +97,9 @@ def test_predict_cli_with_an_ensemble_and_its_errors(experiment, cli_run, tmp_pa
     image = write_image(tmp_path / "one.png", (50, 70, 3))
     assert predict.main(["--ensemble", str(ensemble_dir), "--source", str(image), "--out", str(tmp_path / "o")]) == 0
     assert json.loads((tmp_path / "o" / "one.json").read_text())["image"] == str(image)
+    # `echotune predict MODEL`: the experiment folder names its ensemble
+    assert command("predict", "echotune")([cli_run[3], "--source", image, "--out", tmp_path / "o3"]) == 0
+    assert (tmp_path / "o3" / "one.json").read_bytes() == (tmp_path / "o" / "one.json").read_bytes()
     capsys.readouterr()
     assert predict.main(["--ensemble", str(tmp_path / "none"), "--source", str(image)]) == 2
     assert f"error: ensemble manifest {tmp_path / 'none'} does not exist" in capsys.readouterr().err
@@ -105,3 +112,16 @@ def test_predict_cli_with_an_ensemble_and_its_errors(experiment, cli_run, tmp_pa
     assert predict.main(["--checkpoint", str(experiment.checkpoints["t_dual"]), "--source", str(tmp_path / "empty"),
                          "--out", str(tmp_path / "o2")]) == 2
     assert "none of the 1 image(s)" in capsys.readouterr().err
+
+
+def test_ensemble_out_writes_elsewhere_and_leaves_the_experiment_alone(experiment, tmp_path, capsys):
+    """`echotune ensemble EXP --out DIR`: the manifest and metrics land in DIR, nothing in EXP/ensemble."""
+    from echotune.search.cli import main
+
+    out = tmp_path / "deploy"
+    before = sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*"))
+    assert main(["ensemble", str(experiment.path), "--top-k", "2", "--tune-trials", "2", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    assert (out / "manifest.yaml").is_file() and (out / "metrics.json").is_file()
+    assert json.loads((out / "metrics.json").read_text())["arguments"]["top_k"] == 2
+    assert sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*")) == before

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from echotune.losses import (BOX_LOSSES, CLS_LOSSES, AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss,
+from echotune.losses import (BINARY_LOSSES, BOX_LOSSES, AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss,
                              distribution_focal_loss)
 from echotune.models import REG_MAX, create_model
 from echotune.models.anchorfree import anchor_points, box_to_distance, expected_distance
@@ -68,7 +68,7 @@ def test_decode_of_a_one_hot_distribution_is_the_bin_value(k):
 
 
 # ---------------------------------------------------------------- the loss contract
-@pytest.mark.parametrize("box,cls", list(itertools.product(BOX_LOSSES, CLS_LOSSES)))
+@pytest.mark.parametrize("box,cls", list(itertools.product(BOX_LOSSES, BINARY_LOSSES)))
 @pytest.mark.parametrize("targets", [two_boxes, no_boxes], ids=["boxes", "empty"])
 def test_every_option_gives_finite_scalars_and_gradients(box, cls, targets):
     raw = make_raw()

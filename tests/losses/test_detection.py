@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from echotune.losses import BOX_LOSSES, OBJ_LOSSES, DetectionLoss
+from echotune.losses import BINARY_LOSSES, BOX_LOSSES, DetectionLoss
 from echotune.losses.functional import smooth_one_hot
 from tests.losses.helpers import (ANCHORS, NC, STRIDES, decoded_pixels, make_raw, matches_for, no_boxes,
                                   separate_boxes, set_box_logits, two_boxes)
@@ -15,7 +15,7 @@ from tests.losses.helpers import (ANCHORS, NC, STRIDES, decoded_pixels, make_raw
 KEYS = {"loss/box", "loss/obj", "loss/cls_det"}
 
 
-@pytest.mark.parametrize("box,obj,cls", list(itertools.product(BOX_LOSSES, OBJ_LOSSES, OBJ_LOSSES)))
+@pytest.mark.parametrize("box,obj,cls", list(itertools.product(BOX_LOSSES, BINARY_LOSSES, BINARY_LOSSES)))
 @pytest.mark.parametrize("targets", [two_boxes, no_boxes], ids=["boxes", "empty"])
 def test_every_option_gives_finite_scalars_and_gradients(box, obj, cls, targets):
     raw = make_raw()
@@ -60,7 +60,7 @@ def test_exact_box_logits_beat_shifted_ones(box):
     assert good < 1e-4 < loss(shifted, targets, ANCHORS, STRIDES)["loss/box"]
 
 
-@pytest.mark.parametrize("kind", OBJ_LOSSES)
+@pytest.mark.parametrize("kind", BINARY_LOSSES)
 def test_correct_class_and_objectness_logits_beat_wrong_ones(kind):
     targets, loss = separate_boxes(), DetectionLoss(NC, obj=kind, cls=kind)
     matches = matches_for(targets)
@@ -89,7 +89,7 @@ def test_gains_follow_the_published_scaling():
     assert math.isclose(loss.obj_gain, 2.0 * 0.25) and math.isclose(loss.cls_gain, 0.5 * 8 / 80)
 
 
-@pytest.mark.parametrize("kw,choices", [({"box": "iou"}, "ciou, giou, diou"),
+@pytest.mark.parametrize("kw,choices", [({"box": "iou"}, "giou, diou, ciou"),
                                         ({"obj": "mse"}, "bce, focal, varifocal"),
                                         ({"cls": "ce"}, "bce, focal, varifocal")])
 def test_invalid_options_list_valid_choices(kw, choices):

@@ -20,16 +20,18 @@ import yaml
 
 from tests.conftest import TINY_TRAIN
 from tests.data.export_fixture import EXPORT_YAML, default_frames, leaky_export, make_export, write_image
-from tests.search.test_cli import ROOT, load
+from tests.search.test_cli import INVOCATIONS, ROOT, command, load, prog
 
 NAME = "Regurgitation-YOLODataset-1new"  # make_export's dataset folder
 VIEW_LINE = "\n0 1 0\n"
 
 
-def run_cli(cli: str, argv: list[str], capsys) -> tuple[int, list[str]]:
-    """(exit code, stripped non-empty lines of stdout + stderr); argparse errors exit through SystemExit."""
+def run_cli(cli: str, argv: list[str], capsys, how: str = "script") -> tuple[int, list[str]]:
+    """(exit code, stripped non-empty lines of stdout + stderr) of `echotune CLI ARGV` or of CLI's old script, or
+    for CLI "run" of search/run.py ARGV (argv says which of search, check and resplit); usage errors exit through
+    SystemExit."""
     try:
-        code = load(cli).main([str(a) for a in argv])
+        code = load("run").main([str(a) for a in argv]) if cli == "run" else command(cli, how)(argv)
     except SystemExit as exc:
         code = exc.code
     captured = capsys.readouterr()
@@ -162,7 +164,7 @@ def test_bad_dataset_is_refused_before_anything_is_written(cli, build, message, 
     if message == LEAKY:  # then the example video, the fix and the way to go on knowingly
         assert lines[lines.index(message.format(tmp=tmp_path)) + 1:] == [
             "vidA: train 2, val 1",
-            f"Fix: python search/run.py --data {data_yaml} --resplit-by-video (or --folds K --fold I for grouped "
+            f"Fix: echotune resplit --data {data_yaml} (or --folds K --fold I for grouped "
             f"K-fold) writes leak-free splits and a new data.yaml; use that one.",
             "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky."]
     if message.startswith(YAML):  # a data.yaml problem: listed under the file's verdict
@@ -183,61 +185,68 @@ def test_yaml_with_several_problems_lists_each_with_its_line(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- command-line values
-RUN_VALUES = [  # (id, argv, message after "python search/run.py: error: ")
-    ("space-unknown", ["--space", "nope"], "unknown --space 'nope'; valid: all, baseline, dual_backbone, gradnorm"),
-    ("max-epochs-negative", ["--max-epochs", "-1"], "argument --max-epochs: expected a positive integer, got -1"),
-    ("max-epochs-below-stages", ["--max-epochs", "2"], "--max-epochs must be >= 3 (one per training stage), got 2"),
-    ("num-samples-zero", ["--num-samples", "0"], "argument --num-samples: expected a positive integer, got 0"),
-    ("num-samples-not-a-number", ["--num-samples", "ten"],
+OBJECTIVES = "is not valid; choose one or more of: score, map50, map50_95, view_acc, view_f1, view_kappa, f1"
+RUN_VALUES = [  # (id, command, argv, message after "<prog>: error: ")
+    ("space-unknown", "search", ["--space", "nope"],
+     "space='nope' is not valid; choose one of: all, baseline, dual_backbone, gradnorm"),
+    ("max-epochs-negative", "search", ["--max-epochs", "-1"],
+     "argument --epochs/--max-epochs: expected a positive integer, got -1"),
+    ("max-epochs-below-stages", "search", ["--max-epochs", "2"],
+     "max_epochs must be >= 3 (one per training stage), got 2"),
+    ("num-samples-zero", "search", ["--num-samples", "0"],
+     "argument --num-samples: expected a positive integer, got 0"),
+    ("num-samples-not-a-number", "search", ["--num-samples", "ten"],
      "argument --num-samples: expected a positive integer, got 'ten'"),
-    ("cpus-per-trial-zero", ["--cpus-per-trial", "0"], "--cpus-per-trial must be > 0, got 0.0"),
-    ("gpus-per-trial-negative", ["--gpus-per-trial", "-1"], "--gpus-per-trial must be >= 0, got -1.0"),
-    ("gpus-per-trial-fraction-above-1", ["--gpus-per-trial", "1.5"],
-     "--gpus-per-trial above 1 must be a whole number, got 1.5"),
-    ("img-size-not-multiple-of-32", ["--img-size", "100"], "--img-size must be a multiple of 32 and >= 64, got 100"),
-    ("objectives-unknown", ["--objectives", "nope"],
-     "unknown --objectives ['nope']; valid: score, map50, map50_95, view_acc, view_f1, view_kappa, f1"),
-    ("objectives-empty", ["--objectives", ","],
-     "unknown --objectives ','; valid: score, map50, map50_95, view_acc, view_f1, view_kappa, f1"),
-    ("concurrency-zero", ["--concurrency", "0"], "argument --concurrency: expected a positive integer, got 0"),
-    ("ratios-two-values", ["--ratios", "0.7,0.3", "--resplit-by-video"],
+    ("cpus-per-trial-zero", "search", ["--cpus-per-trial", "0"], "cpus_per_trial must be > 0, got 0.0"),
+    ("gpus-per-trial-negative", "search", ["--gpus-per-trial", "-1"], "gpus_per_trial must be >= 0, got -1.0"),
+    ("gpus-per-trial-fraction-above-1", "search", ["--gpus-per-trial", "1.5"],
+     "gpus_per_trial above 1 must be a whole number, got 1.5"),
+    ("img-size-not-multiple-of-32", "search", ["--img-size", "100"],
+     "img_size must be a multiple of 32 and >= 64, got 100"),
+    ("objectives-unknown", "search", ["--objectives", "nope"], "objectives=['nope'] " + OBJECTIVES),
+    ("objectives-empty", "search", ["--objectives", ","], "objectives=[] " + OBJECTIVES),
+    ("concurrency-zero", "search", ["--concurrency", "0"],
+     "argument --concurrency: expected a positive integer, got 0"),
+    ("ratios-two-values", "resplit", ["--ratios", "0.7,0.3"],
      "argument --ratios: expected three non-negative numbers train,val,test with train and val > 0; got '0.7,0.3'"),
-    ("shared-storage-on-object-store", ["--shared-storage", "--storage", "s3://bucket/x"],
-     "--shared-storage is for a local path mounted on every node; s3://bucket/x is an object store"),
+    ("shared-storage-on-object-store", "search", ["--shared-storage", "--storage", "s3://bucket/x"],
+     "shared_storage is for a local path mounted on every node; storage=s3://bucket/x is an object store"),
 ]
 
 
-@pytest.mark.parametrize("argv, message", [c[1:] for c in RUN_VALUES], ids=[c[0] for c in RUN_VALUES])
-def test_bad_search_option_is_refused_by_the_parser(argv, message, tmp_path, capsys):
+@pytest.mark.parametrize("how", INVOCATIONS)
+@pytest.mark.parametrize("name, argv, message", [c[1:] for c in RUN_VALUES], ids=[c[0] for c in RUN_VALUES])
+def test_bad_search_option_is_refused_by_the_parser(name, argv, message, how, tmp_path, capsys):
     storage = tmp_path / "results"
-    argv = argv if "--storage" in argv else argv + ["--storage", storage]
-    code, lines = run_cli("run", ["--data", tmp_path / "data.yaml"] + argv, capsys)
+    argv = argv if "--storage" in argv or name != "search" else argv + ["--storage", storage]
+    code, lines = run_cli(name, ["--data", tmp_path / "data.yaml"] + argv, capsys, how)
     assert code == 2
-    assert lines[-1] == f"python search/run.py: error: {message}"
+    assert lines[-1] == f"{prog(name, how)}: error: {message}"
     assert_nothing_written(tmp_path, storage)
 
 
-OTHER_VALUES = [  # (id, cli, argv, message after "python search/<cli>.py: error: ")
+OTHER_VALUES = [  # (id, command, argv, message after "<prog>: error: ")
     ("train-epochs-zero", "train", ["--epochs", "0"],
      "argument --epochs: expected a positive total or three non-negative per-stage counts; got '0'"),
     ("train-img-size", "train", ["--img-size", "100"], "img_size must be a multiple of 32 and >= 64, got 100"),
     ("predict-conf-above-1", "predict", ["--checkpoint", "x.pt", "--source", "x.png", "--conf", "2"],
      "--conf must be in [0, 1], got 2.0"),
     ("predict-no-model", "predict", ["--source", "x.png"],
-     "one of the arguments --ensemble --checkpoint is required"),
+     "one of the arguments MODEL --ensemble --checkpoint is required"),
     ("ensemble-top-k-zero", "ensemble", ["exp", "--top-k", "0"], "--top-k must be >= 1, got 0"),
-    ("leaderboard-top-zero", "leaderboard", ["exp", "--top", "0"], "--top must be >= 1, got 0"),
+    ("leaderboard-top-zero", "leaderboard", ["exp", "--top", "0"], "--top-k must be >= 1, got 0"),
     ("leaderboard-by-unknown", "leaderboard", ["exp", "--by", "auc"],
      "unknown --by 'auc'; valid: map50, map50_95, precision, recall, f1, view_acc, view_f1, view_kappa, score"),
 ]
 
 
-@pytest.mark.parametrize("cli, argv, message", [c[1:] for c in OTHER_VALUES], ids=[c[0] for c in OTHER_VALUES])
-def test_bad_option_of_the_other_commands_is_refused_by_the_parser(cli, argv, message, tmp_path, capsys):
+@pytest.mark.parametrize("how", INVOCATIONS)
+@pytest.mark.parametrize("name, argv, message", [c[1:] for c in OTHER_VALUES], ids=[c[0] for c in OTHER_VALUES])
+def test_bad_option_of_the_other_commands_is_refused_by_the_parser(name, argv, message, how, tmp_path, capsys):
     out = tmp_path / "out"
-    code, lines = run_cli(cli, argv + (["--out", out] if cli in ("train", "predict") else []), capsys)
+    code, lines = run_cli(name, argv + (["--out", out] if name in ("train", "predict") else []), capsys, how)
     assert code == 2
-    assert lines[-1] == f"python search/{cli}.py: error: {message}"
+    assert lines[-1] == f"{prog(name, how)}: error: {message}"
     assert_nothing_written(tmp_path, out)
 
 
@@ -374,8 +383,9 @@ def test_train_refuses_a_checkpoint_it_cannot_resume(argv, dataset, resume, mess
 def test_train_resume_check_accepts_a_matching_checkpoint(checkpoint, tmp_path):
     from echotune.data.check import check_dataset
 
-    train = load("train")
-    cfg = train.config_from_args(train.build_parser().parse_args(["--scale", "test", "--img-size", "64"]))
+    from echotune.search.cli import train
+
+    cfg = train.config_from_args(load("train").build_parser().parse_args(["--scale", "test", "--img-size", "64"]))
     train.check_resume(checkpoint, cfg, check_dataset(make_export(tmp_path)))  # no error
 
 
@@ -459,7 +469,7 @@ def test_predict_refuses_a_missing_ensemble(tmp_path, capsys):
     code, lines = run_cli("predict", ["--ensemble", tmp_path / "nope", "--source", write_image(tmp_path / "a.png"),
                                       "--out", out], capsys)
     assert code == 2
-    assert lines == [f"error: ensemble manifest {tmp_path / 'nope'} does not exist (build one with search/ensemble.py)"]
+    assert lines == [f"error: ensemble manifest {tmp_path / 'nope'} does not exist (build one with echotune ensemble)"]
     assert_nothing_written(tmp_path, out)
 
 
@@ -468,7 +478,7 @@ def test_predict_refuses_a_missing_ensemble(tmp_path, capsys):
     ("ensemble",
      "error: {exp}/search.json: not valid JSON (line 1: Expecting property name enclosed in double quotes)"),
     ("leaderboard", "error: {exp}: not a Ray Tune experiment folder (no experiment_state-*.json inside); expected "
-                    "results/<name> written by search/run.py"),
+                    "results/<name> written by echotune search"),
 ], ids=["ensemble-damaged-search-json", "leaderboard-not-an-experiment"])
 def test_damaged_experiment_folder_is_left_untouched(cli, message, tmp_path, capsys):
     experiment = tmp_path / "exp"

@@ -62,11 +62,13 @@ def test_trial_resource_request(cpus, gpus, bundle, device):
 
 
 def test_cli_builds_a_fractional_gpu_cluster_search():
+    from echotune.search.cli.search import search_config_from_args
+
     run = load("run")
     parser = run.build_parser()
     args = parser.parse_args(["--address", "auto", "--storage", "/mnt/nfs/echotune", "--shared-storage",
                               "--gpus-per-trial", "0.5", "--cpus-per-trial", "4"])
-    cfg = run._search_config(parser, args)
+    cfg = search_config_from_args(parser, args)
     assert (cfg.shared_storage, cfg.gpus_per_trial, cfg.cpus_per_trial) == (True, 0.5, 4.0)
     assert trial_resources(cfg) == {"cpu": 4.0, "gpu": 0.5}
 
@@ -75,7 +77,7 @@ def test_cli_refuses_shared_storage_for_an_object_store(capsys):
     with pytest.raises(SystemExit) as info:
         load("run").main(["--storage", "s3://bucket/echotune", "--shared-storage"])
     assert info.value.code == 2
-    assert "--shared-storage is for a local path" in capsys.readouterr().err
+    assert "shared_storage is for a local path" in capsys.readouterr().err
 
 
 def test_storage_default_comes_from_the_cluster_environment(monkeypatch):

@@ -90,19 +90,20 @@ def test_the_winner_is_the_best_final_round_mean_not_the_search_best():
 def test_final_round_flags_reach_the_search_config_and_survive_a_resume(tmp_path, capsys):
     from echotune.results.search_record import read_search_record, resumed_config, write_search_record
 
-    run = load("run")
-    parser = run.build_parser()
-    cfg = run._search_config(parser, parser.parse_args(["--final-top-k", "2", "--final-seeds", "3",
+    from echotune.search.cli.search import search_config_from_args
+
+    parser = load("run").build_parser()
+    cfg = search_config_from_args(parser, parser.parse_args(["--final-top-k", "2", "--final-seeds", "3",
                                                         "--storage", str(tmp_path)]))
     assert (cfg.final_top_k, cfg.final_seeds) == (2, 3)
     assert (SearchConfig().final_top_k, SearchConfig().final_seeds) == (3, 1)
     write_search_record(cfg, tmp_path / "data.yaml")
     resumed = resumed_config(SearchConfig(name=cfg.name, storage=str(tmp_path)), read_search_record(cfg.local_dir))
     assert (resumed.final_top_k, resumed.final_seeds) == (2, 3)
-    for argv, message in ((["--final-top-k", "-1"], "--final-top-k must be >= 0"),
+    for argv, message in ((["--final-top-k", "-1"], "final_top_k must be >= 0"),
                           (["--final-seeds", "0"], "expected a positive integer")):
         with pytest.raises(SystemExit) as exit_info:
-            run._search_config(parser, parser.parse_args(argv))
+            search_config_from_args(parser, parser.parse_args(argv))
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
@@ -121,9 +122,10 @@ def test_best_config_round_trips_exactly_and_the_command_line_overrides_it(tmp_p
     bare = tmp_path / "bare.yaml"
     bare.write_text("model_scale: test\nlr_stage1: 0.002\nstage_split: [0.5, 0.3, 0.2]\n")
     assert read_config_file(bare) == {"model_scale": "test", "lr_stage1": 0.002, "stage_split": [0.5, 0.3, 0.2]}
-    train = load("train")
-    cfg = train.config_from_args(train.build_parser().parse_args(["--config", str(path), "--seed", "9",
-                                                                  "--set", "gn_alpha=0.5"]))
+    from echotune.search.cli import train
+
+    cfg = train.config_from_args(load("train").build_parser().parse_args(["--config", str(path), "--seed", "9",
+                                                                          "--set", "gn_alpha=0.5"]))
     assert (cfg.seed, cfg.gn_alpha, cfg.lr_stage1, cfg.epochs) == (9, 0.5, trial["lr_stage1"], 7)
 
 

@@ -18,6 +18,7 @@ from echotune.search.leaderboard_report import build_report, figure_builders
 from echotune.reporting.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
                                     top_table)
 from echotune.results.leaderboard import SCHEMA
+from tests.search.test_cli import INVOCATIONS, command
 
 pytestmark = pytest.mark.ray
 
@@ -30,7 +31,8 @@ def test_cli_writes_parquet_tables_plots_and_html(e2e_search, tmp_path, capsys):
     assert leaderboard.main([str(experiment), "--top", "1"]) == 0  # a read command: nothing written by default
     assert not board.exists()
     capsys.readouterr()
-    assert leaderboard.main([str(experiment), "--top", "1", "--plots", str(plots), "--html", str(page), "--write"]) == 0
+    assert command("leaderboard", "echotune")([experiment, "--top-k", "1", "--plots", plots, "--html", page,
+                                               "--write"]) == 0
     out = capsys.readouterr().out
     table = pq.read_table(experiment / "leaderboard.parquet")
     assert table.schema.equals(SCHEMA) and table.num_rows == 5
@@ -161,13 +163,15 @@ def test_a_search_on_leaky_splits_is_flagged_at_the_top_of_every_output(e2e_sear
     assert json.loads(capsys.readouterr().out)["leaky_splits"] == {"leaky": record["leaky_splits"]}
 
 
-def test_bad_paths_and_arguments_fail_clearly(tmp_path, capsys):
-    assert leaderboard.main([str(tmp_path / "missing")]) == 2
+@pytest.mark.parametrize("how", INVOCATIONS)
+def test_bad_paths_and_arguments_fail_clearly(how, tmp_path, capsys):
+    board = command("leaderboard", how)
+    assert board([tmp_path / "missing"]) == 2
     assert "no such experiment folder" in capsys.readouterr().err
-    assert leaderboard.main([str(tmp_path)]) == 2
+    assert board([tmp_path]) == 2
     assert "no experiment_state-*.json" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        leaderboard.main([str(tmp_path), "--by", "accuracy"])
+        board([tmp_path, "--by", "accuracy"])
     assert exit_info.value.code == 2 and "valid: map50" in capsys.readouterr().err
 
 

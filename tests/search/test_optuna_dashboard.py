@@ -20,7 +20,7 @@ from echotune.search.optuna_bridge import BEST_EPOCH_ATTR, RAY_TRIAL_ID_ATTR
 
 pytestmark = pytest.mark.ray
 VAL_METRICS = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-               "val/score"}  # DESIGN.md §4
+               "val/score"}
 
 
 def get_json(app, path: str) -> dict:

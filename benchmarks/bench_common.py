@@ -7,6 +7,7 @@ results/bench/<name>.{json,md} atomically (a reader never sees half a table).
 
 Ray-free on purpose (throughput.py imports it); the Ray side of the search benchmarks is in ray_bench.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,11 @@ def machine() -> str:
     """'<cores> cores, <CPU model>' from /proc/cpuinfo (platform's name where there is none)."""
     cpu = platform.processor() or "unknown CPU"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return f"{os.cpu_count()} cores, {cpu}"
@@ -46,16 +50,24 @@ def command(script: str, argv: list[str] | None) -> str:
 
 def run_facts(script: str, argv: list[str] | None) -> dict:
     """Date, machine, package versions and command: the header of every table."""
-    return {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": package_versions(),
-            "command": command(script, argv)}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "versions": package_versions(),
+        "command": command(script, argv),
+    }
 
 
 def header(result: dict, details: str) -> list[str]:
     """Markdown lines above a table: when, where, what it ran with, and how to run it again."""
     v = result["versions"]
     versions = ", ".join(f"{k} {v[k]}" for k in ("python", "torch", "ray", "optuna") if k in v)
-    return [f"Measured {result['date']} on {result['machine']}; {details}; {versions}.", "",
-            f"Command: `{result['command']}`", ""]
+    return [
+        f"Measured {result['date']} on {result['machine']}; {details}; {versions}.",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+    ]
 
 
 def load_data(data_yaml: str | None, quick_spec: SyntheticSpec | None = None) -> CheckedDataset:

@@ -9,6 +9,7 @@ The event log records, on the driver's clock (time.time(), the clock the trainab
 when a trial first appears (created by the searcher), when its actor started (`on_trial_start`), when each result
 arrived (in arrival order), and when the trial ended.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -21,10 +22,10 @@ from ray import tune
 
 from echotune.data.check import CheckedDataset
 from echotune.metrics import SCORE_METRIC
-from echotune.search.orchestrate import close_orphaned_optuna_trials, start_ray
 from echotune.results.documents import read_json_lines
 from echotune.results.layout import RESULT_FILE
 from echotune.results.search_record import write_search_record
+from echotune.search.orchestrate import close_orphaned_optuna_trials, start_ray
 from echotune.search.search_config import SearchConfig
 from echotune.search.tuner import build_tuner
 from echotune.trainables.trial import DIVERGED_KEY
@@ -34,6 +35,7 @@ from echotune.trainables.trial import DIVERGED_KEY
 class BenchSearchConfig(SearchConfig):
     """A SearchConfig that can pin the detector scale for every trial (--quick: the tiny `test` scale). The
     benchmarks compare search methods from the same start, the baseline alone: no recipe point (measured so)."""
+
     model_scale: str | None = None  # None: what the space chooses
     recipe_point: bool = False
 
@@ -66,9 +68,16 @@ class EventLog(tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.results.append({"t": time.time(), "trial_id": trial.trial_id,
-                             "iteration": int(result.get("training_iteration", 0)), "epoch": result.get("epoch"),
-                             "score": result.get(SCORE_METRIC), "diverged": bool(result.get(DIVERGED_KEY))})
+        self.results.append(
+            {
+                "t": time.time(),
+                "trial_id": trial.trial_id,
+                "iteration": int(result.get("training_iteration", 0)),
+                "epoch": result.get("epoch"),
+                "score": result.get(SCORE_METRIC),
+                "diverged": bool(result.get(DIVERGED_KEY)),
+            }
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self.ended.setdefault(trial.trial_id, time.time())
@@ -96,8 +105,9 @@ class SearchRun:
     events: EventLog = field(default_factory=EventLog)
 
 
-def run_search(cfg: SearchConfig, data: CheckedDataset, stop: tune.Stopper | None = None,
-               cpus: int | None = None) -> SearchRun:
+def run_search(
+    cfg: SearchConfig, data: CheckedDataset, stop: tune.Stopper | None = None, cpus: int | None = None
+) -> SearchRun:
     """A fresh local Ray, one search into cfg.experiment_dir (an older folder of that name is deleted first),
     then Ray shut down. The same pieces as search/run.py: search record, build_tuner, orphan clean-up. When Ray
     is already running (the caller started it for several searches), the search uses it and leaves it up."""

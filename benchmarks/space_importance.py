@@ -18,6 +18,7 @@ switch, aug_policy, stays). Its uncertainty: the evaluation is repeated on boots
 Writes results/bench/space_importance.{json,md}; the quick profile's `searched` list (spaces/profiles.py) was
 chosen from this table (README, "The quick space").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_common import header, run_facts, write_outputs  # noqa: E402
+from echotune.metrics import SCORE_METRIC, SELECTION_METRIC  # noqa: E402
 from echotune.results.documents import read_json_lines  # noqa: E402
 from echotune.results.layout import RESULT_FILE, SEARCH_RECORD_FILE, trial_folder_name  # noqa: E402
-from echotune.metrics import SCORE_METRIC, SELECTION_METRIC  # noqa: E402
 from echotune.trainables.trial import DIVERGED_KEY  # noqa: E402
 
 NAME = "space_importance"
@@ -44,11 +45,34 @@ NAME = "space_importance"
 def run_study(args) -> Path:
     """The random-search study through the real command line (Ray, Optuna SQLite); returns its folder."""
     experiment = Path(args.storage, args.name).resolve()
-    command = [sys.executable, str(REPO / "search" / "run.py"), "--space", args.space, "--profile", "quick-all",
-               "--searcher", "random", "--scheduler", "fifo", "--num-samples", str(args.num_samples),
-               "--max-epochs", str(args.max_epochs), "--concurrency", str(args.concurrency),
-               "--seed", str(args.seed), "--ensemble-top-k", "0", "--final-top-k", "0",
-               "--name", args.name, "--storage", str(args.storage)]
+    command = [
+        sys.executable,
+        str(REPO / "search" / "run.py"),
+        "--space",
+        args.space,
+        "--profile",
+        "quick-all",
+        "--searcher",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--num-samples",
+        str(args.num_samples),
+        "--max-epochs",
+        str(args.max_epochs),
+        "--concurrency",
+        str(args.concurrency),
+        "--seed",
+        str(args.seed),
+        "--ensemble-top-k",
+        "0",
+        "--final-top-k",
+        "0",
+        "--name",
+        args.name,
+        "--storage",
+        str(args.storage),
+    ]
     if args.img_size:
         command += ["--img-size", str(args.img_size)]
     if args.data:
@@ -83,8 +107,11 @@ def target_study(experiment: Path, name: str) -> optuna.Study:
     for trial in source.get_trials(deepcopy=False):
         trial_id = trial.user_attrs.get("ray_trial_id")
         if trial_id in scores and trial.params:
-            study.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
-                                                      value=scores[trial_id]))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=trial.params, distributions=trial.distributions, value=scores[trial_id]
+                )
+            )
     return study
 
 
@@ -93,7 +120,8 @@ def importance_table(study: optuna.Study, repeats: int, seed: int) -> tuple[list
     study's importance, each {param, importance, mean, low, high, rank_mean}; and the number of trials."""
     trials = study.get_trials(deepcopy=False)
     full = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), normalize=True)
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), normalize=True
+    )
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {p: [] for p in full}
     ranks: dict[str, list[int]] = {p: [] for p in full}
@@ -102,34 +130,52 @@ def importance_table(study: optuna.Study, repeats: int, seed: int) -> tuple[list
         resample.add_trials([trials[i] for i in rng.integers(0, len(trials), len(trials))])
         try:
             values = optuna.importance.get_param_importances(
-                resample, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed + 1 + r), normalize=True,
-                params=list(full))
+                resample,
+                evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed + 1 + r),
+                normalize=True,
+                params=list(full),
+            )
         except (ValueError, RuntimeError):  # a resample in which some parameter never varies
             continue
         order = sorted(values, key=values.get, reverse=True)
         for param in full:
             draws[param].append(values.get(param, 0.0))
             ranks[param].append(order.index(param) + 1 if param in order else len(full))
-    rows = [{"param": p, "importance": float(full[p]), "mean": float(np.mean(draws[p])) if draws[p] else None,
-             "low": float(np.percentile(draws[p], 5)) if draws[p] else None,
-             "high": float(np.percentile(draws[p], 95)) if draws[p] else None,
-             "rank_mean": float(np.mean(ranks[p])) if ranks[p] else None} for p in full]
+    rows = [
+        {
+            "param": p,
+            "importance": float(full[p]),
+            "mean": float(np.mean(draws[p])) if draws[p] else None,
+            "low": float(np.percentile(draws[p], 5)) if draws[p] else None,
+            "high": float(np.percentile(draws[p], 95)) if draws[p] else None,
+            "rank_mean": float(np.mean(ranks[p])) if ranks[p] else None,
+        }
+        for p in full
+    ]
     return rows, len(trials)
 
 
 def markdown(result: dict) -> str:
-    lines = header(result, f"{result['n_trials']} completed trials of a random search over the whole quick space "
-                           f"({result['settings']}); target: best val/score per trial; {result['repeats']} "
-                           f"bootstrap resamples of the trials")
-    lines += ["| rank | parameter | importance (full study) | bootstrap mean [5 %, 95 %] | mean rank |",
-              "|---:|---|---:|---|---:|"]
+    lines = header(
+        result,
+        f"{result['n_trials']} completed trials of a random search over the whole quick space "
+        f"({result['settings']}); target: best val/score per trial; {result['repeats']} "
+        f"bootstrap resamples of the trials",
+    )
+    lines += [
+        "| rank | parameter | importance (full study) | bootstrap mean [5 %, 95 %] | mean rank |",
+        "|---:|---|---:|---|---:|",
+    ]
     for i, row in enumerate(result["rows"], 1):
-        boot = (f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row["mean"] is not None else "n/a")
+        boot = f"{row['mean']:.3f} [{row['low']:.3f}, {row['high']:.3f}]" if row["mean"] is not None else "n/a"
         rank = f"{row['rank_mean']:.1f}" if row["rank_mean"] is not None else "n/a"
         lines.append(f"| {i} | {row['param']} | {row['importance']:.3f} | {boot} | {rank} |")
     s = result["scores"]
-    lines += ["", f"Best val/score over trials: min {s['min']:.3f}, median {s['median']:.3f}, max {s['max']:.3f}.",
-              "Conditional parameters (present in only some trials) are not in fANOVA's table."]
+    lines += [
+        "",
+        f"Best val/score over trials: min {s['min']:.3f}, median {s['median']:.3f}, max {s['max']:.3f}.",
+        "Conditional parameters (present in only some trials) are not in fANOVA's table.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -157,13 +203,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows, n = importance_table(study, args.repeats, args.seed)
     values = np.array([t.value for t in study.trials])
-    record = json.loads((experiment / SEARCH_RECORD_FILE).read_text()) if (experiment / SEARCH_RECORD_FILE).is_file() else {}
+    record = (
+        json.loads((experiment / SEARCH_RECORD_FILE).read_text()) if (experiment / SEARCH_RECORD_FILE).is_file() else {}
+    )
     settings = record.get("config", {})
-    result = {**run_facts("benchmarks/space_importance.py", argv), "experiment": str(experiment), "n_trials": n,
-              "repeats": args.repeats, "rows": rows,
-              "settings": ", ".join(f"{k} {settings[k]}" for k in ("space", "profile", "max_epochs", "img_size",
-                                                                    "searcher", "scheduler") if k in settings),
-              "scores": {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}}
+    result = {
+        **run_facts("benchmarks/space_importance.py", argv),
+        "experiment": str(experiment),
+        "n_trials": n,
+        "repeats": args.repeats,
+        "rows": rows,
+        "settings": ", ".join(
+            f"{k} {settings[k]}"
+            for k in ("space", "profile", "max_epochs", "img_size", "searcher", "scheduler")
+            if k in settings
+        ),
+        "scores": {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())},
+    }
     json_path, md_path = write_outputs(args.out, NAME, result, markdown(result))
     print(markdown(result))
     print(f"Wrote {json_path} and {md_path}")

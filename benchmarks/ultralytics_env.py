@@ -17,6 +17,7 @@ scripts in bin/ keep the temporary name in their #! lines, which is why pip alwa
 
 `--ultralytics-python PATH` skips all of this and uses an existing interpreter with Ultralytics installed.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,15 +66,26 @@ def offline_settings() -> dict:
     Platform API key (its training callbacks upload only with one), and none of the logging integrations that
     would talk to a service (clearml, comet, dvc, mlflow, raytune default to on, active if their package is
     installed). Keys a version lacks are skipped."""
-    return {"sync": False, "api_key": "", "clearml": False, "comet": False, "dvc": False, "mlflow": False,
-            "raytune": False, "tensorboard": False, "wandb": False}
+    return {
+        "sync": False,
+        "api_key": "",
+        "clearml": False,
+        "comet": False,
+        "dvc": False,
+        "mlflow": False,
+        "raytune": False,
+        "tensorboard": False,
+        "wandb": False,
+    }
 
 
 # Ultralytics validates its settings.json against its own full schema and resets a file it finds incomplete to
 # the defaults (sync on), so the file is never written by hand: Ultralytics creates it, SETTINGS.update edits it
 # (what `yolo settings sync=False` does). The runner asserts the same values again before it trains.
-SETTINGS_SCRIPT = ("import json, sys; from ultralytics.utils import SETTINGS; "
-                   "SETTINGS.update({k: v for k, v in json.loads(sys.argv[1]).items() if k in SETTINGS})")
+SETTINGS_SCRIPT = (
+    "import json, sys; from ultralytics.utils import SETTINGS; "
+    "SETTINGS.update({k: v for k, v in json.loads(sys.argv[1]).items() if k in SETTINGS})"
+)
 
 
 def _run(command: list[str], log, what: str, env: dict | None = None) -> None:
@@ -95,10 +107,13 @@ def write_settings(python: Path, config_dir: Path, log=lambda m: print(m, file=s
 def installed_versions(python: Path, config_dir: Path) -> dict[str, str]:
     """{"ultralytics": ..., "torch": ...} as `python` imports them offline; raises with its output if it cannot.
     The versions come as the last line (Ultralytics prints notices such as a new settings file before it)."""
-    code = "import json, ultralytics, torch; print(json.dumps({'ultralytics': ultralytics.__version__, " \
-           "'torch': torch.__version__}))"
-    done = subprocess.run([str(python), "-c", code], env={**os.environ, **offline_environment(config_dir)},
-                          capture_output=True, text=True)
+    code = (
+        "import json, ultralytics, torch; print(json.dumps({'ultralytics': ultralytics.__version__, "
+        "'torch': torch.__version__}))"
+    )
+    done = subprocess.run(
+        [str(python), "-c", code], env={**os.environ, **offline_environment(config_dir)}, capture_output=True, text=True
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{python} cannot import ultralytics and torch:\n{done.stdout}{done.stderr}")
@@ -115,21 +130,46 @@ def create_venv(target: Path, version: str = ULTRALYTICS_VERSION, log=lambda m: 
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        log(f"Creating the Ultralytics {version} environment in {target} (first use only; several GB: a CUDA "
-            f"torch build) ...")
+        log(
+            f"Creating the Ultralytics {version} environment in {target} (first use only; several GB: a CUDA "
+            f"torch build) ..."
+        )
         _run([sys.executable, "-m", "venv", str(tmp)], log, "python -m venv")
         python = str(venv_python(tmp))
-        _run([python, "-m", "pip", "install", "--no-input", "--progress-bar", "off", f"ultralytics=={version}",
-              *TORCH_PINS], log, f"pip install ultralytics=={version} {' '.join(TORCH_PINS)}")
+        _run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "--no-input",
+                "--progress-bar",
+                "off",
+                f"ultralytics=={version}",
+                *TORCH_PINS,
+            ],
+            log,
+            f"pip install ultralytics=={version} {' '.join(TORCH_PINS)}",
+        )
         write_settings(Path(python), tmp / CONFIG_FOLDER, log)
         log("  checking the install (import ultralytics, offline) ...")
         found = installed_versions(Path(python), tmp / CONFIG_FOLDER)
         if found.get("ultralytics") != version:
             raise RuntimeError(f"the new environment has Ultralytics {found.get('ultralytics')}, not {version}")
         seconds = time.perf_counter() - start
-        atomic_write_text(tmp / MARKER, json.dumps({"ultralytics": version, "torch": found["torch"],
-                                                    "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                    "creation_s": round(seconds, 1)}, indent=2) + "\n")
+        atomic_write_text(
+            tmp / MARKER,
+            json.dumps(
+                {
+                    "ultralytics": version,
+                    "torch": found["torch"],
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "creation_s": round(seconds, 1),
+                },
+                indent=2,
+            )
+            + "\n",
+        )
         try:
             os.rename(tmp, target)  # atomic; fails if another process created `target` meanwhile
         except OSError:
@@ -145,16 +185,19 @@ def create_venv(target: Path, version: str = ULTRALYTICS_VERSION, log=lambda m: 
         raise
 
 
-def ensure_venv(version: str = ULTRALYTICS_VERSION, cache_dir: Path | None = None,
-                log=lambda m: print(m, file=sys.stderr)) -> Path:
+def ensure_venv(
+    version: str = ULTRALYTICS_VERSION, cache_dir: Path | None = None, log=lambda m: print(m, file=sys.stderr)
+) -> Path:
     """The python of the cached environment, created on first use. A complete environment holds MARKER (it is
     written last, just before the rename); a folder without it is not ours to trust, and is refused."""
     target = venv_path(version, cache_dir)
     if (target / MARKER).is_file() and venv_python(target).exists():
         return venv_python(target)
     if target.exists():
-        raise RuntimeError(f"{target} exists but is not a complete EchoTune-made Ultralytics environment (no "
-                           f"{MARKER}); remove it to have it rebuilt, or pass --ultralytics-python")
+        raise RuntimeError(
+            f"{target} exists but is not a complete EchoTune-made Ultralytics environment (no "
+            f"{MARKER}); remove it to have it rebuilt, or pass --ultralytics-python"
+        )
     return create_venv(target, version, log)
 
 

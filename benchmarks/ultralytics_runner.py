@@ -24,6 +24,7 @@ plots=False (no fonts) and amp=False (no AMP check weights), and, as a last guar
 to any non-loopback address by an immediate OSError that is recorded: a forgotten call fails at once instead of
 hanging until a time-out.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,14 +111,19 @@ class EpochTimer:
     def on_fit_epoch_end(self, trainer) -> None:
         end = time.perf_counter()
         if self._trained is None:  # the final validation of best.pt
-            self.final_val = {k: float(v) for k, v in (trainer.metrics or {}).items()
-                              if isinstance(v, (int, float))}
+            self.final_val = {k: float(v) for k, v in (trainer.metrics or {}).items() if isinstance(v, (int, float))}
             return
         fitness = getattr(trainer, "fitness", None)
-        self.epochs.append({"epoch": int(trainer.epoch) + 1, "train_s": self._trained - self._start,
-                            "epoch_s": end - self._start, "images": len(trainer.train_loader.dataset),
-                            "fitness": None if fitness is None else float(fitness),
-                            "torch_threads": _torch_threads()})
+        self.epochs.append(
+            {
+                "epoch": int(trainer.epoch) + 1,
+                "train_s": self._trained - self._start,
+                "epoch_s": end - self._start,
+                "images": len(trainer.train_loader.dataset),
+                "fitness": None if fitness is None else float(fitness),
+                "torch_threads": _torch_threads(),
+            }
+        )
         self._trained = None
 
     def attach(self, model) -> None:
@@ -137,10 +143,25 @@ def train(job: dict, timer: EpochTimer):
 
     model = YOLO(job["model"])
     timer.attach(model)
-    model.train(data=job["data"], epochs=job["epochs"], imgsz=job["img_size"], batch=job["batch_size"],
-                workers=0, device="cpu", seed=job["seed"], deterministic=True, pretrained=False, amp=False,
-                plots=False, cache=job.get("cache", "ram"), project=job["project"], name=job["name"],
-                exist_ok=True, verbose=False, val=True)
+    model.train(
+        data=job["data"],
+        epochs=job["epochs"],
+        imgsz=job["img_size"],
+        batch=job["batch_size"],
+        workers=0,
+        device="cpu",
+        seed=job["seed"],
+        deterministic=True,
+        pretrained=False,
+        amp=False,
+        plots=False,
+        cache=job.get("cache", "ram"),
+        project=job["project"],
+        name=job["name"],
+        exist_ok=True,
+        verbose=False,
+        val=True,
+    )
     return model.trainer
 
 
@@ -150,13 +171,29 @@ def predict(weights: str, images: list[str], job: dict) -> list[dict]:
 
     model = YOLO(weights)
     out = []
-    for path, result in zip(images, model.predict(source=images, imgsz=job["img_size"], conf=job["conf"],
-                                                  iou=job["iou"], max_det=job["max_det"], device="cpu",
-                                                  stream=True, verbose=False)):
+    for path, result in zip(
+        images,
+        model.predict(
+            source=images,
+            imgsz=job["img_size"],
+            conf=job["conf"],
+            iou=job["iou"],
+            max_det=job["max_det"],
+            device="cpu",
+            stream=True,
+            verbose=False,
+        ),
+    ):
         boxes = result.boxes
-        out.append({"image": path, "shape_hw": list(result.orig_shape),
-                    "boxes": boxes.xyxy.float().tolist(), "scores": boxes.conf.float().tolist(),
-                    "labels": [int(c) for c in boxes.cls.tolist()]})
+        out.append(
+            {
+                "image": path,
+                "shape_hw": list(result.orig_shape),
+                "boxes": boxes.xyxy.float().tolist(),
+                "scores": boxes.conf.float().tolist(),
+                "labels": [int(c) for c in boxes.cls.tolist()],
+            }
+        )
     return out
 
 
@@ -179,15 +216,24 @@ def main(argv: list[str]) -> int:
     best = str(trainer.best) if Path(trainer.best).is_file() else str(trainer.last)
     predict_start = time.perf_counter()
     predictions = {split: predict(best, images, job) for split, images in job.get("predict", {}).items()}
-    result = {"ultralytics": ultralytics.__version__, "torch": _torch_version(), "model": job["model"],
-              "weights": best, "weights_are_best": best == str(trainer.best),
-              "best_fitness": None if trainer.best_fitness is None else float(trainer.best_fitness),
-              "epochs": timer.epochs, "own_val_metrics": timer.final_val, "train_wall_s": train_wall,
-              "predict_s": time.perf_counter() - predict_start, "predictions": predictions,
-              "settings": {"sync": SETTINGS.get("sync"), "api_key_set": bool(SETTINGS.get("api_key"))},
-              "env": {k: os.environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "YOLO_AUTOINSTALL",
-                                                     "OMP_NUM_THREADS")},
-              "network_attempts": NETWORK_ATTEMPTS}
+    result = {
+        "ultralytics": ultralytics.__version__,
+        "torch": _torch_version(),
+        "model": job["model"],
+        "weights": best,
+        "weights_are_best": best == str(trainer.best),
+        "best_fitness": None if trainer.best_fitness is None else float(trainer.best_fitness),
+        "epochs": timer.epochs,
+        "own_val_metrics": timer.final_val,
+        "train_wall_s": train_wall,
+        "predict_s": time.perf_counter() - predict_start,
+        "predictions": predictions,
+        "settings": {"sync": SETTINGS.get("sync"), "api_key_set": bool(SETTINGS.get("api_key"))},
+        "env": {
+            k: os.environ.get(k) for k in ("YOLO_OFFLINE", "YOLO_CONFIG_DIR", "YOLO_AUTOINSTALL", "OMP_NUM_THREADS")
+        },
+        "network_attempts": NETWORK_ATTEMPTS,
+    }
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, out_path)

@@ -11,8 +11,18 @@ The notebook API (echotune/api.py):
 Every name is loaded on first use: the core modules import this package too (`echotune.data`, ...), and they must
 not pull in the API's Ray machinery, pandas or torch with it.
 """
-_API_NAMES = ("run_search", "train", "leaderboard", "predict", "SearchResult", "TrainResult", "Prediction",
-              "SearchConfig", "TrainConfig")
+
+_API_NAMES = (
+    "run_search",
+    "train",
+    "leaderboard",
+    "predict",
+    "SearchResult",
+    "TrainResult",
+    "Prediction",
+    "SearchConfig",
+    "TrainConfig",
+)
 __all__ = [*_API_NAMES, "__version__"]
 
 

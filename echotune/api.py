@@ -14,14 +14,16 @@ returns a frozen dataclass, a DataFrame or a list of dataclasses. `import echotu
 exposes these names lazily (echotune/__init__.py), and Ray is imported only when a search runs or a leaderboard
 is read. The search and training behave as the command line's: same defaults, same files, same checks.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from echotune.engine.config import TrainConfig
 from echotune.search.search_config import SearchConfig
@@ -33,8 +35,17 @@ if TYPE_CHECKING:
     from echotune.data.check import CheckedDataset
     from echotune.ensemble.predictor import EnsemblePredictor
 
-__all__ = ["Prediction", "SearchConfig", "SearchResult", "TrainConfig", "TrainResult", "leaderboard", "predict",
-           "run_search", "train"]
+__all__ = [
+    "Prediction",
+    "SearchConfig",
+    "SearchResult",
+    "TrainConfig",
+    "TrainResult",
+    "leaderboard",
+    "predict",
+    "run_search",
+    "train",
+]
 
 # How a notebook turns leaky splits on (the command line's --allow-leaky-splits): named in the refusal's message.
 ALLOW_LEAKY = "allow_leaky_splits=True"
@@ -64,6 +75,7 @@ class SearchResult:
         final_round: `final.json` (candidates, seeds, per-run scores, winner, final fit); None when the round was off.
         ensemble: the ensemble folder (`manifest.yaml`, usable with `predict`), None when none was built.
     """
+
     experiment: Path
     config: SearchConfig | None
     data_yaml: Path | None
@@ -96,11 +108,20 @@ class SearchResult:
         trial_id, config, checkpoint, val_score = _handed_back(experiment)
         record = read_search_record(experiment)
         ensemble = experiment / ENSEMBLE_DIR
-        return cls(experiment=experiment, config=_recorded_search_config(record),
-                   data_yaml=Path(record["data_yaml"]) if record.get("data_yaml") else None, leaderboard=board, best_trial_id=trial_id, best_config=config, best_checkpoint=checkpoint,
-                   best_val_score=val_score, held_out=held_out, test_metrics=_test_metrics(held_out),
-                   final_round=read_json_document(experiment / FINAL_FILE),
-                   ensemble=ensemble if (ensemble / MANIFEST_FILE).is_file() else None)
+        return cls(
+            experiment=experiment,
+            config=_recorded_search_config(record),
+            data_yaml=Path(record["data_yaml"]) if record.get("data_yaml") else None,
+            leaderboard=board,
+            best_trial_id=trial_id,
+            best_config=config,
+            best_checkpoint=checkpoint,
+            best_val_score=val_score,
+            held_out=held_out,
+            test_metrics=_test_metrics(held_out),
+            final_round=read_json_document(experiment / FINAL_FILE),
+            ensemble=ensemble if (ensemble / MANIFEST_FILE).is_file() else None,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +139,7 @@ class TrainResult:
         best_checkpoint, last_checkpoint: those checkpoint files.
         leaky_splits: None when no source video has frames in two splits, else the counts (allowed runs only).
     """
+
     out_dir: Path
     config: TrainConfig
     metrics: pd.DataFrame
@@ -144,6 +166,7 @@ class Prediction:
         labels: (K,) class ids; classes: their names (e.g. "MR").
         view: the predicted echo view's name; view_probs: every view name -> probability (they sum to 1).
     """
+
     image: Path | None
     width: int
     height: int
@@ -156,9 +179,16 @@ class Prediction:
 
 
 # ------------------------------------------------------------------------------------------------------ search
-def run_search(space: str = "gradnorm", data: str | os.PathLike | CheckedDataset | None = None, *,
-               resume: bool = False, ensemble_top_k: int = 3, address: str | None = None,
-               status_every: float | None = None, **search_options: Any) -> SearchResult:
+def run_search(
+    space: str = "gradnorm",
+    data: str | os.PathLike | CheckedDataset | None = None,
+    *,
+    resume: bool = False,
+    ensemble_top_k: int = 3,
+    address: str | None = None,
+    status_every: float | None = None,
+    **search_options: Any,
+) -> SearchResult:
     """Run a hyperparameter search end to end, as `echotune search` does, and return what it found.
 
     Ray Tune runs the trials and Optuna's TPE proposes them; then the final round retrains the top candidates and
@@ -238,8 +268,10 @@ def search_config(space: str = "gradnorm", **options: Any) -> SearchConfig:
     if cfg.pbt_interval is not None and cfg.scheduler != "pbt":  # it would be ignored without a word
         raise ValueError(f"pbt_interval is for scheduler='pbt' (this search's scheduler: {cfg.scheduler!r})")
     if is_object_store(cfg.storage):  # the summary, the final round and SearchResult read a filesystem
-        raise ValueError(f"storage={cfg.storage!r}: the notebook API reads results from a filesystem; run searches "
-                         f"into object stores from the command line and read a synced copy with echotune.leaderboard")
+        raise ValueError(
+            f"storage={cfg.storage!r}: the notebook API reads results from a filesystem; run searches "
+            f"into object stores from the command line and read a synced copy with echotune.leaderboard"
+        )
     return cfg
 
 
@@ -275,9 +307,16 @@ def _test_metrics(held_out: dict | None) -> dict[str, float] | None:
 
 
 # ----------------------------------------------------------------------------------------------------- training
-def train(data: str | os.PathLike | CheckedDataset | None = None, *, out: str | os.PathLike | None = None,
-          config: TrainConfig | Mapping[str, Any] | None = None, allow_leaky_splits: bool = False,
-          tensorboard: bool = False, verbose: bool = True, **train_options: Any) -> TrainResult:
+def train(
+    data: str | os.PathLike | CheckedDataset | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    allow_leaky_splits: bool = False,
+    tensorboard: bool = False,
+    verbose: bool = True,
+    **train_options: Any,
+) -> TrainResult:
     """Train one configuration with the three-stage schedule, as `echotune train` does (without its final
     evaluation on test).
 
@@ -318,9 +357,16 @@ def train(data: str | os.PathLike | CheckedDataset | None = None, *, out: str | 
         fitted = fit(cfg, checked, report=run_log, out_dir=out, log=log)
     finally:
         run_log.close()
-    return TrainResult(out_dir=out, config=cfg, metrics=_epoch_frame(fitted.history), best=dict(fitted.best),
-                       last=dict(fitted.last), best_checkpoint=fitted.best_checkpoint,
-                       last_checkpoint=fitted.last_checkpoint, leaky_splits=leaky_splits)
+    return TrainResult(
+        out_dir=out,
+        config=cfg,
+        metrics=_epoch_frame(fitted.history),
+        best=dict(fitted.best),
+        last=dict(fitted.last),
+        best_checkpoint=fitted.best_checkpoint,
+        last_checkpoint=fitted.last_checkpoint,
+        leaky_splits=leaky_splits,
+    )
 
 
 def train_config(config: TrainConfig | Mapping[str, Any] | None = None, **options: Any) -> TrainConfig:
@@ -379,9 +425,14 @@ def leaderboard(experiment: str | os.PathLike, by: str = "score") -> pd.DataFram
 
 
 # ---------------------------------------------------------------------------------------------------- predict
-def predict(weights: str | os.PathLike | TrainResult | SearchResult,
-            images: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray], *,
-            conf: float = 0.25, device: str = "auto", data: str | os.PathLike | None = None) -> list[Prediction]:
+def predict(
+    weights: str | os.PathLike | TrainResult | SearchResult,
+    images: str | os.PathLike | np.ndarray | Iterable[str | os.PathLike | np.ndarray],
+    *,
+    conf: float = 0.25,
+    device: str = "auto",
+    data: str | os.PathLike | None = None,
+) -> list[Prediction]:
     """Detect jets and classify the view on images with one checkpoint or an ensemble.
 
     Images of any size and aspect ratio are letterboxed as in evaluation; boxes come back in their own pixels.
@@ -458,9 +509,17 @@ def _predict_one(predictor: EnsemblePredictor, source, conf: float) -> Predictio
         raise ValueError(f"{path}: unreadable or not an image")
     found = predictor.predict(image, conf)
     width, height = found["image_wh"]
-    return Prediction(image=path, width=int(width), height=int(height), boxes=found["boxes"],
-                      scores=found["scores"], labels=found["labels"], classes=tuple(found["classes"]),
-                      view=found["view"], view_probs=dict(found["view_probs"]))
+    return Prediction(
+        image=path,
+        width=int(width),
+        height=int(height),
+        boxes=found["boxes"],
+        scores=found["scores"],
+        labels=found["labels"],
+        classes=tuple(found["classes"]),
+        view=found["view"],
+        view_probs=dict(found["view_probs"]),
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ helpers

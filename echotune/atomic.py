@@ -6,14 +6,15 @@ between creating the temporary file and the rename can leave a ``.<name>.<random
 never read by anything and can be deleted. Files get the mode a plain ``open(path, "w")`` would give (0o666 less
 the umask), not mkstemp's 0o600; a symlink at the target is replaced by the file, never followed.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def current_umask() -> int:

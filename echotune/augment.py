@@ -20,6 +20,7 @@ Cost (this 2-core CPU, 160x160 RGB, 3 boxes, 2000 calls): ``medical`` at strengt
 0.55 ms, which is albumentations' per-call Compose/box bookkeeping.  When they fire, ElasticTransform
 costs ~1.9 ms (its box remap rasterises one mask per box), Affine ~0.6 ms, CLAHE ~0.5 ms.
 """
+
 from __future__ import annotations
 
 import albumentations as A
@@ -37,9 +38,14 @@ MIN_BOX_SIDE = 0.5
 
 def _bbox_params() -> A.BboxParams:
     return A.BboxParams(
-        format="pascal_voc", label_fields=["classes"], clip=True, filter_invalid_bboxes=True,
-        min_visibility=MIN_VISIBILITY, min_area=MIN_BOX_AREA,
-        min_width=MIN_BOX_SIDE, min_height=MIN_BOX_SIDE,
+        format="pascal_voc",
+        label_fields=["classes"],
+        clip=True,
+        filter_invalid_bboxes=True,
+        min_visibility=MIN_VISIBILITY,
+        min_area=MIN_BOX_AREA,
+        min_width=MIN_BOX_SIDE,
+        min_height=MIN_BOX_SIDE,
     )
 
 
@@ -71,17 +77,28 @@ def _medical(s: float) -> list[A.BasicTransform]:
         ),
         A.MultiplicativeNoise(multiplier=(1 - 0.25 * s, 1 + 0.25 * s), elementwise=True, p=0.5 * s),
         A.Affine(
-            rotate=(-10 * s, 10 * s), scale=(1 - 0.1 * s, 1 + 0.1 * s),
-            translate_percent=(-0.05 * s, 0.05 * s), rotate_method="ellipse",
-            border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=0.5 * s,
+            rotate=(-10 * s, 10 * s),
+            scale=(1 - 0.1 * s, 1 + 0.1 * s),
+            translate_percent=(-0.05 * s, 0.05 * s),
+            rotate_method="ellipse",
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=PAD_VALUE,
+            p=0.5 * s,
         ),
         A.ElasticTransform(
-            alpha=30.0 * s, sigma=8.0, approximate=True,  # ~0.5 px rms, ~1.5 px max inside
-            border_mode=cv2.BORDER_CONSTANT, fill=PAD_VALUE, p=0.2 * s,
+            alpha=30.0 * s,
+            sigma=8.0,
+            approximate=True,  # ~0.5 px rms, ~1.5 px max inside
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=PAD_VALUE,
+            p=0.2 * s,
         ),
         A.CoarseDropout(
-            num_holes_range=(1, max(1, round(4 * s))), hole_height_range=(0.02, 0.02 + 0.08 * s),
-            hole_width_range=(0.02, 0.02 + 0.08 * s), fill=0, p=0.3 * s,
+            num_holes_range=(1, max(1, round(4 * s))),
+            hole_height_range=(0.02, 0.02 + 0.08 * s),
+            hole_width_range=(0.02, 0.02 + 0.08 * s),
+            fill=0,
+            p=0.3 * s,
         ),
     ]
 
@@ -154,8 +171,9 @@ class Augmenter:
         self.policy, self.strength = policy, strength
         self.transform = build_augmentation(policy, strength, seed=0)
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         _reseed(self.transform, seed)
         return apply_augmentation(self.transform, image, boxes, classes)
 
@@ -184,23 +202,45 @@ class Mosaic:
 
     def __init__(self, size: int):
         self.size = size
-        mosaic = A.Mosaic(grid_yx=(2, 2), target_size=(size, size), cell_shape=(size, size),
-                          center_range=(0.3, 0.7), fit_mode="cover", fill=PAD_VALUE, p=1.0)
-        params = A.BboxParams(format="pascal_voc", label_fields=["classes", "box_ids"], clip=True,
-                              filter_invalid_bboxes=True, min_area=MIN_BOX_AREA, min_width=MIN_BOX_SIDE,
-                              min_height=MIN_BOX_SIDE)
+        mosaic = A.Mosaic(
+            grid_yx=(2, 2),
+            target_size=(size, size),
+            cell_shape=(size, size),
+            center_range=(0.3, 0.7),
+            fit_mode="cover",
+            fill=PAD_VALUE,
+            p=1.0,
+        )
+        params = A.BboxParams(
+            format="pascal_voc",
+            label_fields=["classes", "box_ids"],
+            clip=True,
+            filter_invalid_bboxes=True,
+            min_area=MIN_BOX_AREA,
+            min_width=MIN_BOX_SIDE,
+            min_height=MIN_BOX_SIDE,
+        )
         self.transform = A.Compose([mosaic], bbox_params=params, seed=0)
 
-    def __call__(self, primary: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 others: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(
+        self,
+        primary: tuple[np.ndarray, np.ndarray, np.ndarray],
+        others: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        seed: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         frames = [primary, *others]
         boxes = [np.asarray(b, np.float32).reshape(-1, 4) for _, b, _ in frames]
         first_id = np.cumsum([0] + [len(b) for b in boxes])  # frame k's boxes have ids first_id[k] + 0, 1, ...
         areas = np.concatenate([(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) for b in boxes])
-        items = [{"image": image, "bboxes": b, "classes": np.asarray(c, np.int64).reshape(-1),
-                  "box_ids": np.arange(first_id[k], first_id[k + 1])}
-                 for k, ((image, _, c), b) in enumerate(zip(frames, boxes))]
+        items = [
+            {
+                "image": image,
+                "bboxes": b,
+                "classes": np.asarray(c, np.int64).reshape(-1),
+                "box_ids": np.arange(first_id[k], first_id[k + 1]),
+            }
+            for k, ((image, _, c), b) in enumerate(zip(frames, boxes))
+        ]
         _reseed(self.transform, seed)
         # A.Mosaic draws its three extra cells from `mosaic_metadata` with its own seeded generator.
         with np.errstate(divide="ignore", invalid="ignore"):

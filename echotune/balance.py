@@ -22,9 +22,10 @@ divided by that factor in float32. A non-finite result (overflow) skips the upda
 Uncertainty weighting (Kendall et al., CVPR 2018): total = sum_i exp(-s_i) L_i + s_i with learnable s_i trained by
 the model's optimizer; the reported weight is exp(-s_i).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -72,15 +73,16 @@ class UncertaintyBalancer(FixedBalancer):
 class GradNormBalancer(FixedBalancer):
     """GradNorm with its own Adam optimizer on w; call weighted_loss, the model's backward, then after_backward."""
 
-    def __init__(self, alpha: float = 1.5, lr: float = 0.025, tasks: Sequence[str] = TASKS,
-                 min_weight: float = 0.0):
+    def __init__(self, alpha: float = 1.5, lr: float = 0.025, tasks: Sequence[str] = TASKS, min_weight: float = 0.0):
         super().__init__((1.0,) * len(tasks), tasks)
         if alpha < 0:
             raise ValueError(f"GradNorm alpha must be >= 0, got {alpha}")
         if lr <= 0:
             raise ValueError(f"GradNorm lr must be > 0, got {lr}")
         if not 0.0 <= min_weight < 1.0:
-            raise ValueError(f"GradNorm min_weight must be in [0, 1) (a share of the uniform weight 1), got {min_weight}")
+            raise ValueError(
+                f"GradNorm min_weight must be in [0, 1) (a share of the uniform weight 1), got {min_weight}"
+            )
         self.alpha, self.min_weight = float(alpha), float(min_weight)
         self.w = nn.Parameter(torch.ones(len(tasks)))  # replaces the fixed buffer
         self.register_buffer("initial_losses", torch.zeros(len(tasks)))
@@ -90,8 +92,13 @@ class GradNormBalancer(FixedBalancer):
         self._task_grads: list[torch.Tensor] = []  # fp32 grad_W L_i taken before the backward: tasks 1..T-1, or all
         self._direct = False  # True: _task_grads holds every task (mixed precision); False: task 0 from W.grad
 
-    def weighted_loss(self, losses: torch.Tensor, shared_weight: nn.Parameter | None = None,
-                      grad_scale: float | torch.Tensor | None = None, low_precision: bool = False) -> torch.Tensor:
+    def weighted_loss(
+        self,
+        losses: torch.Tensor,
+        shared_weight: nn.Parameter | None = None,
+        grad_scale: float | torch.Tensor | None = None,
+        low_precision: bool = False,
+    ) -> torch.Tensor:
         """Total for the model's backward; also takes the per-task gradients on W while the graph lives.
 
         grad_scale: the GradScaler's current scale (`scaler.get_scale()`) when the model's backward is scaled (fp16
@@ -99,19 +106,25 @@ class GradNormBalancer(FixedBalancer):
         gradient a direct, fp32-unscaled `autograd.grad` (see the module docstring); neither: the float32 path.
         """
         if shared_weight is None:
-            raise ValueError("GradNorm needs the model's last shared layer (the dual model has none: "
-                             "use --balance fixed or uncertainty)")
+            raise ValueError(
+                "GradNorm needs the model's last shared layer (the dual model has none: "
+                "use --balance fixed or uncertainty)"
+            )
         self._losses = losses.detach().float()
         self._direct = bool(low_precision) or grad_scale is not None
         if self._direct:
-            scale = torch.as_tensor(1.0 if grad_scale is None else grad_scale, dtype=torch.float32,
-                                    device=losses.device)
+            scale = torch.as_tensor(
+                1.0 if grad_scale is None else grad_scale, dtype=torch.float32, device=losses.device
+            )
             w = self.w.detach().to(losses.device)
-            self._task_grads = [self._scaled_gradient(losses[i], shared_weight, scale * w[i])
-                                for i in range(len(self.tasks))]
+            self._task_grads = [
+                self._scaled_gradient(losses[i], shared_weight, scale * w[i]) for i in range(len(self.tasks))
+            ]
         else:
-            self._task_grads = [torch.autograd.grad(losses[i], shared_weight, retain_graph=True)[0].detach().float()
-                                for i in range(1, len(self.tasks))]
+            self._task_grads = [
+                torch.autograd.grad(losses[i], shared_weight, retain_graph=True)[0].detach().float()
+                for i in range(1, len(self.tasks))
+            ]
         if not bool(self.has_initial):
             self.initial_losses.copy_(losses.detach().float().clamp_min(1e-12))
             self.has_initial.fill_(True)
@@ -147,8 +160,10 @@ class GradNormBalancer(FixedBalancer):
         as well.
         """
         if shared_weight is None:
-            raise ValueError("GradNorm needs the model's last shared layer (the dual model has none: "
-                             "use --balance fixed or uncertainty)")
+            raise ValueError(
+                "GradNorm needs the model's last shared layer (the dual model has none: "
+                "use --balance fixed or uncertainty)"
+            )
         grad_norms = self.task_gradient_norms(shared_weight)  # (T,) ||grad_W L_i||
         losses, self._losses, self._task_grads = self._losses, None, []
         if skip_update or not (torch.isfinite(grad_norms).all() and torch.isfinite(losses).all()):
@@ -190,8 +205,9 @@ def renormalise(w: torch.Tensor, min_weight: float = 0.0) -> torch.Tensor:
     return floor + above * (spare / total)
 
 
-def create_balancer(kind: str, alpha: float = 1.5, lr: float = 0.025,
-                    weights: Sequence[float] = (1.0, 1.0), min_weight: float = 0.0) -> FixedBalancer:
+def create_balancer(
+    kind: str, alpha: float = 1.5, lr: float = 0.025, weights: Sequence[float] = (1.0, 1.0), min_weight: float = 0.0
+) -> FixedBalancer:
     if kind == "fixed":
         return FixedBalancer(weights)
     if kind == "gradnorm":

@@ -38,6 +38,7 @@ finds one of the same label within BOX_TOL_PX (a raw error at the tolerance move
 1e-4 < 0.1 px, anchor-free by stride * (reg_max - 1) * 1e-4 < 0.05 px) and SCORE_TOL. This module never imports
 Ray or the search layer.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,15 +49,15 @@ import io
 import json
 import re
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from echotune.results.layout import BEST_CHECKPOINT_FILE as BEST_FILE, CHECKPOINT_FILE as LAST_FILE
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.data.config import list_split_images, load_data_config
 from echotune.data.dataset import PAD_VALUE, Letterbox, letterbox, read_rgb
@@ -66,6 +67,8 @@ from echotune.metrics import SCORE_METRIC
 from echotune.models.anchorfree import AnchorFreeHead
 from echotune.models.decode import MAX_NMS_CANDIDATES, nms_detections
 from echotune.models.heads import DetectHead
+from echotune.results.layout import BEST_CHECKPOINT_FILE as BEST_FILE
+from echotune.results.layout import CHECKPOINT_FILE as LAST_FILE
 
 SPEC_VERSION = 1
 FORMATS = ("onnx", "torchscript")
@@ -89,6 +92,7 @@ VIEW_PROB_TOL = 1e-4
 # Loading and the exported module
 # ------------------------------------------------------------------------------------------------------------
 
+
 class RawHeads(nn.Module):
     """forward(images (B, 3, S, S)) -> (det_p3, det_p4, det_p5, view_logits): `forward_raw` as a flat tuple of
     tensors, the form both exporters and torch.jit.trace take."""
@@ -107,9 +111,15 @@ class RawHeads(nn.Module):
         return (*det_raw, view_logits)
 
 
-def load_for_export(path: str | Path, img_size: int | None = None, names: Sequence[str] | None = None,
-                    view_names: Sequence[str] | None = None, data_yaml: str | Path | None = None,
-                    trial_id: str | None = None, log: Callable[[str], None] = print) -> tuple[nn.Module, dict]:
+def load_for_export(
+    path: str | Path,
+    img_size: int | None = None,
+    names: Sequence[str] | None = None,
+    view_names: Sequence[str] | None = None,
+    data_yaml: str | Path | None = None,
+    trial_id: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[nn.Module, dict]:
     """(model with the checkpoint's EMA weights in eval mode on the CPU, its export spec). Names: given, else
     the checkpoint's, else data_yaml's, else generic. Errors name the file (FileNotFoundError, ValueError)."""
     from echotune.ensemble.predictor import label_names  # here: echotune.ensemble loads the ensemble builder
@@ -136,66 +146,114 @@ def output_shapes(model: nn.Module, img_size: int) -> list[list]:
     head, shapes = model.detector.head, []
     for stride in head.strides.tolist():
         cells = img_size // int(stride)
-        shapes.append(["batch", head.na, cells, cells, head.no] if head.kind == "anchor"
-                      else ["batch", cells, cells, head.no])
+        shapes.append(
+            ["batch", head.na, cells, cells, head.no] if head.kind == "anchor" else ["batch", cells, cells, head.no]
+        )
     return [*shapes, ["batch", model.n_views]]
 
 
 def _head_spec(head: nn.Module) -> dict:
     if head.kind == "anchor":
-        return {"kind": "anchor", "nc": head.nc, "strides": head.strides.tolist(), "anchors": head.anchors.tolist(),
-                "decode": "per level (B, 3, H, W, 5 + nc) logits tx ty tw th obj cls..: with s = sigmoid, "
-                          "xy = (s(txy) * 2 - 0.5 + cell_xy) * stride, wh = (s(twh) * 2) ** 2 * anchor_wh (px), "
-                          "obj = s(obj), class probabilities s(cls) (models.decode.decode_level)"}
-    return {"kind": head.kind, "nc": head.nc, "strides": head.strides.tolist(), "reg_max": head.reg_max,
-            "decode": "per level (B, H, W, 4 * reg_max + nc) logits, side-major l t r b bins then classes: "
-                      "point = (cell_xy + 0.5) * stride, side distance = stride * sum_k k * softmax(bins)_k, box = "
-                      "(px - l, py - t, px + r, py + b), class probabilities sigmoid(cls), no objectness "
-                      "(models.anchorfree.AnchorFreeHead.decode)"}
+        return {
+            "kind": "anchor",
+            "nc": head.nc,
+            "strides": head.strides.tolist(),
+            "anchors": head.anchors.tolist(),
+            "decode": "per level (B, 3, H, W, 5 + nc) logits tx ty tw th obj cls..: with s = sigmoid, "
+            "xy = (s(txy) * 2 - 0.5 + cell_xy) * stride, wh = (s(twh) * 2) ** 2 * anchor_wh (px), "
+            "obj = s(obj), class probabilities s(cls) (models.decode.decode_level)",
+        }
+    return {
+        "kind": head.kind,
+        "nc": head.nc,
+        "strides": head.strides.tolist(),
+        "reg_max": head.reg_max,
+        "decode": "per level (B, H, W, 4 * reg_max + nc) logits, side-major l t r b bins then classes: "
+        "point = (cell_xy + 0.5) * stride, side distance = stride * sum_k k * softmax(bins)_k, box = "
+        "(px - l, py - t, px + r, py + b), class probabilities sigmoid(cls), no objectness "
+        "(models.anchorfree.AnchorFreeHead.decode)",
+    }
 
 
-def export_spec(model: nn.Module, state: dict, checkpoint: str | Path, img_size: int, names: Sequence[str],
-                view_names: Sequence[str], trial_id: str | None = None) -> dict:
+def export_spec(
+    model: nn.Module,
+    state: dict,
+    checkpoint: str | Path,
+    img_size: int,
+    names: Sequence[str],
+    view_names: Sequence[str],
+    trial_id: str | None = None,
+) -> dict:
     """The sidecar: everything a user of the exported files needs (input contract, outputs, decoding, NMS
     parameters, names) and where they came from (checkpoint, its config, package versions). JSON-ready."""
     check_img_size(img_size)
     if len(names) != model.nc or len(view_names) != model.n_views:
-        raise ValueError(f"{checkpoint}: the model predicts {model.nc} classes / {model.n_views} views, but "
-                         f"{len(names)} class names / {len(view_names)} view names were given")
+        raise ValueError(
+            f"{checkpoint}: the model predicts {model.nc} classes / {model.n_views} views, but "
+            f"{len(names)} class names / {len(view_names)} view names were given"
+        )
     head = model.detector.head
     output_names = [*LEVEL_NAMES, VIEW_OUTPUT]
-    meanings = [f"detection logits, stride {int(s)}" for s in head.strides.tolist()] + ["view logits (softmax: "
-                                                                                         "probabilities)"]
+    meanings = [f"detection logits, stride {int(s)}" for s in head.strides.tolist()] + [
+        "view logits (softmax: probabilities)"
+    ]
     checkpoint = Path(checkpoint)
     history = state.get("history") or []
     return {
-        "format": "echotune-export", "version": SPEC_VERSION,
-        "input": {"name": INPUT_NAME, "shape": ["batch", 3, img_size, img_size], "dtype": "float32",
-                  "layout": "NCHW", "channel_order": "RGB", "scale": "pixel / 255", "value_range": [0.0, 1.0],
-                  "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                  "letterbox": {"size": img_size, "keep_aspect_ratio": True, "centred": True, "pad_value": PAD_VALUE,
-                                "resize": "long side to size; cv2.INTER_AREA when shrinking, cv2.INTER_LINEAR when "
-                                          "enlarging", "boxes_to_original": "(box - [pad_x, pad_y, pad_x, pad_y]) "
-                                                                            "/ scale"},
-                  "note": "no mean/std in front of the graph: the dual model's classifier normalises inside it"},
-        "outputs": [{"name": n, "shape": s, "meaning": m}
-                    for n, s, m in zip(output_names, output_shapes(model, img_size), meanings)],
+        "format": "echotune-export",
+        "version": SPEC_VERSION,
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["batch", 3, img_size, img_size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "channel_order": "RGB",
+            "scale": "pixel / 255",
+            "value_range": [0.0, 1.0],
+            "mean": [0.0, 0.0, 0.0],
+            "std": [1.0, 1.0, 1.0],
+            "letterbox": {
+                "size": img_size,
+                "keep_aspect_ratio": True,
+                "centred": True,
+                "pad_value": PAD_VALUE,
+                "resize": "long side to size; cv2.INTER_AREA when shrinking, cv2.INTER_LINEAR when enlarging",
+                "boxes_to_original": "(box - [pad_x, pad_y, pad_x, pad_y]) / scale",
+            },
+            "note": "no mean/std in front of the graph: the dual model's classifier normalises inside it",
+        },
+        "outputs": [
+            {"name": n, "shape": s, "meaning": m}
+            for n, s, m in zip(output_names, output_shapes(model, img_size), meanings)
+        ],
         "head": _head_spec(head),
-        "postprocess": {"conf_thres": model.conf_thres, "iou_thres": model.iou_thres, "max_det": model.max_det,
-                        "max_nms_candidates": MAX_NMS_CANDIDATES,
-                        "operating_conf": recorded_val_conf(state),
-                        "steps": "decode every level (head.decode) -> rows cx cy w h px, obj, class probabilities; "
-                                 "score = obj * best class probability, label = that class; keep score > "
-                                 "conf_thres; xyxy clipped to the S x S input; class-wise NMS at iou_thres "
-                                 "(torchvision batched_nms); top max_det by score (models.decode.nms_detections). "
-                                 "conf_thres 0.001 is the evaluation protocol (the whole PR curve); "
-                                 "operating_conf is the P/R/F1 confidence chosen on val",
-                        "function": "echotune.model_export.postprocess(outputs, spec)"},
-        "names": list(names), "view_names": list(view_names),
-        "source": {"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint), "trial_id": trial_id,
-                   "epoch": state.get("epoch"), "val_score": history[-1].get(SCORE_METRIC) if history else None,
-                   "data": state.get("data"), "config": state.get("config")},
-        "versions": export_versions(), "trained_with": state.get("versions"),
+        "postprocess": {
+            "conf_thres": model.conf_thres,
+            "iou_thres": model.iou_thres,
+            "max_det": model.max_det,
+            "max_nms_candidates": MAX_NMS_CANDIDATES,
+            "operating_conf": recorded_val_conf(state),
+            "steps": "decode every level (head.decode) -> rows cx cy w h px, obj, class probabilities; "
+            "score = obj * best class probability, label = that class; keep score > "
+            "conf_thres; xyxy clipped to the S x S input; class-wise NMS at iou_thres "
+            "(torchvision batched_nms); top max_det by score (models.decode.nms_detections). "
+            "conf_thres 0.001 is the evaluation protocol (the whole PR curve); "
+            "operating_conf is the P/R/F1 confidence chosen on val",
+            "function": "echotune.model_export.postprocess(outputs, spec)",
+        },
+        "names": list(names),
+        "view_names": list(view_names),
+        "source": {
+            "checkpoint": str(checkpoint.resolve()),
+            "sha256": _sha256(checkpoint),
+            "trial_id": trial_id,
+            "epoch": state.get("epoch"),
+            "val_score": history[-1].get(SCORE_METRIC) if history else None,
+            "data": state.get("data"),
+            "config": state.get("config"),
+        },
+        "versions": export_versions(),
+        "trained_with": state.get("versions"),
         "files": {},
     }
 
@@ -227,6 +285,7 @@ def _embedded(spec: dict) -> str:
 # Exporters
 # ------------------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence what tracing says about our models (the Python shape checks become constants: intended, the
@@ -249,21 +308,37 @@ def onnx_bytes(model: nn.Module, img_size: int, opset: int = OPSET, exporter: st
     with _quiet(), torch.no_grad():
         if exporter == "legacy":
             buffer = io.BytesIO()
-            torch.onnx.export(wrapper, (example,), buffer, dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=names, do_constant_folding=True,
-                              dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *names)})
+            torch.onnx.export(
+                wrapper,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=names,
+                do_constant_folding=True,
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *names)},
+            )
             return buffer.getvalue()
         if importlib.util.find_spec("onnxscript") is None:  # the dynamo exporter's dependency: say so first
-            raise ValueError("exporter 'dynamo' needs onnxscript (pip install onnxscript), or use the "
-                             "default exporter 'legacy'")
+            raise ValueError(
+                "exporter 'dynamo' needs onnxscript (pip install onnxscript), or use the default exporter 'legacy'"
+            )
         batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(wrapper, (example,), dynamo=True, opset_version=opset, verbose=False,
-                                    input_names=[INPUT_NAME], output_names=names, dynamic_shapes=({0: batch},))
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            verbose=False,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            dynamic_shapes=({0: batch},),
+        )
         return program.model_proto.SerializeToString()
 
 
-def export_onnx(model: nn.Module, path: str | Path, spec: dict, opset: int = OPSET,
-                exporter: str = "legacy") -> dict:
+def export_onnx(model: nn.Module, path: str | Path, spec: dict, opset: int = OPSET, exporter: str = "legacy") -> dict:
     """Write `path` (.onnx, atomically) with the spec in its metadata_props; returns its entry for spec["files"]."""
     import onnx
 
@@ -274,8 +349,14 @@ def export_onnx(model: nn.Module, path: str | Path, spec: dict, opset: int = OPS
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     path = atomic_write_bytes(path, data)
-    return {"file": path.name, "format": "onnx", "opset": opset, "exporter": exporter, "bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        "file": path.name,
+        "format": "onnx",
+        "opset": opset,
+        "exporter": exporter,
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def export_torchscript(model: nn.Module, path: str | Path, spec: dict) -> dict:
@@ -308,8 +389,16 @@ def load_sidecar(path: str | Path) -> dict:
     return spec
 
 
-def export_model(model: nn.Module, spec: dict, out_dir: str | Path, name: str, formats: Sequence[str] = FORMATS,
-                 opset: int = OPSET, exporter: str = "legacy", log: Callable[[str], None] = print) -> dict[str, Path]:
+def export_model(
+    model: nn.Module,
+    spec: dict,
+    out_dir: str | Path,
+    name: str,
+    formats: Sequence[str] = FORMATS,
+    opset: int = OPSET,
+    exporter: str = "legacy",
+    log: Callable[[str], None] = print,
+) -> dict[str, Path]:
     """Write <out_dir>/<name>.onnx / .torchscript (those in `formats`) and the sidecar <name>.json; fills
     spec["files"]; returns {format: path, "json": path}."""
     unknown = [f for f in formats if f not in FORMATS]
@@ -318,8 +407,9 @@ def export_model(model: nn.Module, spec: dict, out_dir: str | Path, name: str, f
     out_dir, paths = Path(out_dir), {}
     for fmt in formats:
         path = out_dir / f"{name}{SUFFIXES[fmt]}"
-        entry = (export_onnx(model, path, spec, opset, exporter) if fmt == "onnx"
-                 else export_torchscript(model, path, spec))
+        entry = (
+            export_onnx(model, path, spec, opset, exporter) if fmt == "onnx" else export_torchscript(model, path, spec)
+        )
         spec["files"][fmt] = entry
         paths[fmt] = path
         log(f"wrote {path} ({entry['bytes'] / 1e6:.1f} MB{_how(entry)})")
@@ -335,6 +425,7 @@ def _how(entry: dict) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Pre- and post-processing
 # ------------------------------------------------------------------------------------------------------------
+
 
 def preprocess(images_rgb: Sequence[np.ndarray], img_size: int) -> tuple[np.ndarray, list[Letterbox]]:
     """RGB uint8 images of any size -> ((B, 3, S, S) float32 in [0, 1], letterbox of each): the input contract,
@@ -373,8 +464,13 @@ def input_hw(head: nn.Module, level0: torch.Tensor) -> tuple[float, float]:
     return h * stride, w * stride
 
 
-def postprocess(outputs: Sequence, source: Any, conf_thres: float | None = None, iou_thres: float | None = None,
-                max_det: int | None = None) -> dict:
+def postprocess(
+    outputs: Sequence,
+    source: Any,
+    conf_thres: float | None = None,
+    iou_thres: float | None = None,
+    max_det: int | None = None,
+) -> dict:
     """Exported graph outputs (numpy arrays or tensors, in output order) -> {"detections": per image {boxes (K, 4)
     xyxy input px, scores (K,), labels (K,) int64}, "view_logits" (B, V), "view_probs" (B, V)}: what the PyTorch
     model's eval forward returns (plus the softmax). `source`: the spec (sidecar dict), or the model. NMS
@@ -383,23 +479,30 @@ def postprocess(outputs: Sequence, source: Any, conf_thres: float | None = None,
     if hasattr(source, "detector"):
         defaults = {"conf_thres": source.conf_thres, "iou_thres": source.iou_thres, "max_det": source.max_det}
     else:
-        defaults = source["postprocess"] if isinstance(source, dict) else {"conf_thres": 0.001, "iou_thres": 0.6,
-                                                                            "max_det": 300}
+        defaults = (
+            source["postprocess"]
+            if isinstance(source, dict)
+            else {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 300}
+        )
     raw = [_tensor(o) for o in outputs]
     det_raw, view_logits = raw[:-1], raw[-1]
     if len(det_raw) != len(head.strides):
         raise ValueError(f"expected {len(head.strides)} detection outputs and the view logits, got {len(raw)} outputs")
     with torch.no_grad():
-        detections = nms_detections(head.decode(det_raw), input_hw(head, det_raw[0]),
-                                    conf_thres=defaults["conf_thres"] if conf_thres is None else conf_thres,
-                                    iou_thres=defaults["iou_thres"] if iou_thres is None else iou_thres,
-                                    max_det=defaults["max_det"] if max_det is None else max_det)
+        detections = nms_detections(
+            head.decode(det_raw),
+            input_hw(head, det_raw[0]),
+            conf_thres=defaults["conf_thres"] if conf_thres is None else conf_thres,
+            iou_thres=defaults["iou_thres"] if iou_thres is None else iou_thres,
+            max_det=defaults["max_det"] if max_det is None else max_det,
+        )
     return {"detections": detections, "view_logits": view_logits, "view_probs": view_logits.float().softmax(-1)}
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Running the exported files and checking them against PyTorch
 # ------------------------------------------------------------------------------------------------------------
+
 
 def onnx_runner(path: str | Path, runtime: str = "auto") -> tuple[Callable[[np.ndarray], list[np.ndarray]], str]:
     """(run(images) -> outputs, description). runtime "auto": onnxruntime when installed, else onnx's pure-numpy
@@ -438,6 +541,7 @@ def torchscript_runner(path: str | Path) -> tuple[Callable[[np.ndarray], list[np
 @dataclass
 class DetectionMatch:
     """Exported detections (postprocess) against the PyTorch eval forward's, image by image."""
+
     reference: int = 0  # boxes the PyTorch model returned
     exported: int = 0
     matched: int = 0
@@ -456,8 +560,14 @@ def _cut_scores(scores: torch.Tensor, conf_thres: float, max_det: int) -> list[f
     return [conf_thres] + ([float(scores[-1])] if len(scores) >= max_det else [])
 
 
-def match_detections(reference: Sequence[dict], exported: Sequence[dict], conf_thres: float, max_det: int,
-                     box_tol: float = BOX_TOL_PX, score_tol: float = SCORE_TOL) -> DetectionMatch:
+def match_detections(
+    reference: Sequence[dict],
+    exported: Sequence[dict],
+    conf_thres: float,
+    max_det: int,
+    box_tol: float = BOX_TOL_PX,
+    score_tol: float = SCORE_TOL,
+) -> DetectionMatch:
     """One-to-one matching per image: same label, every coordinate within box_tol px, score within score_tol,
     the nearest free box first (boxes of equal score may come in another order). NMS keeps no two boxes of one
     label that close, so the first fit is the right one."""
@@ -469,8 +579,12 @@ def match_detections(reference: Sequence[dict], exported: Sequence[dict], conf_t
         unmatched = []
         for i in range(len(ref["scores"])):
             diff = (got["boxes"] - ref["boxes"][i]).abs().amax(-1)  # (K_got,) px
-            ok = (got["labels"] == ref["labels"][i]) & (diff <= box_tol) \
-                & ((got["scores"] - ref["scores"][i]).abs() <= score_tol) & ~used
+            ok = (
+                (got["labels"] == ref["labels"][i])
+                & (diff <= box_tol)
+                & ((got["scores"] - ref["scores"][i]).abs() <= score_tol)
+                & ~used
+            )
             if not bool(ok.any()):
                 unmatched.append(float(ref["scores"][i]))
                 continue
@@ -490,6 +604,7 @@ def match_detections(reference: Sequence[dict], exported: Sequence[dict], conf_t
 @dataclass
 class CheckReport:
     """One exported file against the PyTorch model on the same images."""
+
     file: str
     runtime: str
     images: int
@@ -512,24 +627,38 @@ class CheckReport:
             beyond = "" if value <= self.tolerance[name] else "  BEYOND TOLERANCE"
             out.append(f"  {name:<12} max abs diff {value:.3g} (tolerance {self.tolerance[name]:.3g}){beyond}")
         d = self.detections
-        out.append(f"  detections   {d.matched}/{d.reference} PyTorch boxes matched by {d.exported} exported "
-                   f"(max box diff {d.max_box_diff:.3g} px, tolerance {BOX_TOL_PX}; max score diff "
-                   f"{d.max_score_diff:.3g}, tolerance {SCORE_TOL})"
-                   + (f"; {d.borderline} unmatched at a score cut" if d.borderline else "")
-                   + ("" if d.ok else f"; {d.unexplained} unmatched  MISMATCH"))
+        out.append(
+            f"  detections   {d.matched}/{d.reference} PyTorch boxes matched by {d.exported} exported "
+            f"(max box diff {d.max_box_diff:.3g} px, tolerance {BOX_TOL_PX}; max score diff "
+            f"{d.max_score_diff:.3g}, tolerance {SCORE_TOL})"
+            + (f"; {d.borderline} unmatched at a score cut" if d.borderline else "")
+            + ("" if d.ok else f"; {d.unexplained} unmatched  MISMATCH")
+        )
         out.append(f"  view probs   max abs diff {self.view_prob_max_abs:.3g} (tolerance {VIEW_PROB_TOL})")
         out.append(f"  {'OK' if self.ok else 'FAILED'}")
         return out
 
     def to_dict(self) -> dict:
-        return {"runtime": self.runtime, "images": self.images, "max_abs_diff": self.max_abs,
-                "tolerance": self.tolerance, "detections": {**dataclasses.asdict(self.detections),
-                                                            "ok": self.detections.ok},
-                "view_prob_max_abs_diff": self.view_prob_max_abs, "ok": self.ok}
+        return {
+            "runtime": self.runtime,
+            "images": self.images,
+            "max_abs_diff": self.max_abs,
+            "tolerance": self.tolerance,
+            "detections": {**dataclasses.asdict(self.detections), "ok": self.detections.ok},
+            "view_prob_max_abs_diff": self.view_prob_max_abs,
+            "ok": self.ok,
+        }
 
 
-def check_export(model: nn.Module, path: str | Path, fmt: str, images: np.ndarray, spec: dict,
-                 runtime: str = "auto", atol: float = RAW_ATOL) -> CheckReport:
+def check_export(
+    model: nn.Module,
+    path: str | Path,
+    fmt: str,
+    images: np.ndarray,
+    spec: dict,
+    runtime: str = "auto",
+    atol: float = RAW_ATOL,
+) -> CheckReport:
     """Run the exported file and the PyTorch model on `images` ((B, 3, S, S) float32, the input contract) and
     compare raw outputs (max abs difference per output, tolerance atol * max(1, max |PyTorch|)), the detections
     of postprocess(exported) with the eval forward's, and the view probabilities."""
@@ -550,15 +679,17 @@ def check_export(model: nn.Module, path: str | Path, fmt: str, images: np.ndarra
         report.tolerance[name] = atol * max(1.0, float(ref.abs().max()))
     exported = postprocess(exported_raw, spec)
     settings = spec["postprocess"]
-    report.detections = match_detections(reference["detections"], exported["detections"], settings["conf_thres"],
-                                         settings["max_det"])
+    report.detections = match_detections(
+        reference["detections"], exported["detections"], settings["conf_thres"], settings["max_det"]
+    )
     reference_probs = reference["view_logits"].float().softmax(-1)
     report.view_prob_max_abs = float((exported["view_probs"] - reference_probs).abs().max())
     return report
 
 
-def check_images(data_yaml: str | Path, img_size: int, n: int,
-                 splits: Sequence[str] = ("val", "test", "train")) -> tuple[np.ndarray, str, int]:
+def check_images(
+    data_yaml: str | Path, img_size: int, n: int, splits: Sequence[str] = ("val", "test", "train")
+) -> tuple[np.ndarray, str, int]:
     """n images (evenly spaced over the first of `splits` that has any) letterboxed as in evaluation:
     ((n, 3, S, S) float32, split, images in that split). Errors name data.yaml or the image."""
     config = load_data_config(data_yaml)
@@ -574,6 +705,7 @@ def check_images(data_yaml: str | Path, img_size: int, n: int,
 # ------------------------------------------------------------------------------------------------------------
 # What to export: a checkpoint, a trial folder, an ensemble folder
 # ------------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExportSource:
@@ -621,14 +753,17 @@ def resolve_sources(path: str | Path) -> tuple[list[ExportSource], Any]:
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist (expected a checkpoint file, a trial folder or an ensemble "
-                                "folder)")
+        raise FileNotFoundError(
+            f"{path} does not exist (expected a checkpoint file, a trial folder or an ensemble folder)"
+        )
     manifest_file = path / MANIFEST_FILE if path.is_dir() else path
     if manifest_file.suffix in (".yaml", ".yml") and manifest_file.is_file():
         manifest = load_manifest(manifest_file)
         names = _unique([_safe_name(m.trial_id) for m in manifest.members])
-        return [ExportSource(name, m.checkpoint, m.trial_id, tuple(manifest.names), tuple(manifest.view_names))
-                for name, m in zip(names, manifest.members)], manifest
+        return [
+            ExportSource(name, m.checkpoint, m.trial_id, tuple(manifest.names), tuple(manifest.view_names))
+            for name, m in zip(names, manifest.members)
+        ], manifest
     if path.is_file():
         return [ExportSource(_safe_name(path.stem), path)], None
     for name in (BEST_FILE, LAST_FILE):
@@ -637,19 +772,34 @@ def resolve_sources(path: str | Path) -> tuple[list[ExportSource], Any]:
     best = best_ray_checkpoint(path)
     if best is not None:
         return [ExportSource(_safe_name(path.name), best, path.name)], None
-    raise FileNotFoundError(f"{path}: nothing to export: no {BEST_FILE}, {LAST_FILE}, checkpoint_*/{LAST_FILE} or "
-                            f"{MANIFEST_FILE} in this folder (of a search's results, pass a trial folder or the "
-                            "ensemble folder)")
+    raise FileNotFoundError(
+        f"{path}: nothing to export: no {BEST_FILE}, {LAST_FILE}, checkpoint_*/{LAST_FILE} or "
+        f"{MANIFEST_FILE} in this folder (of a search's results, pass a trial folder or the "
+        "ensemble folder)"
+    )
 
 
 def ensemble_index(manifest: Any, specs: dict[str, dict]) -> dict:
     """ensemble.json: the members' exported files with their weights and how the ensemble fuses them (not in any
     graph: WBF / soft-NMS over the members' detections, echotune.ensemble.fusion.fuse_detections)."""
-    return {"format": "echotune-ensemble-export", "version": SPEC_VERSION,
-            "members": [{"name": name, "trial_id": spec["source"]["trial_id"], "weight": weight,
-                         "files": {fmt: e["file"] for fmt, e in spec["files"].items()}, "sidecar": f"{name}.json"}
-                        for (name, spec), weight in zip(specs.items(), manifest.weights)],
-            "tta": manifest.tta, "fusion": manifest.fusion.to_dict(), "names": list(manifest.names),
-            "view_names": list(manifest.view_names), "conf": manifest.extra.get("conf"),
-            "fuse_with": "echotune.ensemble.fusion.fuse_detections(per-member detections in original pixels, "
-                         "weights, image_wh, FusionParams(**fusion)); view probabilities: their weighted mean"}
+    return {
+        "format": "echotune-ensemble-export",
+        "version": SPEC_VERSION,
+        "members": [
+            {
+                "name": name,
+                "trial_id": spec["source"]["trial_id"],
+                "weight": weight,
+                "files": {fmt: e["file"] for fmt, e in spec["files"].items()},
+                "sidecar": f"{name}.json",
+            }
+            for (name, spec), weight in zip(specs.items(), manifest.weights)
+        ],
+        "tta": manifest.tta,
+        "fusion": manifest.fusion.to_dict(),
+        "names": list(manifest.names),
+        "view_names": list(manifest.view_names),
+        "conf": manifest.extra.get("conf"),
+        "fuse_with": "echotune.ensemble.fusion.fuse_detections(per-member detections in original pixels, "
+        "weights, image_wh, FusionParams(**fusion)); view probabilities: their weighted mean",
+    }

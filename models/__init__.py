@@ -8,6 +8,7 @@
 See models/base.py for the forward contract, models/decode.py (anchor head) and models/anchorfree.py
 (anchor-free head) for the raw output formats.
 """
+
 from __future__ import annotations
 
 from . import dual, shared  # noqa: F401  (imported for their @register_model side effect)
@@ -22,8 +23,27 @@ from .registry import create_model, list_models, register_model
 from .shared import VIEW_LEVELS, SharedMultiTask
 
 __all__ = [
-    "DEFAULT_ANCHORS", "DETECT_HEADS", "REG_MAX", "SCALES", "VIEW_LEVELS", "AnchorFreeHead", "Backbone",
-    "DetectHead", "Detector", "DualBackbone", "MultiTaskModel", "PANNeck", "SharedMultiTask", "ViewHead",
-    "create_model", "decode_level", "default_anchors", "kmeans_anchors", "list_models", "nms_detections",
-    "postprocess", "register_model", "xywh_to_xyxy",
+    "DEFAULT_ANCHORS",
+    "DETECT_HEADS",
+    "REG_MAX",
+    "SCALES",
+    "VIEW_LEVELS",
+    "AnchorFreeHead",
+    "Backbone",
+    "DetectHead",
+    "Detector",
+    "DualBackbone",
+    "MultiTaskModel",
+    "PANNeck",
+    "SharedMultiTask",
+    "ViewHead",
+    "create_model",
+    "decode_level",
+    "default_anchors",
+    "kmeans_anchors",
+    "list_models",
+    "nms_detections",
+    "postprocess",
+    "register_model",
+    "xywh_to_xyxy",
 ]

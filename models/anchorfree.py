@@ -13,10 +13,11 @@ s * sum_k k * softmax(bins)_k (so 0 .. (R - 1) * s px); the box is (px - l, py -
 score of class c is sigmoid(cls_c). Decoded rows follow the anchor head's layout (``models.decode``):
 cx, cy, w, h px, obj (= 1: there is no objectness), per-class probabilities; rows ordered level, y, x.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -35,16 +36,20 @@ TARGET_MASS_PER_IMAGE_LEVEL = 1.0
 PRIOR_DISTANCE = 2.0
 
 
-def anchor_points(sizes: Sequence[tuple[int, int]], strides: Sequence[float] | torch.Tensor,
-                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def anchor_points(
+    sizes: Sequence[tuple[int, int]], strides: Sequence[float] | torch.Tensor, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell centres of every level: sizes [(H_i, W_i)] -> ((N, 2) x, y px, (N,) stride of each point), N = sum H*W.
 
     Rows are ordered level, then y, then x (the raw tensors' order once flattened)."""
     strides = strides.tolist() if isinstance(strides, torch.Tensor) else list(strides)
     points, point_strides = [], []
     for (h, w), s in zip(sizes, strides):
-        ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                                torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=device, dtype=torch.float32),
+            torch.arange(w, device=device, dtype=torch.float32),
+            indexing="ij",
+        )
         points.append((torch.stack((xs, ys), -1).reshape(-1, 2) + 0.5) * float(s))
         point_strides.append(torch.full((h * w,), float(s), device=device))
     return torch.cat(points), torch.cat(point_strides)
@@ -84,8 +89,15 @@ class AnchorFreeHead(nn.Module):
     kind = "anchorfree"
     anchors = None
 
-    def __init__(self, in_channels: Sequence[int], nc: int, img_size: int, reg_max: int = REG_MAX,
-                 strides: Sequence[int] = DEFAULT_STRIDES, prior_distance: float | None = PRIOR_DISTANCE):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        nc: int,
+        img_size: int,
+        reg_max: int = REG_MAX,
+        strides: Sequence[int] = DEFAULT_STRIDES,
+        prior_distance: float | None = PRIOR_DISTANCE,
+    ):
         super().__init__()
         if reg_max < 2:
             raise ValueError(f"reg_max must be >= 2 bins, got {reg_max}")
@@ -95,11 +107,15 @@ class AnchorFreeHead(nn.Module):
         box_width = max(4 * reg_max, in_channels[0] // 4)
         cls_width = max(in_channels[0], nc)
         self.box_branches = nn.ModuleList(
-            nn.Sequential(ConvBNAct(c, box_width, 3), ConvBNAct(box_width, box_width, 3),
-                          nn.Conv2d(box_width, 4 * reg_max, 1)) for c in in_channels)
+            nn.Sequential(
+                ConvBNAct(c, box_width, 3), ConvBNAct(box_width, box_width, 3), nn.Conv2d(box_width, 4 * reg_max, 1)
+            )
+            for c in in_channels
+        )
         self.cls_branches = nn.ModuleList(
-            nn.Sequential(ConvBNAct(c, cls_width, 3), ConvBNAct(cls_width, cls_width, 3),
-                          nn.Conv2d(cls_width, nc, 1)) for c in in_channels)
+            nn.Sequential(ConvBNAct(c, cls_width, 3), ConvBNAct(cls_width, cls_width, 3), nn.Conv2d(cls_width, nc, 1))
+            for c in in_channels
+        )
         self._init_biases(img_size, prior_distance)
 
     @torch.no_grad()
@@ -125,14 +141,16 @@ class AnchorFreeHead(nn.Module):
 
     def forward(self, feats: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """[(B, C_i, H_i, W_i)] -> [(B, H_i, W_i, 4 * reg_max + nc)] logits."""
-        return [torch.cat((box(x), cls(x)), 1).permute(0, 2, 3, 1).contiguous()
-                for box, cls, x in zip(self.box_branches, self.cls_branches, feats)]
+        return [
+            torch.cat((box(x), cls(x)), 1).permute(0, 2, 3, 1).contiguous()
+            for box, cls, x in zip(self.box_branches, self.cls_branches, feats)
+        ]
 
     def split(self, raw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw levels -> (bin logits (B, N, 4, reg_max), class logits (B, N, nc)), rows ordered level, y, x."""
         flat = flatten_levels(raw)
         b, n, _ = flat.shape
-        return flat[..., :4 * self.reg_max].reshape(b, n, 4, self.reg_max), flat[..., 4 * self.reg_max:]
+        return flat[..., : 4 * self.reg_max].reshape(b, n, 4, self.reg_max), flat[..., 4 * self.reg_max :]
 
     def anchor_points(self, raw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """((N, 2) px cell centres, (N,) their strides) for raw outputs of any input size."""

@@ -3,6 +3,7 @@
 All anchors are (width, height) in INPUT PIXELS, shaped (levels=3, anchors_per_level=3, 2), levels ordered by
 stride 8, 16, 32 (small anchors on the fine level).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -42,8 +43,9 @@ def _init_centres(wh: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     return np.asarray(centres, dtype=np.float64)
 
 
-def kmeans_anchors(wh: np.ndarray, n: int = 9, img_size: int = DEFAULT_IMG_SIZE, seed: int = 0,
-                   max_iter: int = 300) -> np.ndarray:
+def kmeans_anchors(
+    wh: np.ndarray, n: int = 9, img_size: int = DEFAULT_IMG_SIZE, seed: int = 0, max_iter: int = 300
+) -> np.ndarray:
     """k-means anchors (Lloyd's algorithm, distance 1 - IoU of centred boxes, median update as in YOLOv2).
 
     wh: (N, 2) box widths/heights in pixels AT THE TRAINING SIZE img_size (e.g. normalised YOLO wh * img_size).
@@ -55,8 +57,11 @@ def kmeans_anchors(wh: np.ndarray, n: int = 9, img_size: int = DEFAULT_IMG_SIZE,
     wh = np.asarray(wh, dtype=np.float64).reshape(-1, 2)
     wh = wh[(wh >= MIN_BOX_PX).all(1) & np.isfinite(wh).all(1)]
     if len(np.unique(wh, axis=0)) < n:
-        warnings.warn(f"kmeans_anchors: only {len(np.unique(wh, axis=0))} distinct boxes >= {MIN_BOX_PX} px "
-                      f"for {n} anchors; using the default anchors scaled to {img_size} px", stacklevel=2)
+        warnings.warn(
+            f"kmeans_anchors: only {len(np.unique(wh, axis=0))} distinct boxes >= {MIN_BOX_PX} px "
+            f"for {n} anchors; using the default anchors scaled to {img_size} px",
+            stacklevel=2,
+        )
         return default_anchors(img_size)
     rng = np.random.default_rng(seed)
     centres = _init_centres(wh, n, rng)

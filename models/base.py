@@ -10,9 +10,11 @@
 
 Images are (B, 3, S, S) floats in [0, 1], S a multiple of 32.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,8 +35,16 @@ class MultiTaskModel(nn.Module):
 
     has_shared_layer = False
 
-    def __init__(self, scale: str, nc: int, n_views: int, img_size: int, anchors: Any = None,
-                 criterion: Criterion | None = None, head: str = "anchor"):
+    def __init__(
+        self,
+        scale: str,
+        nc: int,
+        n_views: int,
+        img_size: int,
+        anchors: Any = None,
+        criterion: Criterion | None = None,
+        head: str = "anchor",
+    ):
         super().__init__()
         if n_views < 1:
             raise ValueError(f"n_views must be >= 1, got {n_views}")
@@ -76,8 +86,9 @@ class MultiTaskModel(nn.Module):
     def gradnorm_shared_weight(self) -> nn.Parameter:
         """The single weight GradNorm measures task gradients on (overridden by models with a shared layer)."""
         # ValueError, not AttributeError: nn.Module.__getattr__ would replace an AttributeError's message.
-        raise ValueError(f"{type(self).__name__} has no shared layer: GradNorm is not applicable; "
-                         "use fixed or uncertainty balancing")
+        raise ValueError(
+            f"{type(self).__name__} has no shared layer: GradNorm is not applicable; use fixed or uncertainty balancing"
+        )
 
     @staticmethod
     def check_images(images: torch.Tensor) -> None:
@@ -92,12 +103,21 @@ class MultiTaskModel(nn.Module):
         det_raw, view_logits = self.forward_raw(images)
         if self.training:
             if self.criterion is None:
-                raise ValueError("train-mode forward needs a criterion: pass criterion=... to create_model or set "
-                                 "model.criterion (or call forward_raw for the raw outputs)")
+                raise ValueError(
+                    "train-mode forward needs a criterion: pass criterion=... to create_model or set "
+                    "model.criterion (or call forward_raw for the raw outputs)"
+                )
             if targets is None:
-                raise ValueError("train-mode forward needs targets (or call model.eval() for detections, or "
-                                 "forward_raw for the raw outputs)")
+                raise ValueError(
+                    "train-mode forward needs targets (or call model.eval() for detections, or "
+                    "forward_raw for the raw outputs)"
+                )
             return self.criterion(det_raw, view_logits, targets, model=self)
-        detections = nms_detections(self.detector.head.decode(det_raw), images.shape[-2:],
-                                    conf_thres=self.conf_thres, iou_thres=self.iou_thres, max_det=self.max_det)
+        detections = nms_detections(
+            self.detector.head.decode(det_raw),
+            images.shape[-2:],
+            conf_thres=self.conf_thres,
+            iou_thres=self.iou_thres,
+            max_det=self.max_det,
+        )
         return {"detections": detections, "view_logits": view_logits}

@@ -4,6 +4,7 @@ Written from the published architecture descriptions (CSPNet, YOLOv5's C3/SPPF l
 Every block's last convolution is called ``fuse`` (C3, SPPF) so that callers can name "the conv that produces this
 feature map" uniformly, e.g. for GradNorm's last shared layer.
 """
+
 from __future__ import annotations
 
 import torch

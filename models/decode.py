@@ -5,9 +5,10 @@ Decoding (the YOLOv5 parameterisation): with sigmoid s(.), grid cell (x, y), the
 in pixels,  xy = (s(txy) * 2 - 0.5 + grid_xy) * stride,  wh = (s(twh) * 2) ** 2 * anchor_wh,  obj = s(obj),
 cls = s(cls). The centre can thus reach half a cell beyond its own cell, and wh spans (0, 4) x the anchor.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchvision.ops import batched_nms
@@ -38,8 +39,14 @@ def xywh_to_xyxy(xywh: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def postprocess(raw: Sequence[torch.Tensor], anchors: torch.Tensor, strides: Sequence[float] | torch.Tensor,
-                conf_thres: float = 0.001, iou_thres: float = 0.6, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
+def postprocess(
+    raw: Sequence[torch.Tensor],
+    anchors: torch.Tensor,
+    strides: Sequence[float] | torch.Tensor,
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+) -> list[dict[str, torch.Tensor]]:
     """Anchor-head raw level outputs -> per image ``{"boxes": (K, 4) xyxy px, "scores": (K,), "labels": (K,)}``.
 
     ``decode_level`` on every level, then ``nms_detections`` with the image size H_0 * stride_0 by W_0 * stride_0.
@@ -48,16 +55,23 @@ def postprocess(raw: Sequence[torch.Tensor], anchors: torch.Tensor, strides: Seq
     """
     strides = [float(s) for s in (strides.tolist() if isinstance(strides, torch.Tensor) else strides)]
     if not len(raw) == len(anchors) == len(strides):
-        raise ValueError(f"need one anchor set and stride per level: {len(raw)} levels, {len(anchors)} anchor "
-                         f"sets, {len(strides)} strides")
+        raise ValueError(
+            f"need one anchor set and stride per level: {len(raw)} levels, {len(anchors)} anchor "
+            f"sets, {len(strides)} strides"
+        )
     image_hw = (raw[0].shape[2] * strides[0], raw[0].shape[3] * strides[0])
     decoded = torch.cat([decode_level(r, a, s) for r, a, s in zip(raw, anchors, strides)], dim=1)  # (B, N, 5+nc)
     return nms_detections(decoded, image_hw, conf_thres, iou_thres, max_det)
 
 
 @torch.no_grad()
-def nms_detections(decoded: torch.Tensor, image_hw: Sequence[float], conf_thres: float = 0.001,
-                   iou_thres: float = 0.6, max_det: int = 300) -> list[dict[str, torch.Tensor]]:
+def nms_detections(
+    decoded: torch.Tensor,
+    image_hw: Sequence[float],
+    conf_thres: float = 0.001,
+    iou_thres: float = 0.6,
+    max_det: int = 300,
+) -> list[dict[str, torch.Tensor]]:
     """Decoded (B, N, 5 + nc) rows (cx, cy, w, h px, obj, class probabilities; any head's ``decode``) -> per
     image ``{"boxes": (K, 4) xyxy px, "scores": (K,), "labels": (K,) int64}``.
 

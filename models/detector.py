@@ -8,16 +8,17 @@ Layout (published YOLOv5 v6 configuration; base channels / C3 depths before scal
             bottom-up: 3x3/2(P3), cat -> C3 = P4 -> 3x3/2(P4), cat -> C3 = P5  (no shortcuts in neck C3s)
 Scales multiply depths (round, min 1) and widths (ceil to a multiple of 8, min 8).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from .anchors import default_anchors
 from .anchorfree import AnchorFreeHead
+from .anchors import default_anchors
 from .blocks import C3, SPPF, ConvBNAct
 from .heads import DEFAULT_STRIDES, DETECT_HEADS, DetectHead
 

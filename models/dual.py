@@ -3,6 +3,7 @@
 The classifier sees the same [0, 1] images, normalised with its own pretrained_cfg mean/std (what ImageNet
 weights expect). GradNorm does not apply (no shared layer); use fixed or uncertainty balancing.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -29,8 +30,10 @@ def _unwrap_state_dict(obj: Any) -> dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError("classifier_weights must hold a state_dict (name -> tensor), possibly under "
-                         f"one of {_CHECKPOINT_WRAPPER_KEYS}")
+        raise ValueError(
+            "classifier_weights must hold a state_dict (name -> tensor), possibly under "
+            f"one of {_CHECKPOINT_WRAPPER_KEYS}"
+        )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
@@ -43,17 +46,25 @@ def load_classifier_weights(model: nn.Module, path: str | Path) -> dict[str, lis
     try:
         state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # UnpicklingError (pickled code refused), RuntimeError/EOFError (damaged file)
-        raise ValueError(f"classifier_weights {path}: not loadable with weights_only=True (which refuses pickled "
-                         f"code): {load_error_reason(path, exc)}") from exc
+        raise ValueError(
+            f"classifier_weights {path}: not loadable with weights_only=True (which refuses pickled "
+            f"code): {load_error_reason(path, exc)}"
+        ) from exc
     own = model.state_dict()
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     result = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
-    report = {"missing": list(result.missing_keys), "unexpected": list(result.unexpected_keys),
-              "skipped_shape": skipped}
+    report = {
+        "missing": list(result.missing_keys),
+        "unexpected": list(result.unexpected_keys),
+        "skipped_shape": skipped,
+    }
     if report["missing"]:
-        warnings.warn(f"classifier_weights {path.name}: {len(report['missing'])} tensors not loaded (kept their "
-                      f"initialisation): {report['missing'][:10]}"
-                      f"{' ...' if len(report['missing']) > 10 else ''}", stacklevel=3)
+        warnings.warn(
+            f"classifier_weights {path.name}: {len(report['missing'])} tensors not loaded (kept their "
+            f"initialisation): {report['missing'][:10]}"
+            f"{' ...' if len(report['missing']) > 10 else ''}",
+            stacklevel=3,
+        )
     return report
 
 
@@ -61,12 +72,24 @@ def load_classifier_weights(model: nn.Module, path: str | Path) -> dict[str, lis
 class DualBackbone(MultiTaskModel):
     """Detector for the jets + ``timm.create_model(classifier)`` for the view, trained side by side."""
 
-    def __init__(self, scale: str = "s", nc: int = 4, n_views: int = 3, img_size: int = 160,
-                 classifier: str = "resnet18", classifier_weights: str | Path | None = None, dropout: float = 0.2,
-                 anchors: Any = None, criterion: Criterion | None = None, head: str = "anchor"):
+    def __init__(
+        self,
+        scale: str = "s",
+        nc: int = 4,
+        n_views: int = 3,
+        img_size: int = 160,
+        classifier: str = "resnet18",
+        classifier_weights: str | Path | None = None,
+        dropout: float = 0.2,
+        anchors: Any = None,
+        criterion: Criterion | None = None,
+        head: str = "anchor",
+    ):
         if not timm.is_model(classifier):
-            raise ValueError(f"unknown timm classifier {classifier!r}; see timm.list_models() for valid names "
-                             f"(e.g. resnet18, efficientnet_b0, mobilenetv3_small_100)")
+            raise ValueError(
+                f"unknown timm classifier {classifier!r}; see timm.list_models() for valid names "
+                f"(e.g. resnet18, efficientnet_b0, mobilenetv3_small_100)"
+            )
         super().__init__(scale, nc, n_views, img_size, anchors, criterion, head)
         self.classifier_name = classifier
         self.classifier = timm.create_model(classifier, pretrained=False, num_classes=n_views, drop_rate=dropout)

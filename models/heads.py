@@ -1,8 +1,9 @@
 """Task heads: the view classifier head and the anchor-based detection head (the anchor-free one: models.anchorfree)."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -45,8 +46,14 @@ class DetectHead(nn.Module):
 
     kind = "anchor"
 
-    def __init__(self, in_channels: Sequence[int], nc: int, anchors: torch.Tensor, img_size: int,
-                 strides: Sequence[int] = DEFAULT_STRIDES):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        nc: int,
+        anchors: torch.Tensor,
+        img_size: int,
+        strides: Sequence[int] = DEFAULT_STRIDES,
+    ):
         super().__init__()
         if anchors.shape != (len(strides), NUM_ANCHORS, 2):
             raise ValueError(f"anchors must be ({len(strides)}, {NUM_ANCHORS}, 2), got {tuple(anchors.shape)}")

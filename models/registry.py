@@ -2,9 +2,11 @@
 
 Entries are callables (classes or factory functions) that take keyword arguments and return an ``nn.Module``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
 
 from torch import nn
 
@@ -25,6 +27,7 @@ def register_model(fn: F | str) -> F | Callable[[F], F]:
     ``@register_model`` registers under the callable's ``__name__``; ``@register_model("shared")`` under the given
     name. Registering a name twice is an error (it would silently shadow a model).
     """
+
     def add(name: str, builder: F) -> F:
         old = _REGISTRY.get(name)
         # the same definition may register again (a module reload); a different one would shadow a model

@@ -10,6 +10,7 @@ Where the view head branches off (``view_level``) and the last layer both tasks 
 W is the conv weight; its BatchNorm's affine parameters sit after it and are shared too, but the conv holds
 nearly all of the layer's parameters and is what GradNorm (Chen et al. 2018) measures on.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,9 +37,18 @@ class SharedMultiTask(MultiTaskModel):
 
     has_shared_layer = True
 
-    def __init__(self, scale: str = "s", nc: int = 4, n_views: int = 3, img_size: int = 160,
-                 view_level: str = "P3", dropout: float = 0.2, anchors: Any = None,
-                 criterion: Criterion | None = None, head: str = "anchor"):
+    def __init__(
+        self,
+        scale: str = "s",
+        nc: int = 4,
+        n_views: int = 3,
+        img_size: int = 160,
+        view_level: str = "P3",
+        dropout: float = 0.2,
+        anchors: Any = None,
+        criterion: Criterion | None = None,
+        head: str = "anchor",
+    ):
         if view_level not in VIEW_LEVELS:
             raise ValueError(f"unknown view_level {view_level!r}; valid: {', '.join(VIEW_LEVELS)}")
         super().__init__(scale, nc, n_views, img_size, anchors, criterion, head)

@@ -3,6 +3,7 @@
 The model layer needs it (a classifier's pretrained weights: models/dual.py) and so does the engine (its
 checkpoints: echotune/engine/checkpoint.py); it lives here, at the bottom, so the engine imports it downwards.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,13 @@ def load_error_reason(path: str | os.PathLike, exc: Exception) -> str:
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = [line for line in lines if not line.startswith(("Weights only load failed", "Check the documentation",
-                                                             "Please file an issue", "WeightsUnpickler error"))]
+    detail = [
+        line
+        for line in lines
+        if not line.startswith(
+            ("Weights only load failed", "Check the documentation", "Please file an issue", "WeightsUnpickler error")
+        )
+    ]
     if isinstance(exc, pickle.UnpicklingError) and (is_zip or any("GLOBAL" in line for line in detail)):
         return f"it holds pickled objects beyond tensors and plain containers, refused ({' '.join(detail)[:300]})"
     if not is_zip:

@@ -12,6 +12,7 @@ previous version stays intact until the new one is complete.
 Only writes change; reads, listings, moves and deletes go straight to pyarrow's LocalFileSystem. Object stores
 (s3://, gs://) need none of this: an object upload is atomic.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ command that reproduces it), then under `config:` every TrainConfig field of the
 arch included, so `echotune train --config results/<name>/best_config.yaml` trains that run again.
 `read_config_file` also takes a bare mapping of TrainConfig fields (a hand-written file of a few keys).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,10 +34,21 @@ _TYPE_CHECKS = {
     "str": ("a string", lambda v: isinstance(v, str)),
     "bool": ("true or false", lambda v: isinstance(v, bool)),
     "str | None": ("a string or null", lambda v: v is None or isinstance(v, str)),
-    "tuple[float, float, float]": ("a list of three numbers", lambda v: isinstance(v, (list, tuple)) and len(v) == 3
-                                   and all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in v)),
-    "dict[str, float]": ("a mapping of names to numbers", lambda v: isinstance(v, dict) and all(
-        isinstance(k, str) and isinstance(x, _NUMBER) and not isinstance(x, bool) for k, x in v.items())),
+    "tuple[float, float, float]": (
+        "a list of three numbers",
+        lambda v: (
+            isinstance(v, (list, tuple))
+            and len(v) == 3
+            and all(isinstance(x, _NUMBER) and not isinstance(x, bool) for x in v)
+        ),
+    ),
+    "dict[str, float]": (
+        "a mapping of names to numbers",
+        lambda v: (
+            isinstance(v, dict)
+            and all(isinstance(k, str) and isinstance(x, _NUMBER) and not isinstance(x, bool) for k, x in v.items())
+        ),
+    ),
 }
 
 
@@ -81,8 +93,10 @@ def read_config_file(path: str | Path) -> dict:
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         raise ConfigFileError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(document, dict):
-        raise ConfigFileError(f"{path}: expected a mapping of TrainConfig fields (or one under a '{CONFIG_KEY}:' "
-                              f"key), got {type(document).__name__}")
+        raise ConfigFileError(
+            f"{path}: expected a mapping of TrainConfig fields (or one under a '{CONFIG_KEY}:' "
+            f"key), got {type(document).__name__}"
+        )
     nested = CONFIG_KEY in document  # best_config.yaml: metadata beside the fields
     values = document[CONFIG_KEY] if nested else document
     where = f"{path}: '{CONFIG_KEY}:'" if nested else f"{path}:"
@@ -91,8 +105,9 @@ def read_config_file(path: str | Path) -> dict:
     fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(str(k) for k in values if k not in fields)
     if unknown:
-        raise ConfigFileError(f"{where} unknown TrainConfig field(s) {', '.join(unknown)}; valid fields: "
-                              f"{', '.join(sorted(fields))}")
+        raise ConfigFileError(
+            f"{where} unknown TrainConfig field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(fields))}"
+        )
     for key, value in values.items():
         expected, check = _TYPE_CHECKS.get(fields[key], (None, None))
         if check is not None and not check(value):

@@ -11,6 +11,7 @@ concurrent trial): `used` says what was really spent. Ray hands a stopper every 
 trainable returns, its last result a second time, so results are counted once per (trial, training_iteration).
 The count lives in the driver and starts at 0 (a resumed search starts a fresh budget).
 """
+
 from __future__ import annotations
 
 from ray import tune

@@ -8,6 +8,7 @@ it sees the dataset files (same sizes), the shared results folder (a marker file
 and the same code as the driver. Nodes that join later (autoscaling) are covered by `require_dataset_on_node`,
 which each trial runs on its own node before training.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import ray
 
-from echotune.results.layout import is_object_store
 from echotune.data.check import CheckedDataset
+from echotune.results.layout import is_object_store
 from echotune.trainables.node import EXAMPLES_SHOWN, NodeInfo
 
 # The packages a trial imports (pyproject's packages): a node running other versions of them would train
@@ -34,8 +35,11 @@ class ClusterError(ValueError):
 
 
 def alive_nodes() -> list[NodeInfo]:
-    return [NodeInfo(n["NodeID"], n["NodeManagerAddress"], n["NodeManagerHostname"], dict(n.get("Resources", {})))
-            for n in ray.nodes() if n.get("Alive")]
+    return [
+        NodeInfo(n["NodeID"], n["NodeManagerAddress"], n["NodeManagerHostname"], dict(n.get("Resources", {})))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
 
 
 def is_client_connection() -> bool:
@@ -56,17 +60,22 @@ def check_storage_rule(storage: str, shared: bool, nodes: list[NodeInfo], client
             f"--storage {storage} through Ray Client (ray://): the trials' results would go to the object store, but "
             f"the Optuna study (SQLite) needs a folder that both this machine and the cluster's search loop open. "
             f"Run the driver on the cluster instead (ray job submit ... -- python search/run.py --address auto "
-            f"--storage {storage}, see docs/cluster.md), or use a shared mount with --storage PATH --shared-storage.")
+            f"--storage {storage}, see docs/cluster.md), or use a shared mount with --storage PATH --shared-storage."
+        )
     if is_object_store(storage) or shared:
         return
     if client or len(nodes) > 1:
-        where = ("through Ray Client (ray://) the search runs on the cluster, not on this machine" if client else
-                 f"this Ray cluster has {len(nodes)} alive nodes: {', '.join(n.describe() for n in nodes)}")
+        where = (
+            "through Ray Client (ray://) the search runs on the cluster, not on this machine"
+            if client
+            else f"this Ray cluster has {len(nodes)} alive nodes: {', '.join(n.describe() for n in nodes)}"
+        )
         raise ClusterError(
             f"--storage {storage} is a local path, but {where}. Each trial writes its checkpoints and results on "
             f"the node it runs on, so Ray Tune needs one storage every node sees. Use an object store "
             f"(--storage s3://BUCKET/echotune or gs://BUCKET/echotune), or a folder mounted at the same path on "
-            f"every node (NFS, EFS, Filestore) and say so with --shared-storage.")
+            f"every node (NFS, EFS, Filestore) and say so with --shared-storage."
+        )
 
 
 def dataset_files(data: CheckedDataset) -> dict[str, int]:
@@ -112,19 +121,30 @@ def probe_node(files: dict[str, int], marker: str | None, marker_text: str | Non
             marker_ok = Path(marker).read_text() == marker_text
         except OSError:
             marker_ok = False
-    return {"node_id": ray.get_runtime_context().get_node_id(), "unusable": bad[:EXAMPLES_SHOWN],
-            "n_unusable": len(bad), "n_files": len(files), "storage_visible": marker_ok, "code": code_fingerprint()}
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "unusable": bad[:EXAMPLES_SHOWN],
+        "n_unusable": len(bad),
+        "n_files": len(files),
+        "storage_visible": marker_ok,
+        "code": code_fingerprint(),
+    }
 
 
-def probe_nodes(nodes: list[NodeInfo], files: dict[str, int], marker: str | None,
-                marker_text: str | None) -> tuple[dict[str, dict], list[str]]:
+def probe_nodes(
+    nodes: list[NodeInfo], files: dict[str, int], marker: str | None, marker_text: str | None
+) -> tuple[dict[str, dict], list[str]]:
     """Run `probe_node` on every node (pinned, zero CPUs): the answers by node id, and the nodes that failed."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     files_ref = ray.put(files)  # stored once, read by every node
     probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)  # zero CPUs: runs even on a busy node
-    refs = {n.node_id: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False))
-            .remote(files_ref, marker, marker_text) for n in nodes}
+    refs = {
+        n.node_id: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False)).remote(
+            files_ref, marker, marker_text
+        )
+        for n in nodes
+    }
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
     answers, problems = {}, []
     for node in nodes:
@@ -136,8 +156,10 @@ def probe_nodes(nodes: list[NodeInfo], files: dict[str, int], marker: str | None
             answers[node.node_id] = ray.get(ref)
         except ray.exceptions.RayError as exc:
             last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            problems.append(f"{node.describe()} could not run the check ({last}); is this project installed there "
-                            f"(pip install -e .), or shipped with ray job submit --working-dir . ?")
+            problems.append(
+                f"{node.describe()} could not run the check ({last}); is this project installed there "
+                f"(pip install -e .), or shipped with ray job submit --working-dir . ?"
+            )
     return answers, problems
 
 
@@ -153,6 +175,7 @@ def _marker_file(storage: str) -> tuple[Path, str]:
 @dataclass
 class ClusterFacts:
     """What the driver found: recorded in search.json so a result can be traced to the nodes that made it."""
+
     nodes: list[NodeInfo]
     client: bool
     code: str
@@ -172,14 +195,19 @@ def node_problems(nodes: list[NodeInfo], answers: dict[str, dict], storage: str,
             problems.append(
                 f"{node.describe()} does not see {answer['n_unusable']} of {answer['n_files']} dataset images as the "
                 f"driver does, e.g. {', '.join(answer['unusable'])}: put the dataset on a shared mount or copy it "
-                f"to the same path on every node")
+                f"to the same path on every node"
+            )
         if answer["storage_visible"] is False:
-            problems.append(f"{node.describe()} does not see the results folder {storage} (a file the driver wrote "
-                            f"there is missing): mount it at the same path on every node, or use an object store")
+            problems.append(
+                f"{node.describe()} does not see the results folder {storage} (a file the driver wrote "
+                f"there is missing): mount it at the same path on every node, or use an object store"
+            )
         if answer["code"] != code:
-            problems.append(f"{node.describe()} has other project code than the driver (fingerprint "
-                            f"{answer['code']} vs {code}): install the same version on every node, or submit with "
-                            f"ray job submit --working-dir .")
+            problems.append(
+                f"{node.describe()} has other project code than the driver (fingerprint "
+                f"{answer['code']} vs {code}): install the same version on every node, or submit with "
+                f"ray job submit --working-dir ."
+            )
     return problems
 
 

@@ -1,5 +1,6 @@
 """`python search/ensemble.py`: `echotune ensemble` under its name from before `echotune` (issue #17), kept
 so that every existing command line works (search/cli/ensemble.py)."""
+
 from functools import partial
 
 from echotune.search.cli import ensemble as command

@@ -8,6 +8,7 @@
 Everything is read from the files a search writes (Ray's experiment state and per-trial results, optuna.db,
 search.json), so it works while the search is still running and after a crash.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,8 +29,16 @@ from echotune.trainables.trial import DIVERGED_KEY
 # Ray rewrites the experiment state at least every TUNE_GLOBAL_CHECKPOINT_S (1 s, see orchestrate.py); a state
 # file older than this while trials are still marked RUNNING means the driver is gone (interrupted search).
 LIVE_STATE_MAX_AGE_S = 120.0
-HISTORY_COLUMNS = (*REPORTED_VAL_METRICS, TRAIN_LOSS, *TASK_WEIGHT_METRICS.values(), "lr", "time_total_s", "stage",
-                   "epoch", "timestamp")
+HISTORY_COLUMNS = (
+    *REPORTED_VAL_METRICS,
+    TRAIN_LOSS,
+    *TASK_WEIGHT_METRICS.values(),
+    "lr",
+    "time_total_s",
+    "stage",
+    "epoch",
+    "timestamp",
+)
 
 
 @dataclass
@@ -64,8 +73,10 @@ def _check_folder(path: Path) -> None:
     if not path.is_dir():
         raise ValueError(f"{path}: not a folder (expected an experiment folder like results/<name>)")
     if not any(path.glob("experiment_state-*.json")):
-        raise ValueError(f"{path}: not a Ray Tune experiment folder (no experiment_state-*.json inside); expected "
-                         f"results/<name> written by echotune search")
+        raise ValueError(
+            f"{path}: not a Ray Tune experiment folder (no experiment_state-*.json inside); expected "
+            f"results/<name> written by echotune search"
+        )
 
 
 def _baseline(record: dict, path: Path, notes: list[str]) -> tuple[str | None, dict | None]:
@@ -138,7 +149,17 @@ def load_experiment(path: str | Path) -> Experiment:
         if row["status"] in LIVE_STATUSES and not live:
             row["status"] = INTERRUPTED
     if not live and any(r["status"] == INTERRUPTED for r in rows):
-        notes.append(f"{path.name}: interrupted search (state not updated for {state_age / 60:.0f} min); continue "
-                     f"it with: echotune search --name {record.get('config', {}).get('name', path.name)} --resume")
-    return Experiment(path=path, name=path.name, record=record, rows=rows, history=_history(analysis, rows, path.name),
-                      study=load_study(record, path, notes), live=live, notes=notes)
+        notes.append(
+            f"{path.name}: interrupted search (state not updated for {state_age / 60:.0f} min); continue "
+            f"it with: echotune search --name {record.get('config', {}).get('name', path.name)} --resume"
+        )
+    return Experiment(
+        path=path,
+        name=path.name,
+        record=record,
+        rows=rows,
+        history=_history(analysis, rows, path.name),
+        study=load_study(record, path, notes),
+        live=live,
+        notes=notes,
+    )

@@ -1,5 +1,6 @@
 """`python search/export.py`: `echotune export` under its name from before `echotune` (issue #17), kept
 so that every existing command line works (search/cli/export.py)."""
+
 from functools import partial
 
 from echotune.search.cli import export as command

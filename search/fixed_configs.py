@@ -9,6 +9,7 @@ configs to Ray through this searcher instead: each `suggest` returns the next co
 Its position is saved with the experiment (Ray calls `save` with every experiment snapshot), so a Tuner
 restored after a crash hands out only the configs it had not yet turned into trials.
 """
+
 from __future__ import annotations
 
 import copy

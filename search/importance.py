@@ -5,6 +5,7 @@ trials only (trials ASHA stopped early are PRUNED, so they do not enter it), ove
 those trials has (conditional parameters of one architecture drop out in the `all` space). The count of
 trials it rests on is always reported with it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ def importances(study: optuna.Study, objectives: list[str], seed: int = 0) -> tu
     """One Importance per objective, plus notes on what could not be computed and why."""
     complete = _complete(study)
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return [], [f"importance needs >= {MIN_TRIALS_FOR_IMPORTANCE} completed (not pruned) trials; the study has "
-                    f"{len(complete)}"]
+        return [], [
+            f"importance needs >= {MIN_TRIALS_FOR_IMPORTANCE} completed (not pruned) trials; the study has "
+            f"{len(complete)}"
+        ]
     found, notes = [], []
     for index, objective in enumerate(objectives):
         target = (lambda t, i=index: t.values[i]) if len(objectives) > 1 else None
@@ -55,6 +58,13 @@ def pareto_front(study: optuna.Study, objectives: list[str]) -> pd.DataFrame:
     if len(objectives) < 2:
         raise ValueError("a Pareto front needs a multi-objective search (--objectives a,b)")
     front = {t.number for t in study.best_trials}
-    rows = [{"trial_id": t.user_attrs.get(RAY_TRIAL_ID_ATTR, f"optuna#{t.number}"), "optuna_number": t.number,
-             **dict(zip(objectives, t.values)), "pareto": t.number in front} for t in _complete(study)]
+    rows = [
+        {
+            "trial_id": t.user_attrs.get(RAY_TRIAL_ID_ATTR, f"optuna#{t.number}"),
+            "optuna_number": t.number,
+            **dict(zip(objectives, t.values)),
+            "pareto": t.number in front,
+        }
+        for t in _complete(study)
+    ]
     return pd.DataFrame(rows, columns=["trial_id", "optuna_number", *objectives, "pareto"])

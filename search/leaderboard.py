@@ -1,5 +1,6 @@
 """`python search/leaderboard.py`: `echotune leaderboard` under its name from before `echotune` (issue #17), kept
 so that every existing command line works (search/cli/leaderboard.py)."""
+
 from functools import partial
 
 from echotune.search.cli import leaderboard as command

@@ -1,10 +1,11 @@
 """Assemble the leaderboard report of one or more experiments: tables, importance, Pareto front, plots, HTML.
 
-    report = build_report(["results/gradnorm"], by="score", top=10)
-    print(render_text(report, "table"))
-    plots = write_plots(report, "results/gradnorm/plots")
-    write_report_html(report, plots, "results/gradnorm/report.html")
+report = build_report(["results/gradnorm"], by="score", top=10)
+print(render_text(report, "table"))
+plots = write_plots(report, "results/gradnorm/plots")
+write_report_html(report, plots, "results/gradnorm/report.html")
 """
+
 from __future__ import annotations
 
 import json
@@ -15,18 +16,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from echotune.results.layout import BEST_PREFIX, ENSEMBLE_DIR, HP_PREFIX, LEADERBOARD_FILE, METRICS_FILE
 from echotune.data.leakage import flag_text
-from echotune.reporting import plots as figures
 from echotune.metrics import METRIC_LABELS, Estimate
-from echotune.search.experiment import Experiment, load_experiment
+from echotune.reporting import plots as figures
 from echotune.reporting.held_out import held_out_frames, held_out_notes, read_held_out
 from echotune.reporting.html_page import Section, write_html
-from echotune.search.importance import Importance, importances, pareto_front
 from echotune.reporting.lineage import ARROW, lineage_lines
-from echotune.reporting.tables import (architecture_comparison, baseline_gain, format_frame, leaderboard_frame,
-                                    metric_column, rank, top_table, varying_params)
+from echotune.reporting.tables import (
+    architecture_comparison,
+    baseline_gain,
+    format_frame,
+    leaderboard_frame,
+    metric_column,
+    rank,
+    top_table,
+    varying_params,
+)
+from echotune.results.layout import BEST_PREFIX, ENSEMBLE_DIR, HP_PREFIX, LEADERBOARD_FILE, METRICS_FILE
 from echotune.results.leaderboard import write_leaderboard
+from echotune.search.experiment import Experiment, load_experiment
+from echotune.search.importance import Importance, importances, pareto_front
 
 TOP_CURVES = 5  # trials drawn in the learning-curve and GradNorm-weight plots
 
@@ -55,8 +64,10 @@ def build_report(paths: list[str | Path], by: str = "score", top: int = 10) -> L
     experiments = [load_experiment(p) for p in paths]
     names = Counter(e.name for e in experiments)
     if any(n > 1 for n in names.values()):
-        raise ValueError(f"two experiment folders share a name ({[k for k, n in names.items() if n > 1]}); their "
-                         f"trials would be confused")
+        raise ValueError(
+            f"two experiment folders share a name ({[k for k, n in names.items() if n > 1]}); their "
+            f"trials would be confused"
+        )
     notes = [n for e in experiments for n in e.notes]
     found: list[Importance] = []
     pareto = None
@@ -71,9 +82,18 @@ def build_report(paths: list[str | Path], by: str = "score", top: int = 10) -> L
     ranked = rank(leaderboard_frame([r for e in experiments for r in e.rows]), by)
     order = list(found[0].values) if found else []
     params = varying_params(ranked, order, limit=6)
-    return LeaderboardReport(experiments, column, ranked, top_table(ranked, by, top, params), baseline_gain(ranked, by),
-                             architecture_comparison(ranked, by), found, pareto,
-                             varying_params(ranked, order, limit=10), notes)
+    return LeaderboardReport(
+        experiments,
+        column,
+        ranked,
+        top_table(ranked, by, top, params),
+        baseline_gain(ranked, by),
+        architecture_comparison(ranked, by),
+        found,
+        pareto,
+        varying_params(ranked, order, limit=10),
+        notes,
+    )
 
 
 def write_parquets(report: LeaderboardReport) -> list[Path]:
@@ -96,9 +116,11 @@ def _gain_lines(report: LeaderboardReport) -> list[str]:
     lines = []
     for g in report.gains:
         relative = f" ({g['relative_gain']:+.0%})" if math.isfinite(g["relative_gain"]) else ""
-        lines.append(f"{g['experiment']}: best trial {g['best_trial']} {g['best']:.4f} vs the original study's baseline "
-                     f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative}, both after "
-                     f"{g['epochs']} epochs, on val (the selection split: optimistic for the best)")
+        lines.append(
+            f"{g['experiment']}: best trial {g['best_trial']} {g['best']:.4f} vs the original study's baseline "
+            f"(trial {g['baseline_trial']}) {g['baseline']:.4f}: gain {g['gain']:+.4f}{relative}, both after "
+            f"{g['epochs']} epochs, on val (the selection split: optimistic for the best)"
+        )
     return lines or ["no baseline trial that trained every epoch: gain over the baseline not available"]
 
 
@@ -110,11 +132,22 @@ def ensemble_frame(experiment: Experiment) -> pd.DataFrame | None:
     try:
         doc = json.loads(path.read_text())
         split, single, ensemble = doc["split"], doc["best_single"], doc["ensemble"]["metrics"]
-        rows = [(f"best single ({single['trial_id']})", single["metrics"]),
-                (f"ensemble (k={len(doc['members'])})", ensemble), ("gain", doc["gain"])]
-        return pd.DataFrame([{"experiment": experiment.name, "split": split, "model": name,
-                              **{label: values[f"{split}/{key}"] for key, label in METRIC_LABELS}}
-                             for name, values in rows])
+        rows = [
+            (f"best single ({single['trial_id']})", single["metrics"]),
+            (f"ensemble (k={len(doc['members'])})", ensemble),
+            ("gain", doc["gain"]),
+        ]
+        return pd.DataFrame(
+            [
+                {
+                    "experiment": experiment.name,
+                    "split": split,
+                    "model": name,
+                    **{label: values[f"{split}/{key}"] for key, label in METRIC_LABELS},
+                }
+                for name, values in rows
+            ]
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not an ensemble metrics file of this EchoTune version ({exc!r})") from exc
 
@@ -133,8 +166,10 @@ def ensemble_ci_lines(experiment: Experiment) -> list[str]:
         return []
     lines = [f"95 % CIs on {doc['split']} (bootstrap over source videos; the gain paired):"]
     for key, label in METRIC_LABELS:
-        cells = [f"{name} {Estimate(**doc['ci95'][name][key]):{'+.3f' if name == 'gain' else '.3f'}}"
-                 for name in ("best_single", "ensemble", "gain")]
+        cells = [
+            f"{name} {Estimate(**doc['ci95'][name][key]):{'+.3f' if name == 'gain' else '.3f'}}"
+            for name in ("best_single", "ensemble", "gain")
+        ]
         lines.append(f"  {label}: " + ", ".join(cells))
     return lines
 
@@ -155,24 +190,42 @@ def render_text(report: LeaderboardReport, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(_as_json(report), indent=2, default=str)
     heading = (lambda t: f"\n### {t}\n") if fmt == "markdown" else (lambda t: f"\n{t}:")
-    parts = [*leaky_lines(report),
-             f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
-             format_frame(report.table, fmt), heading("Best vs baseline"), *_gain_lines(report),
-             heading("Per architecture (all trials)"), format_frame(report.architectures, fmt)]
+    parts = [
+        *leaky_lines(report),
+        f"{report.title} ({len(report.ranked)} trials: {_status_counts(report)}), ranked by {report.by}",
+        format_frame(report.table, fmt),
+        heading("Best vs baseline"),
+        *_gain_lines(report),
+        heading("Per architecture (all trials)"),
+        format_frame(report.architectures, fmt),
+    ]
     if lineage := lineage_lines(report.ranked):  # a PBT search: who continued from whom, the schedules they ended with
-        parts += [heading(f"PBT lineage (epoch{ARROW}donor: continued from that member's checkpoint; then the "
-                          f"per-stage schedule each member ended with)"), *lineage]
+        parts += [
+            heading(
+                f"PBT lineage (epoch{ARROW}donor: continued from that member's checkpoint; then the "
+                f"per-stage schedule each member ended with)"
+            ),
+            *lineage,
+        ]
     for experiment, doc in held_out(report):
         parts += [heading(f"{experiment.name}: best trial and baseline on held-out data"), *held_out_notes(doc)]
         for caption, frame in held_out_frames(doc):
             parts += [f"{caption}:", format_frame(frame, fmt)]
     ensemble = ensembles(report)
     if ensemble is not None:
-        parts += [heading("Ensemble of the top trials vs the best single trial (held-out split)"),
-                  format_frame(ensemble, fmt), *(line for e in report.experiments for line in ensemble_ci_lines(e))]
+        parts += [
+            heading("Ensemble of the top trials vs the best single trial (held-out split)"),
+            format_frame(ensemble, fmt),
+            *(line for e in report.experiments for line in ensemble_ci_lines(e)),
+        ]
     for item in report.importances:
-        parts += [heading(f"Hyperparameter importance for {item.objective} ({item.evaluator} over "
-                          f"{item.n_trials} completed trials)"), format_frame(_importance_frame(item).head(10), fmt)]
+        parts += [
+            heading(
+                f"Hyperparameter importance for {item.objective} ({item.evaluator} over "
+                f"{item.n_trials} completed trials)"
+            ),
+            format_frame(_importance_frame(item).head(10), fmt),
+        ]
     if report.pareto is not None:
         parts += [heading("Pareto front"), format_frame(report.pareto[report.pareto["pareto"]], fmt)]
     if report.notes:
@@ -185,14 +238,19 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _as_json(report: LeaderboardReport) -> dict:
-    return {"experiments": [str(e.path) for e in report.experiments], "ranked_by": report.by,
-            "leaky_splits": {e.name: e.leaky_splits for e in report.experiments if e.leaky_splits},
-            "top": _records(report.table), "baseline_gain": report.gains,
-            "architectures": _records(report.architectures),
-            "ensemble": _records(ensembles(report)) if ensembles(report) is not None else None,
-            "held_out": {e.name: doc for e, doc in held_out(report)},
-            "importance": [vars(i) for i in report.importances],
-            "pareto": _records(report.pareto) if report.pareto is not None else None, "notes": report.notes}
+    return {
+        "experiments": [str(e.path) for e in report.experiments],
+        "ranked_by": report.by,
+        "leaky_splits": {e.name: e.leaky_splits for e in report.experiments if e.leaky_splits},
+        "top": _records(report.table),
+        "baseline_gain": report.gains,
+        "architectures": _records(report.architectures),
+        "ensemble": _records(ensembles(report)) if ensembles(report) is not None else None,
+        "held_out": {e.name: doc for e, doc in held_out(report)},
+        "importance": [vars(i) for i in report.importances],
+        "pareto": _records(report.pareto) if report.pareto is not None else None,
+        "notes": report.notes,
+    }
 
 
 def figure_builders(report: LeaderboardReport) -> dict:
@@ -203,14 +261,17 @@ def figure_builders(report: LeaderboardReport) -> dict:
     gradnorm_ids = list(scored[scored.get(HP_PREFIX + "balance") == "gradnorm"]["trial_id"].head(TOP_CURVES))
     baseline = report.gains[0]["baseline"] if report.gains else None
     metric = report.by.removeprefix(BEST_PREFIX)
-    plan = {"best_so_far": lambda: figures.best_so_far_figure(history, baseline, metric),
-            "learning_curves": lambda: figures.learning_curves_figure(history, top_ids, metric),
-            "gradnorm_weights": lambda: figures.gradnorm_weights_figure(history, gradnorm_ids),
-            "parallel_coordinates": lambda: figures.parallel_coordinates_figure(report.ranked, report.params, report.by)}
+    plan = {
+        "best_so_far": lambda: figures.best_so_far_figure(history, baseline, metric),
+        "learning_curves": lambda: figures.learning_curves_figure(history, top_ids, metric),
+        "gradnorm_weights": lambda: figures.gradnorm_weights_figure(history, gradnorm_ids),
+        "parallel_coordinates": lambda: figures.parallel_coordinates_figure(report.ranked, report.params, report.by),
+    }
     for item in report.importances:
         suffix = "" if len(report.importances) == 1 else "_" + item.objective.replace("/", "_")
         plan[f"importance{suffix}"] = lambda i=item: figures.importance_figure(
-            i.values, f"Importance for {i.objective} ({i.evaluator}, {i.n_trials} completed trials)")
+            i.values, f"Importance for {i.objective} ({i.evaluator}, {i.n_trials} completed trials)"
+        )
     if report.pareto is not None:
         x, y = report.experiments[0].objectives[:2]
         plan["pareto_front"] = lambda: figures.pareto_figure(report.pareto, x, y)
@@ -235,25 +296,56 @@ def write_report_html(report: LeaderboardReport, plots: dict[str, Path], path: s
     image = lambda name, caption: [(caption, plots[name])] if name in plots else []  # noqa: E731
     ensemble = ensembles(report)
     sections = [
-        Section("Top trials", text="\n".join(_gain_lines(report)), tables=[(f"ranked by {report.by}", report.table)],
-                images=image("best_so_far", "Best score so far against compute")),
+        Section(
+            "Top trials",
+            text="\n".join(_gain_lines(report)),
+            tables=[(f"ranked by {report.by}", report.table)],
+            images=image("best_so_far", "Best score so far against compute"),
+        ),
         Section("Per architecture", tables=[("all trials", report.architectures)]),
-        *[Section(f"Held-out evaluation ({e.name})", text="\n\n".join(held_out_notes(doc)),
-                  tables=held_out_frames(doc)) for e, doc in held_out(report)],
-        *([Section("Ensemble", text="\n\n".join(
-            ["Top trials fused (tuned on val only) vs the best single trial, on a held-out split"]
-            + [line for e in report.experiments for line in ensemble_ci_lines(e)]),
-            tables=[("best single vs ensemble", ensemble)])] if ensemble is not None else []),
-        Section("Training curves", images=image("learning_curves", "Top trials")
-                + image("gradnorm_weights", "GradNorm task weights of the top GradNorm trials")),
-        Section("Hyperparameters", text="\n".join(report.notes),
-                tables=[(f"{i.objective}: {i.evaluator} over {i.n_trials} completed trials", _importance_frame(i))
-                        for i in report.importances],
-                images=image("parallel_coordinates", "All scored trials")
-                + [(f"Importance ({n})", p) for n, p in plots.items() if n.startswith("importance")]),
+        *[
+            Section(
+                f"Held-out evaluation ({e.name})", text="\n\n".join(held_out_notes(doc)), tables=held_out_frames(doc)
+            )
+            for e, doc in held_out(report)
+        ],
+        *(
+            [
+                Section(
+                    "Ensemble",
+                    text="\n\n".join(
+                        ["Top trials fused (tuned on val only) vs the best single trial, on a held-out split"]
+                        + [line for e in report.experiments for line in ensemble_ci_lines(e)]
+                    ),
+                    tables=[("best single vs ensemble", ensemble)],
+                )
+            ]
+            if ensemble is not None
+            else []
+        ),
+        Section(
+            "Training curves",
+            images=image("learning_curves", "Top trials")
+            + image("gradnorm_weights", "GradNorm task weights of the top GradNorm trials"),
+        ),
+        Section(
+            "Hyperparameters",
+            text="\n".join(report.notes),
+            tables=[
+                (f"{i.objective}: {i.evaluator} over {i.n_trials} completed trials", _importance_frame(i))
+                for i in report.importances
+            ],
+            images=image("parallel_coordinates", "All scored trials")
+            + [(f"Importance ({n})", p) for n, p in plots.items() if n.startswith("importance")],
+        ),
     ]
     if report.pareto is not None:
-        sections.append(Section("Pareto front", tables=[("completed trials", report.pareto)],
-                                images=image("pareto_front", "Pareto front")))
+        sections.append(
+            Section(
+                "Pareto front",
+                tables=[("completed trials", report.pareto)],
+                images=image("pareto_front", "Pareto front"),
+            )
+        )
     subtitle = f"{len(report.ranked)} trials: {_status_counts(report)}"
     return write_html(path, report.title, subtitle, sections, banner="\n".join(leaky_lines(report)))

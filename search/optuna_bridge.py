@@ -9,6 +9,7 @@ User attributes per trial (optuna-dashboard shows them): `ray_trial_id`, and, up
 validation metrics of its best epoch so far (`val/map50`, `val/map50_95`, `val/view_kappa`, `val/score`, ...)
 with `best_epoch`; `stopped_at_epoch` for a pruned trial.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,15 @@ def best_epoch_attrs(result: dict) -> dict[str, float | int]:
     score, best = result.get(SCORE_METRIC), result.get(SELECTION_METRIC)
     if score is None or best is None or result.get(DIVERGED_KEY) or not score >= best:
         return {}
-    attrs = {k: float(v) for k, v in result.items() if k.startswith(VAL_PREFIX) and k != SELECTION_METRIC
-             and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    attrs = {
+        k: float(v)
+        for k, v in result.items()
+        if k.startswith(VAL_PREFIX)
+        and k != SELECTION_METRIC
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+    }
     return {**attrs, BEST_EPOCH_ATTR: int(result["epoch"])} if "epoch" in result else attrs
 
 
@@ -88,8 +96,11 @@ class EchoOptunaSearch(OptunaSearch):
             # trial's value (Optuna takes its last intermediate value) is the score at the rung that stopped it.
             step = int(result["training_iteration"])
             try:
-                reported = next(t.intermediate_values for t in self._ot_study.get_trials(deepcopy=False)
-                                if t.number == ot_trial.number)
+                reported = next(
+                    t.intermediate_values
+                    for t in self._ot_study.get_trials(deepcopy=False)
+                    if t.number == ot_trial.number
+                )
                 if step not in reported:  # (sometimes Ray does pass it to both)
                     ot_trial.report(float(result[self.metric]), step)
             except optuna.exceptions.UpdateFinishedTrialError:

@@ -3,6 +3,7 @@
 Writes into results/<name>/: Ray Tune's experiment files, optuna.db, leaderboard.parquet, the final round's
 final/ and final.json, held_out.json, best_config.yaml (runnable: echotune train --config).
 """
+
 from __future__ import annotations
 
 import json
@@ -10,21 +11,21 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import optuna
 import ray
 
-from echotune.metrics import SCORE_METRIC
-from echotune.results.layout import BEST_CONFIG_FILE, BEST_SCORE_COLUMN, FAILED_STATUSES, is_object_store
 from echotune.data.check import CheckedDataset
 from echotune.data.leakage import guard_leakage
-from echotune.search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import BEST_CONFIG_FILE, BEST_SCORE_COLUMN, FAILED_STATUSES, is_object_store
+from echotune.results.search_record import read_search_record, write_search_record
 from echotune.search.best_config import reproduce_command, train_config_of, write_best_config
+from echotune.search.cluster import ClusterError, ClusterFacts, alive_nodes, prepare_cluster
 from echotune.search.final_round import headline, run_final_round, write_winner_config
 from echotune.search.progress import DEFAULT_EVERY_S, SearchStatus
-from echotune.results.search_record import read_search_record, write_search_record
 from echotune.search.search_config import SearchConfig
 from echotune.search.tuner import build_tuner, restore_tuner
 from echotune.trainables.trial import remove_orphaned_work_dirs
@@ -51,15 +52,20 @@ def close_orphaned_optuna_trials(cfg: SearchConfig) -> int:
     study = optuna.load_study(study_name=cfg.name, storage=cfg.optuna_storage_url)
     closed = 0
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        optuna.trial.Trial(study, frozen._trial_id).set_user_attr("orphaned", "asked by a driver that was "
-                                                                              "interrupted before Ray recorded it")
+        optuna.trial.Trial(study, frozen._trial_id).set_user_attr(
+            "orphaned", "asked by a driver that was interrupted before Ray recorded it"
+        )
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
         closed += 1
     return closed
 
 
-def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str | None = None,
-              log: Callable[[str], None] | None = None) -> str | None:
+def start_ray(
+    address: str | None,
+    cpus: int | None = None,
+    dashboard_host: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> str | None:
     """Start a local Ray (address None) or connect to a running cluster: `auto`, HOST:PORT or ray://HOST:10001.
 
     A local Ray starts no dashboard unless `dashboard_host` names the interface it may listen on: 127.0.0.1
@@ -75,8 +81,11 @@ def start_ray(address: str | None, cpus: int | None = None, dashboard_host: str 
 
 def _init_ray(address: str | None, cpus: int | None, dashboard_host: str | None) -> str | None:
     if not address:
-        dashboard = {"include_dashboard": False} if dashboard_host is None else {
-            "include_dashboard": True, "dashboard_host": dashboard_host}
+        dashboard = (
+            {"include_dashboard": False}
+            if dashboard_host is None
+            else {"include_dashboard": True, "dashboard_host": dashboard_host}
+        )
         context = ray.init(num_cpus=cpus, log_to_driver=False, configure_logging=False, **dashboard)
         return context.dashboard_url if dashboard_host is not None else None
     # Through Ray Client the search loop (and SearchStatus) runs on the cluster: its output must be streamed.
@@ -95,13 +104,19 @@ def _init_ray(address: str | None, cpus: int | None, dashboard_host: str | None)
         except ConnectionError as exc:  # Ray logs the cause (e.g. InvalidAuthToken) but raises a generic message
             text = str(exc)
             server_startup_failed = isinstance(exc, ConnectionAbortedError) and not any(
-                word in text.lower() for word in ("authenticat", "authtoken", "auth token"))
+                word in text.lower() for word in ("authenticat", "authtoken", "auth token")
+            )
             if not server_startup_failed or attempt == len(backoff_s):
-                raise ConnectionError(f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}") \
-                    from exc
+                raise ConnectionError(
+                    f"could not connect to the Ray cluster at {address}: {exc}. {auth_hint()}"
+                ) from exc
             reason = next((line.strip() for line in reversed(text.splitlines()) if line.strip()), repr(exc))
-            print(f"warning: Ray Client connection {attempt + 1} of {len(backoff_s) + 1} to {address} failed on the "
-                  f"cluster's side ({reason}); retrying in {backoff_s[attempt]:g} s", file=sys.stderr, flush=True)
+            print(
+                f"warning: Ray Client connection {attempt + 1} of {len(backoff_s) + 1} to {address} failed on the "
+                f"cluster's side ({reason}); retrying in {backoff_s[attempt]:g} s",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(backoff_s[attempt])
 
 
@@ -110,18 +125,27 @@ def auth_hint() -> str:
     --head` and `ray.init(address="auto")` turn it on by themselves on the client side."""
     where = "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH; `ray get-auth-token` prints it on the head"
     if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
-        return (f"If the cluster uses token authentication (Ray logs InvalidAuthToken above), export "
-                f"RAY_AUTH_MODE=token and give this machine the cluster's token ({where}); see docs/cluster.md.")
+        return (
+            f"If the cluster uses token authentication (Ray logs InvalidAuthToken above), export "
+            f"RAY_AUTH_MODE=token and give this machine the cluster's token ({where}); see docs/cluster.md."
+        )
     return f"Check that this machine's token is the cluster's ({where}) and that the address is right."
 
 
 def describe_cluster(facts: ClusterFacts) -> str:
-    nodes = "; ".join(f"{n.hostname} {n.ip}{' (head)' if n.is_head else ''}: "
-                      + ", ".join(f"{v:g} {k}" for k, v in sorted(n.resources.items())
-                                  if k in ("CPU", "GPU") or not (k.startswith("node:") or k.endswith("memory")))
-                      for n in facts.nodes)
-    return (f"Ray cluster{' (through Ray Client)' if facts.client else ''}: {len(facts.nodes)} node(s) [{nodes}]; "
-            f"dataset, results storage and code (fingerprint {facts.code}) checked on every node")
+    nodes = "; ".join(
+        f"{n.hostname} {n.ip}{' (head)' if n.is_head else ''}: "
+        + ", ".join(
+            f"{v:g} {k}"
+            for k, v in sorted(n.resources.items())
+            if k in ("CPU", "GPU") or not (k.startswith("node:") or k.endswith("memory"))
+        )
+        for n in facts.nodes
+    )
+    return (
+        f"Ray cluster{' (through Ray Client)' if facts.client else ''}: {len(facts.nodes)} node(s) [{nodes}]; "
+        f"dataset, results storage and code (fingerprint {facts.code}) checked on every node"
+    )
 
 
 def build_final_ensemble(cfg: SearchConfig, data: CheckedDataset, top_k: int):
@@ -132,26 +156,45 @@ def build_final_ensemble(cfg: SearchConfig, data: CheckedDataset, top_k: int):
     split = "test" if data.samples.get("test") else "val"
     print(f"\nEnsemble of the top {top_k} trials (weights and thresholds tuned on val, measured on {split}):")
     try:
-        return build_ensemble(cfg.experiment_dir, data, top_k=top_k, split=split, seed=cfg.seed,
-                              allow_leaky_splits=cfg.allow_leaky_splits,
-                              log=lambda m: print(textwrap.indent(m, "  "), flush=True))
+        return build_ensemble(
+            cfg.experiment_dir,
+            data,
+            top_k=top_k,
+            split=split,
+            seed=cfg.seed,
+            allow_leaky_splits=cfg.allow_leaky_splits,
+            log=lambda m: print(textwrap.indent(m, "  "), flush=True),
+        )
     except (ValueError, FileNotFoundError) as exc:
         print(f"  skipped: {exc}")
         return None
 
 
-def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_top_k: int = 0, top: int = 5,
-              final: dict | None = None) -> dict:
+def summarise(
+    cfg: SearchConfig,
+    data: CheckedDataset | None = None,
+    ensemble_top_k: int = 0,
+    top: int = 5,
+    final: dict | None = None,
+) -> dict:
     """Leaderboard parquet, the ensemble (ensemble_top_k > 0), the best trial and the baseline on val and test
     (held_out.json), then the leaderboard table, plots, report.html and best_config.yaml; returns the best and
     baseline rows. `final`: the final round's final.json content (search/final_round.py): its winner is the best,
     its final fit (already in held_out.json) the headline, and best_config.yaml its winning run's config."""
     from echotune.reporting.held_out import write_held_out
-    from echotune.search.leaderboard_report import build_report, render_text, write_parquets, write_plots, write_report_html
+    from echotune.search.leaderboard_report import (
+        build_report,
+        render_text,
+        write_parquets,
+        write_plots,
+        write_report_html,
+    )
 
     if is_object_store(cfg.storage):  # the trial files are in the object store; the analysis reads a filesystem
-        print(f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
-              f"echotune leaderboard on it (with --write for the ensemble builder's leaderboard.parquet).")
+        print(
+            f"Search finished. For the leaderboard, sync {cfg.experiment_dir} to a local folder and run "
+            f"echotune leaderboard on it (with --write for the ensemble builder's leaderboard.parquet)."
+        )
         return {"best": None, "baseline": None, "rows": [], "report": None}
     experiment = Path(cfg.experiment_dir)
     report = build_report([experiment], by="score", top=top)
@@ -160,8 +203,14 @@ def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_to
     rows = report.experiments[0].rows
     # candidates for "best": trials with a score and a checkpoint (a diverged trial's zeros are no score; ties,
     # e.g. every trial at 0 after a few epochs, keep the leaderboard's order)
-    ranked = sorted((r for r in rows if r[BEST_SCORE_COLUMN] is not None and r["checkpoint_path"]
-                     and r["status"] not in FAILED_STATUSES), key=lambda r: -r[BEST_SCORE_COLUMN])
+    ranked = sorted(
+        (
+            r
+            for r in rows
+            if r[BEST_SCORE_COLUMN] is not None and r["checkpoint_path"] and r["status"] not in FAILED_STATUSES
+        ),
+        key=lambda r: -r[BEST_SCORE_COLUMN],
+    )
     best = ranked[0] if ranked else None
     baseline = next((r for r in ranked if r["is_baseline"]), None)
     winner = (final or {}).get("winner")
@@ -178,21 +227,35 @@ def summarise(cfg: SearchConfig, data: CheckedDataset | None = None, ensemble_to
     if winner is not None:
         path = write_winner_config(experiment, final, data_yaml)
         print(f"\n{headline(final)}")
-        print(f"Best: trial {winner['search_trial_id']}, final-round val/score {winner['val_mean']:.4f} (mean over "
-              f"{len(final['seeds'])} seed(s)); runnable config {path}: echotune train --config {path}")
+        print(
+            f"Best: trial {winner['search_trial_id']}, final-round val/score {winner['val_mean']:.4f} (mean over "
+            f"{len(final['seeds'])} seed(s)); runnable config {path}: echotune train --config {path}"
+        )
     elif best is not None:
         path = experiment / BEST_CONFIG_FILE
-        write_best_config(path, train_config_of(json.loads(best["config_json"])), {
-            "trial_id": best["trial_id"], "selected_by": "the search's best val/score (no final round)",
-            SCORE_METRIC: best[BEST_SCORE_COLUMN], "checkpoint": best["checkpoint_path"],
-            "reproduce": reproduce_command(path, data_yaml)})
-        print(f"\nBest trial {best['trial_id']}: val/score {best[BEST_SCORE_COLUMN]:.4f}; checkpoint "
-              f"{best['checkpoint_path']}; runnable config {path}")
+        write_best_config(
+            path,
+            train_config_of(json.loads(best["config_json"])),
+            {
+                "trial_id": best["trial_id"],
+                "selected_by": "the search's best val/score (no final round)",
+                SCORE_METRIC: best[BEST_SCORE_COLUMN],
+                "checkpoint": best["checkpoint_path"],
+                "reproduce": reproduce_command(path, data_yaml),
+            },
+        )
+        print(
+            f"\nBest trial {best['trial_id']}: val/score {best[BEST_SCORE_COLUMN]:.4f}; checkpoint "
+            f"{best['checkpoint_path']}; runnable config {path}"
+        )
     if ensemble is not None:
         split = ensemble.split
-        print(f"Ensemble of {len(ensemble.members)} on {split}: score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
-              f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
-              f"(gain {ensemble.ci['gain']['score']:+.4f}, paired 95 % CI); {ensemble.manifest_path}")
+        print(
+            f"Ensemble of {len(ensemble.members)} on {split}: "
+            f"score {ensemble.ensemble_metrics[f'{split}/score']:.4f} vs "
+            f"best single trial {ensemble.single_best['metrics'][f'{split}/score']:.4f} "
+            f"(gain {ensemble.ci['gain']['score']:+.4f}, paired 95 % CI); {ensemble.manifest_path}"
+        )
     print(f"Plots in {experiment / 'plots'}; report {html}; more: echotune leaderboard {experiment}")
     return {"best": best, "baseline": baseline, "rows": rows, "report": report, "ensemble": ensemble, "final": final}
 
@@ -205,14 +268,21 @@ def trial_fit_problem(cfg: SearchConfig, nodes: list[dict[str, float]]) -> tuple
     for key in ("GPU", "CPU"):
         largest = max((node.get(key, 0.0) for node in nodes), default=0.0)
         if wanted[key] > largest:
-            fix = ("use --gpus-per-trial 0 to train on CPU" if key == "GPU" and largest == 0
-                   else f"use {options[key]} {largest:g} or less")
-            return (f"{options[key]} {wanted[key]:g} needs {wanted[key]:g} {key}(s) per trial, but no node of this "
-                    f"Ray cluster has that many (largest: {largest:g} {key})"), fix
+            fix = (
+                "use --gpus-per-trial 0 to train on CPU"
+                if key == "GPU" and largest == 0
+                else f"use {options[key]} {largest:g} or less"
+            )
+            return (
+                f"{options[key]} {wanted[key]:g} needs {wanted[key]:g} {key}(s) per trial, but no node of this "
+                f"Ray cluster has that many (largest: {largest:g} {key})"
+            ), fix
     if not any(all(node.get(k, 0.0) >= v for k, v in wanted.items()) for node in nodes):
         offered = ", ".join(f"{n.get('CPU', 0.0):g} CPU + {n.get('GPU', 0.0):g} GPU" for n in nodes)
-        return (f"a trial needs {wanted['CPU']:g} CPU + {wanted['GPU']:g} GPU on one node, but no node of this Ray "
-                f"cluster has both (nodes: {offered})"), "lower --cpus-per-trial or --gpus-per-trial"
+        return (
+            f"a trial needs {wanted['CPU']:g} CPU + {wanted['GPU']:g} GPU on one node, but no node of this Ray "
+            f"cluster has both (nodes: {offered})"
+        ), "lower --cpus-per-trial or --gpus-per-trial"
     return None
 
 
@@ -223,9 +293,15 @@ def check_trial_fits(cfg: SearchConfig, nodes: list[dict[str, float]]) -> None:
         raise ClusterError("; ".join(problem))
 
 
-def run_search(cfg: SearchConfig, data: CheckedDataset, resume: bool, address: str | None = None,
-               ensemble_top_k: int = 0, dashboard_host: str | None = None,
-               status_every: float = DEFAULT_EVERY_S) -> dict:
+def run_search(
+    cfg: SearchConfig,
+    data: CheckedDataset,
+    resume: bool,
+    address: str | None = None,
+    ensemble_top_k: int = 0,
+    dashboard_host: str | None = None,
+    status_every: float = DEFAULT_EVERY_S,
+) -> dict:
     """`status_every`: seconds between the live status lines of the search and of the final round
     (search/progress.py; 0: none, the per-epoch, per-trial and failure lines stay)."""
     start = time.time()
@@ -247,8 +323,13 @@ def run_search(cfg: SearchConfig, data: CheckedDataset, resume: bool, address: s
         cluster = prepare_cluster(cfg.storage, cfg.shared_storage, data) if address else None
         if cluster is not None:
             print(describe_cluster(cluster), flush=True)
-        write_search_record(cfg, data.config.yaml_path, resumed=resume, leaky_splits=leaky_splits,
-                            cluster=cluster.to_record() if cluster is not None else None)
+        write_search_record(
+            cfg,
+            data.config.yaml_path,
+            resumed=resume,
+            leaky_splits=leaky_splits,
+            cluster=cluster.to_record() if cluster is not None else None,
+        )
         tuner = restore_tuner(cfg, data, status) if resume else build_tuner(cfg, data, [status])
         tuner.fit()
         closed = close_orphaned_optuna_trials(cfg)
@@ -257,8 +338,14 @@ def run_search(cfg: SearchConfig, data: CheckedDataset, resume: bool, address: s
         if not address:  # killed workers' work folders on this machine (a cluster's trials sweep their own nodes)
             remove_orphaned_work_dirs()
         # Before the summary: the top trials and the baseline again at full budget with fresh seeds (final.json)
-        final = run_final_round(cfg, data, log=lambda m: print(m, flush=True), progress=lambda runs: SearchStatus(
-            runs, cfg.max_epochs, label=f"{cfg.name} final round", every_s=status_every))
+        final = run_final_round(
+            cfg,
+            data,
+            log=lambda m: print(m, flush=True),
+            progress=lambda runs: SearchStatus(
+                runs, cfg.max_epochs, label=f"{cfg.name} final round", every_s=status_every
+            ),
+        )
         summary = summarise(cfg, data, ensemble_top_k, final=final)
         summary["status"] = status  # the search's live status: its last counts, when its lines were printed
     finally:

@@ -54,6 +54,7 @@ pbt_policy_*.txt back first (a local experiment folder), or their pre-crash line
 also changes a member's checkpoint without marking its run metadata for the next experiment snapshot: StagePBT
 does, or a resume would pair the clone's config with the member's own weights (the engine refuses that pair).
 """
+
 from __future__ import annotations
 
 import json
@@ -72,12 +73,13 @@ from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.utils.util import SafeFallbackEncoder
 
-from echotune.metrics import SCORE_METRIC
-from echotune.results.layout import PBT_GLOBAL_FILE, PBT_PERTURBED_MARK as PERTURBED_MARK, PBT_POLICY_FILE
-from echotune.results.layout import PBT_SYNCED_FILE as SYNCED_FILE
 from echotune.atomic import atomic_write_bytes, atomic_write_text
 from echotune.engine.config import MUTABLE_KEYS, TrainConfig
 from echotune.engine.schedule import split_epochs
+from echotune.metrics import SCORE_METRIC
+from echotune.results.layout import PBT_GLOBAL_FILE, PBT_POLICY_FILE
+from echotune.results.layout import PBT_PERTURBED_MARK as PERTURBED_MARK
+from echotune.results.layout import PBT_SYNCED_FILE as SYNCED_FILE
 from echotune.spaces import get_profile, get_space, parameter_ranges
 from echotune.spaces.common import fractions_from_split
 from echotune.spaces.trials import NumericRange, ReplayTrial
@@ -136,8 +138,10 @@ def mutation_ranges(cfg: SearchConfig) -> dict[str, NumericRange]:
     ranges = parameter_ranges(cfg.space, cfg.profile)
     mutable = {key: ranges[key] for key in MUTABLE_KEYS if key in ranges}
     if not mutable:
-        raise ValueError(f"--scheduler pbt mutates {', '.join(MUTABLE_KEYS)}, but space {cfg.space!r} searches none "
-                         f"of them: PBT would only copy checkpoints between identical schedules")
+        raise ValueError(
+            f"--scheduler pbt mutates {', '.join(MUTABLE_KEYS)}, but space {cfg.space!r} searches none "
+            f"of them: PBT would only copy checkpoints between identical schedules"
+        )
     return mutable
 
 
@@ -151,6 +155,7 @@ class StayInSpace:
     """PBT's custom_explore_fn (after Ray's perturbation): clip each mutated key to the space's range (x1.2 can
     leave it), then let the space's own constants for this config win (aug_policy none: strengths stay 0).
     A plain picklable object: the scheduler is pickled with the Tuner."""
+
     space: str
     profile: str
     ranges: dict[str, NumericRange]
@@ -206,9 +211,17 @@ class StagePBT(PopulationBasedTraining):
     """Synchronous PBT perturbing at given epochs (Ray's own perturbs every fixed interval), never cloning into
     the baseline member, with its state rebuilt after a resume (module docstring)."""
 
-    def __init__(self, epochs: list[int], experiment_dir: str | Path, mutations: dict, explore: StayInSpace,
-                 baseline: dict | None = None, quantile_fraction: float = QUANTILE_FRACTION,
-                 resample_probability: float = RESAMPLE_PROBABILITY, seed: int | None = None):
+    def __init__(
+        self,
+        epochs: list[int],
+        experiment_dir: str | Path,
+        mutations: dict,
+        explore: StayInSpace,
+        baseline: dict | None = None,
+        quantile_fraction: float = QUANTILE_FRACTION,
+        resample_probability: float = RESAMPLE_PROBABILITY,
+        seed: int | None = None,
+    ):
         if not epochs:
             raise ValueError("PBT needs at least one perturbation epoch before the last epoch")
         if seed is not None:
@@ -219,9 +232,18 @@ class StagePBT(PopulationBasedTraining):
             np.random.seed(seed)
         # perturbation_interval=1 and burn-in up to the first perturbation epoch: Ray's interval test then
         # passes at every perturbation epoch, and on_trial_result lets only those through.
-        super().__init__(time_attr=TIME_ATTR, metric=PBT_METRIC, mode="max", perturbation_interval=1,
-                         burn_in_period=epochs[0], hyperparam_mutations=mutations, quantile_fraction=quantile_fraction,
-                         resample_probability=resample_probability, custom_explore_fn=explore, synch=True)
+        super().__init__(
+            time_attr=TIME_ATTR,
+            metric=PBT_METRIC,
+            mode="max",
+            perturbation_interval=1,
+            burn_in_period=epochs[0],
+            hyperparam_mutations=mutations,
+            quantile_fraction=quantile_fraction,
+            resample_probability=resample_probability,
+            custom_explore_fn=explore,
+            synch=True,
+        )
         self.perturbation_epochs = sorted(epochs)
         self.experiment_dir = str(experiment_dir)
         self.baseline = baseline
@@ -276,9 +298,14 @@ class StagePBT(PopulationBasedTraining):
 
     def _all_waiting(self, tune_controller) -> bool:
         live = [t for t in tune_controller.get_live_trials() if not t.is_finished()]
-        return bool(live) and math.isfinite(self._next_perturbation_sync) and all(
-            t.status != Trial.RUNNING and self._trial_state[t].last_train_time >= self._next_perturbation_sync
-            for t in live)
+        return (
+            bool(live)
+            and math.isfinite(self._next_perturbation_sync)
+            and all(
+                t.status != Trial.RUNNING and self._trial_state[t].last_train_time >= self._next_perturbation_sync
+                for t in live
+            )
+        )
 
     def _quantiles(self) -> tuple[list[Trial], list[Trial]]:
         """Ray's quantiles, except that the baseline member is never in the lower one (never cloned into); the
@@ -286,10 +313,15 @@ class StagePBT(PopulationBasedTraining):
         lower, upper = super()._quantiles()
         if not any(self._is_baseline(t) for t in lower):
             return lower, upper
-        ranked = sorted((t for t, s in self._trial_state.items() if s.last_score is not None
-                         and not math.isnan(s.last_score) and not t.is_finished()),
-                        key=lambda t: self._trial_state[t].last_score)
-        lower = [t for t in ranked if not self._is_baseline(t) and t not in upper][:len(lower)]
+        ranked = sorted(
+            (
+                t
+                for t, s in self._trial_state.items()
+                if s.last_score is not None and not math.isnan(s.last_score) and not t.is_finished()
+            ),
+            key=lambda t: self._trial_state[t].last_score,
+        )
+        lower = [t for t in ranked if not self._is_baseline(t) and t not in upper][: len(lower)]
         return lower, upper
 
     def _checkpoint_or_exploit(self, trial: Trial, tune_controller, upper_quantile, lower_quantile) -> None:
@@ -330,8 +362,13 @@ class StagePBT(PopulationBasedTraining):
         here (one report per epoch, the iteration restored with a checkpoint)."""
         epoch = int(new_state.last_train_time)
         staging = Path(trial.local_experiment_path)
-        line = json.dumps([trial_state.orig_tag, new_state.orig_tag, epoch, epoch, trial_to_clone.config, new_config],
-                          cls=SafeFallbackEncoder) + "\n"
+        line = (
+            json.dumps(
+                [trial_state.orig_tag, new_state.orig_tag, epoch, epoch, trial_to_clone.config, new_config],
+                cls=SafeFallbackEncoder,
+            )
+            + "\n"
+        )
         _append_atomically(staging / PBT_GLOBAL_FILE, line)
         donor_policy = Path(trial_to_clone.local_experiment_path) / PBT_POLICY_FILE.format(trial_to_clone.trial_id)
         member_policy = staging / PBT_POLICY_FILE.format(trial.trial_id)
@@ -363,8 +400,9 @@ class StagePBT(PopulationBasedTraining):
         synced = staging / SYNCED_FILE
         if synced.is_file():
             self._synced = [int(e) for e in json.loads(synced.read_text())]
-            self._next_perturbation_sync = next((e for e in self.perturbation_epochs if e not in self._synced),
-                                                math.inf)
+            self._next_perturbation_sync = next(
+                (e for e in self.perturbation_epochs if e not in self._synced), math.inf
+            )
             logger.info("StagePBT: resumed after the syncs at epochs %s", self._synced)
         folder = Path(self.experiment_dir)
         if folder.is_dir() and staging.resolve() != folder.resolve():
@@ -379,8 +417,12 @@ class StagePBT(PopulationBasedTraining):
         enters the next sync as if it had just arrived."""
         last = trial.last_result or {}
         epoch = last.get(TIME_ATTR)
-        if trial.is_finished() or epoch not in self.perturbation_epochs or epoch < self._next_perturbation_sync \
-                or PBT_METRIC not in last:
+        if (
+            trial.is_finished()
+            or epoch not in self.perturbation_epochs
+            or epoch < self._next_perturbation_sync
+            or PBT_METRIC not in last
+        ):
             return
         state = self._trial_state[trial]
         state.last_score = self._metric_op * last[PBT_METRIC]
@@ -390,12 +432,19 @@ class StagePBT(PopulationBasedTraining):
 
 def build_pbt_scheduler(cfg: SearchConfig) -> StagePBT:
     if len(cfg.metrics) > 1:
-        raise ValueError(f"--scheduler pbt with several objectives {cfg.objectives}: PBT ranks members on one "
-                         f"number ({PBT_METRIC}), so it, not the objectives, would decide which models survive")
+        raise ValueError(
+            f"--scheduler pbt with several objectives {cfg.objectives}: PBT ranks members on one "
+            f"number ({PBT_METRIC}), so it, not the objectives, would decide which models survive"
+        )
     ranges = mutation_ranges(cfg)
-    return StagePBT(perturbation_epochs(cfg.max_epochs, cfg.pbt_interval, pbt_stage_split(cfg)), cfg.experiment_dir,
-                    hyperparam_mutations(ranges), StayInSpace(cfg.space, cfg.profile, ranges),
-                    baseline=get_space(cfg.space).baseline(cfg.profile), seed=cfg.seed)
+    return StagePBT(
+        perturbation_epochs(cfg.max_epochs, cfg.pbt_interval, pbt_stage_split(cfg)),
+        cfg.experiment_dir,
+        hyperparam_mutations(ranges),
+        StayInSpace(cfg.space, cfg.profile, ranges),
+        baseline=get_space(cfg.space).baseline(cfg.profile),
+        seed=cfg.seed,
+    )
 
 
 def build_pbt_search(cfg: SearchConfig) -> tuple[BasicVariantGenerator, dict]:

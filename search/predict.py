@@ -1,5 +1,6 @@
 """`python search/predict.py`: `echotune predict` under its name from before `echotune` (issue #17), kept
 so that every existing command line works (search/cli/predict.py)."""
+
 from functools import partial
 
 from echotune.search.cli import predict as command

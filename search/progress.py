@@ -36,6 +36,7 @@ The callback is pickled into the experiment's tuner.pkl (Ray restores it on `--r
 open file, and the state of a run is rebuilt in `setup`. `ProgressPrinter` (search/orchestrate.py), the printer
 of earlier versions, is this class, so experiments saved by them resume.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,6 +67,7 @@ _CLEAR_LINE = "\r\x1b[2K"
 class Counts:
     """Where the trials of a search stand. `epochs_left`: trial-epochs that running, paused and pending trials
     still plan (capped by a budget); `best`: (val/best_score, trial id) of the best trial so far, or None."""
+
     running: int = 0
     pending: int = 0
     starting: int = 0  # of `pending`: created by Ray (PENDING), a worker being started or awaited
@@ -96,8 +98,13 @@ def outcome(status: str, last_result: dict | None, planned: int | None) -> str:
     return {"RUNNING": "running", "PAUSED": "paused"}.get(status, "pending")
 
 
-def count_trials(trials, num_samples: int | None, max_epochs: int | None, budget_left: int | None = None,
-                 ending: dict[str, str] | None = None) -> Counts:
+def count_trials(
+    trials,
+    num_samples: int | None,
+    max_epochs: int | None,
+    budget_left: int | None = None,
+    ending: dict[str, str] | None = None,
+) -> Counts:
     """Counts over Ray trials (anything with trial_id, status, last_result and config). Trials the searcher has
     not proposed yet (num_samples - len(trials)) are pending with `max_epochs` each. `ending`: trial id -> the
     status a trial is about to get (Ray calls on_trial_complete before it marks the trial TERMINATED)."""
@@ -114,17 +121,30 @@ def count_trials(trials, num_samples: int | None, max_epochs: int | None, budget
         if state in ("running", "paused", "pending"):
             left += max(0, planned - epochs)
         score = last.get(SELECTION_METRIC)
-        if state not in ("failed", "diverged") and isinstance(score, (int, float)) and math.isfinite(score) and (
-                best is None or score > best[0]):  # as the leaderboard's best: never a failed trial
+        if (
+            state not in ("failed", "diverged")
+            and isinstance(score, (int, float))
+            and math.isfinite(score)
+            and (best is None or score > best[0])
+        ):  # as the leaderboard's best: never a failed trial
             best = (float(score), trial.trial_id)
     unproposed = max(0, (num_samples or 0) - len(trials)) if num_samples and num_samples > 0 else 0
     left += unproposed * int(max_epochs or 0)
     if budget_left is not None:
         left = min(left, max(0, budget_left))
-    return Counts(running=tally["running"], pending=tally["pending"] + unproposed, starting=tally["pending"],
-                  paused=tally["paused"],
-                  finished=tally["finished"], pruned=tally["pruned"], failed=tally["failed"] + tally["diverged"],
-                  diverged=tally["diverged"], epochs_done=done, epochs_left=left, best=best)
+    return Counts(
+        running=tally["running"],
+        pending=tally["pending"] + unproposed,
+        starting=tally["pending"],
+        paused=tally["paused"],
+        finished=tally["finished"],
+        pruned=tally["pruned"],
+        failed=tally["failed"] + tally["diverged"],
+        diverged=tally["diverged"],
+        epochs_done=done,
+        epochs_left=left,
+        best=best,
+    )
 
 
 def eta_s(epochs_left: int, epoch_s: float | None, lanes: int) -> float | None:
@@ -155,16 +175,23 @@ def format_duration(seconds: float | None) -> str:
 def format_status(label: str, counts: Counts, elapsed_s: float, eta: float | None) -> str:
     """`   20s status NAME: 2 running, 3 pending, 0 finished, 0 pruned, 1 failed (1 diverged) | best 0.123
     (trial 1a2b3c4d) | 7/40 trial-epochs, ETA 2:10`"""
-    parts = [f"{counts.running} running",
-             f"{counts.pending} pending" + (f" ({counts.starting} starting)" if counts.starting else "")]
+    parts = [
+        f"{counts.running} running",
+        f"{counts.pending} pending" + (f" ({counts.starting} starting)" if counts.starting else ""),
+    ]
     if counts.paused:
         parts.append(f"{counts.paused} paused")
-    parts += [f"{counts.finished} finished", f"{counts.pruned} pruned",
-              f"{counts.failed} failed" + (f" ({counts.diverged} diverged)" if counts.diverged else "")]
+    parts += [
+        f"{counts.finished} finished",
+        f"{counts.pruned} pruned",
+        f"{counts.failed} failed" + (f" ({counts.diverged} diverged)" if counts.diverged else ""),
+    ]
     best = f"best {counts.best[0]:.3f} (trial {counts.best[1]})" if counts.best else "best -"
     total = counts.epochs_done + counts.epochs_left
-    return (f"{_elapsed(elapsed_s)} status {label}: {', '.join(parts)} | {best} | {counts.epochs_done}/{total} "
-            f"trial-epochs, ETA {format_duration(eta) if eta is not None else '-'}")
+    return (
+        f"{_elapsed(elapsed_s)} status {label}: {', '.join(parts)} | {best} | {counts.epochs_done}/{total} "
+        f"trial-epochs, ETA {format_duration(eta) if eta is not None else '-'}"
+    )
 
 
 def _elapsed(seconds: float) -> str:
@@ -177,7 +204,7 @@ def last_failure(error_text: str) -> list[str]:
     colour codes and the section header."""
     lines = _ANSI.sub("", error_text).rstrip().splitlines()
     starts = [i for i, line in enumerate(lines) if line.startswith("Failure # ")]
-    return lines[starts[-1] + 1:] if starts else lines
+    return lines[starts[-1] + 1 :] if starts else lines
 
 
 def error_message(lines: list[str]) -> str:
@@ -232,8 +259,11 @@ def failure_report(trial, retrying: bool, n: int = TAIL_LINES, logs_dir: Path | 
     error_file = Path(trial.error_file) if getattr(trial, "error_file", None) else None
     error_lines = last_failure(error_file.read_text(errors="replace")) if error_file and error_file.is_file() else []
     failures = int(getattr(getattr(trial, "run_metadata", None), "num_failures", 0) or 0)
-    what = (f"failed (failure {failures}); Ray retries it from its last checkpoint" if retrying
-            else f"FAILED (ERROR{f' after {failures} failures' if failures > 1 else ''})")
+    what = (
+        f"failed (failure {failures}); Ray retries it from its last checkpoint"
+        if retrying
+        else f"FAILED (ERROR{f' after {failures} failures' if failures > 1 else ''})"
+    )
     lines = [f"trial {trial.trial_id} {what}: {error_message(error_lines)}"]
     if error_lines:  # named where the experiment keeps it (Ray copies it there from its staging folder)
         shown = Path(trial.path, error_file.name) if getattr(trial, "path", None) else error_file
@@ -245,8 +275,10 @@ def failure_report(trial, retrying: bool, n: int = TAIL_LINES, logs_dir: Path | 
     stderr = worker_stderr(pid, logs_dir if logs_dir is not None else ray_logs_dir())
     if stderr is None:
         where = f"pid {pid}" if pid is not None else "its pid is unknown"
-        lines.append(f"  (its worker's stderr is not on this machine: {where}; on a cluster it is in the Ray logs of "
-                     f"the trial's node)")
+        lines.append(
+            f"  (its worker's stderr is not on this machine: {where}; on a cluster it is in the Ray logs of "
+            f"the trial's node)"
+        )
         return lines
     try:
         stderr_lines = tail(stderr, n, _RAY_LOG_MARKERS)
@@ -254,8 +286,9 @@ def failure_report(trial, retrying: bool, n: int = TAIL_LINES, logs_dir: Path | 
         return lines + [f"  (cannot read its worker's stderr {stderr}: {exc})"]
     if not stderr_lines:
         return lines + [f"  its worker's stderr ({stderr}) is empty"]
-    lines.append(f"  last lines of its worker's stderr (pid {pid}, {stderr}; a reused worker also holds earlier "
-                 f"trials' output):")
+    lines.append(
+        f"  last lines of its worker's stderr (pid {pid}, {stderr}; a reused worker also holds earlier trials' output):"
+    )
     return lines + [f"  | {line}" for line in stderr_lines]
 
 
@@ -277,8 +310,16 @@ class SearchStatus(tune.Callback):
     configs); `label`: the name in the status line; `every_s`: seconds between status lines (0: none, the
     per-epoch, per-trial and failure lines stay); `stream`: where to print (default: sys.stdout at each print)."""
 
-    def __init__(self, num_samples: int | None = None, max_epochs: int | None = None, *, label: str = "search",
-                 every_s: float = DEFAULT_EVERY_S, stream=None, tail_lines: int = TAIL_LINES):
+    def __init__(
+        self,
+        num_samples: int | None = None,
+        max_epochs: int | None = None,
+        *,
+        label: str = "search",
+        every_s: float = DEFAULT_EVERY_S,
+        stream=None,
+        tail_lines: int = TAIL_LINES,
+    ):
         if every_s < 0:
             raise ValueError(f"every_s must be >= 0 (0: no status lines), got {every_s}")
         self.num_samples, self.max_epochs, self.label = num_samples, max_epochs, label
@@ -310,9 +351,13 @@ class SearchStatus(tune.Callback):
     def __setstate__(self, state: dict) -> None:
         if "total" in state and "num_samples" not in state:  # a ProgressPrinter pickled by an earlier version
             state = {"num_samples": state["total"]}
-        self.__init__(state.get("num_samples"), state.get("max_epochs"), label=state.get("label") or "search",
-                      every_s=DEFAULT_EVERY_S if state.get("every_s") is None else state["every_s"],
-                      tail_lines=state.get("tail_lines") or TAIL_LINES)
+        self.__init__(
+            state.get("num_samples"),
+            state.get("max_epochs"),
+            label=state.get("label") or "search",
+            every_s=DEFAULT_EVERY_S if state.get("every_s") is None else state["every_s"],
+            tail_lines=state.get("tail_lines") or TAIL_LINES,
+        )
 
     # --- output
     def _out(self):
@@ -340,7 +385,7 @@ class SearchStatus(tune.Callback):
 
     def _fit(self, line: str) -> str:
         width = shutil.get_terminal_size((120, 24)).columns
-        return line if len(line) < width else line[:max(10, width - 4)] + "..."
+        return line if len(line) < width else line[: max(10, width - 4)] + "..."
 
     def _show(self, line: str, permanent: bool = False) -> None:
         """A status line: on a terminal it replaces the one at the bottom (a `permanent` one is left in place as
@@ -413,12 +458,14 @@ class SearchStatus(tune.Callback):
         if result.get(DIVERGED_KEY):
             return  # on_trial_complete says so
         nan = float("nan")
-        self.emit(f"{_elapsed(self.elapsed())} {trial.trial_id} epoch {result.get('epoch', 0):>2}/"
-                  f"{result.get('epochs_planned', '?')} stage {result.get('stage', '?')} | score "
-                  f"{result.get(SCORE_METRIC, nan):.3f} (best {result.get(SELECTION_METRIC, nan):.3f}) mAP50 "
-                  f"{result.get('val/map50', nan):.3f} view_acc {result.get('val/view_acc', nan):.3f} kappa "
-                  f"{result.get('val/view_kappa', nan):.3f} | {trial.config.get('arch')} "
-                  f"{trial.config.get('model_scale')}")
+        self.emit(
+            f"{_elapsed(self.elapsed())} {trial.trial_id} epoch {result.get('epoch', 0):>2}/"
+            f"{result.get('epochs_planned', '?')} stage {result.get('stage', '?')} | score "
+            f"{result.get(SCORE_METRIC, nan):.3f} (best {result.get(SELECTION_METRIC, nan):.3f}) mAP50 "
+            f"{result.get('val/map50', nan):.3f} view_acc {result.get('val/view_acc', nan):.3f} kappa "
+            f"{result.get('val/view_kappa', nan):.3f} | {trial.config.get('arch')} "
+            f"{trial.config.get('model_scale')}"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -430,8 +477,10 @@ class SearchStatus(tune.Callback):
             what = f"finished, best score {last.get(SELECTION_METRIC, float('nan')):.3f}"
         ending = {trial.trial_id: "TERMINATED"}  # Ray marks it so right after this hook
         counts = count_trials(trials, self.num_samples, self._max_epochs(trials), None, ending)
-        self.emit(f"{_elapsed(self.elapsed())} {trial.trial_id} {what}  [{counts.ended}/{self.num_samples or '?'} "
-                  f"trials done]")
+        self.emit(
+            f"{_elapsed(self.elapsed())} {trial.trial_id} {what}  [{counts.ended}/{self.num_samples or '?'} "
+            f"trials done]"
+        )
 
     def _failure(self, trial, retrying: bool) -> None:
         lines = failure_report(trial, retrying, self.tail_lines)

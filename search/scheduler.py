@@ -28,6 +28,7 @@ driver's staging folder, which Ray uploads over the experiment folder every seco
 holds the stale copy Ray downloaded with every .json of the experiment, and would overwrite newer decisions.
 Read back, the two copies are merged.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,17 +48,31 @@ STOPPED_FILE = "asha_stopped.json"  # trial id -> epoch at which ASHA stopped it
 
 def grace_period(max_epochs: int, reduction_factor: float) -> int:
     """First rung: two reductions before the end (E/4 for factor 2), so a trial is judged after real training."""
-    return max(1, round(max_epochs / reduction_factor ** 2))
+    return max(1, round(max_epochs / reduction_factor**2))
 
 
 class EpochASHA(AsyncHyperBandScheduler):
-    def __init__(self, metric: str, mode: str, experiment_dir: str | Path, max_epochs: int,
-                 baseline: dict | None = None, reduction_factor: float = 2, protected: tuple[dict, ...] = ()):
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        experiment_dir: str | Path,
+        max_epochs: int,
+        baseline: dict | None = None,
+        reduction_factor: float = 2,
+        protected: tuple[dict, ...] = (),
+    ):
         """`baseline`: the space's baseline point (parameter values); a trial whose config holds all of them is
         the baseline, as in the leaderboard (an empty point, the `baseline` space: every trial). `protected`:
         other points never stopped either (the search's fixed starting points)."""
-        super().__init__(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_epochs,
-                         grace_period=grace_period(max_epochs, reduction_factor), reduction_factor=reduction_factor)
+        super().__init__(
+            time_attr=TIME_ATTR,
+            metric=metric,
+            mode=mode,
+            max_t=max_epochs,
+            grace_period=grace_period(max_epochs, reduction_factor),
+            reduction_factor=reduction_factor,
+        )
         self.experiment_dir = str(experiment_dir)
         self.baseline = baseline
         self.protected = tuple(protected)
@@ -125,8 +140,9 @@ class EpochASHA(AsyncHyperBandScheduler):
     def _folders(self) -> list[Path]:
         """The local folders that hold STOPPED_FILE: the experiment folder and the driver's staging folder."""
         folders = [Path(self.experiment_dir)] + ([self._staging] if self._staging is not None else [])
-        return [f for i, f in enumerate(folders) if f.is_dir() and f.resolve() not in
-                {g.resolve() for g in folders[:i]}]
+        return [
+            f for i, f in enumerate(folders) if f.is_dir() and f.resolve() not in {g.resolve() for g in folders[:i]}
+        ]
 
 
 def staging_folder(trial) -> Path | None:

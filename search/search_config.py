@@ -9,6 +9,7 @@ The defaults are the README's product command, `echotune search` (`python search
 baseline; within 10 minutes on 2 CPU cores with the synthetic set's 256-image val/test splits (10 x 12 took
 702 s on 2026-11-28: README, "The search").
 """
+
 from __future__ import annotations
 
 import os
@@ -88,20 +89,27 @@ class SearchConfig:
         if not self.name:
             raise ValueError(f"name must be a non-empty experiment name, got {self.name!r}")
         if self.shared_storage and is_object_store(self.storage):
-            raise ValueError(f"shared_storage is for a local path mounted on every node; storage={self.storage} is "
-                             f"an object store")
+            raise ValueError(
+                f"shared_storage is for a local path mounted on every node; storage={self.storage} is an object store"
+            )
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or not self.objectives:
-            raise ValueError(f"objectives={unknown or list(self.objectives)} is not valid; choose one or more of: "
-                             f"{', '.join(OBJECTIVES)}")
+            raise ValueError(
+                f"objectives={unknown or list(self.objectives)} is not valid; choose one or more of: "
+                f"{', '.join(OBJECTIVES)}"
+            )
         if len(self.objectives) > 1 and self.scheduler == "asha":
-            raise ValueError(f"scheduler='asha' with several objectives ({', '.join(self.objectives)}): ASHA stops "
-                             f"trials on one number, so its pruning, not the objectives, would decide the Pareto "
-                             f"front; use scheduler='fifo' (the default with several objectives)")
+            raise ValueError(
+                f"scheduler='asha' with several objectives ({', '.join(self.objectives)}): ASHA stops "
+                f"trials on one number, so its pruning, not the objectives, would decide the Pareto "
+                f"front; use scheduler='fifo' (the default with several objectives)"
+            )
         if len(self.objectives) > 1 and self.scheduler == "pbt":
-            raise ValueError(f"scheduler='pbt' with several objectives ({', '.join(self.objectives)}): PBT ranks "
-                             f"members on one number (val/score), so it, not the objectives, would decide which "
-                             f"models survive; use scheduler='fifo' for a Pareto front")
+            raise ValueError(
+                f"scheduler='pbt' with several objectives ({', '.join(self.objectives)}): PBT ranks "
+                f"members on one number (val/score), so it, not the objectives, would decide which "
+                f"models survive; use scheduler='fifo' for a Pareto front"
+            )
         for name in ("num_samples", "concurrency", "final_seeds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -136,8 +144,10 @@ class SearchConfig:
 
         mutation_ranges(self)
         if not perturbation_epochs(self.max_epochs, self.pbt_interval, pbt_stage_split(self)):
-            raise ValueError(f"pbt_interval={self.pbt_interval} with max_epochs={self.max_epochs}: no perturbation "
-                             f"before the last epoch")
+            raise ValueError(
+                f"pbt_interval={self.pbt_interval} with max_epochs={self.max_epochs}: no perturbation "
+                f"before the last epoch"
+            )
 
     @property
     def metrics(self) -> list[str]:
@@ -145,7 +155,11 @@ class SearchConfig:
 
     @property
     def experiment_dir(self) -> str:
-        return os.path.join(self.storage, self.name) if is_object_store(self.storage) else str(Path(self.storage, self.name).resolve())
+        return (
+            os.path.join(self.storage, self.name)
+            if is_object_store(self.storage)
+            else str(Path(self.storage, self.name).resolve())
+        )
 
     @property
     def local_dir(self) -> Path:
@@ -166,8 +180,14 @@ class SearchConfig:
         """Config keys fixed for every trial of this search (merged over what the space samples)."""
         # A trial uses the devices Ray reserved for it: a CPU trial placed on a GPU node must not take the GPU.
         # workers=-1: the engine picks DataLoader processes for the device (CUDA: the trial's CPUs - 1).
-        constants = {"epochs": self.max_epochs, "seed": self.seed, "cpus": max(1, int(self.cpus_per_trial)),
-                     "device": "cuda" if self.gpus_per_trial > 0 else "cpu", "workers": -1, "cache_images": True}
+        constants = {
+            "epochs": self.max_epochs,
+            "seed": self.seed,
+            "cpus": max(1, int(self.cpus_per_trial)),
+            "device": "cuda" if self.gpus_per_trial > 0 else "cpu",
+            "workers": -1,
+            "cache_images": True,
+        }
         if self.img_size is not None:
             constants["img_size"] = self.img_size
         return constants

@@ -4,6 +4,7 @@ Reads Ray's own files (experiment state, params, results) through `ExperimentAna
 finished, running or interrupted search; the rows are written as `leaderboard.parquet` by the core
 (echotune.results.leaderboard), which owns the columns.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,8 @@ from pathlib import Path
 
 from ray.tune import ExperimentAnalysis
 
-from echotune.reporting.lineage import is_pbt_search, lineage_columns, read_lineage
 from echotune.metrics import SCORE_METRIC
+from echotune.reporting.lineage import is_pbt_search, lineage_columns, read_lineage
 from echotune.results.layout import BEST_PREFIX, FINAL_PREFIX, HP_PREFIX, trial_folder_name
 from echotune.results.leaderboard import METRICS, SCHEMA, finite_or_none, hp_value
 from echotune.trainables.trial import DIVERGED_KEY, ERROR_KEY
@@ -49,13 +50,20 @@ def quiet_ray_analysis():
         logger.setLevel(level)
 
 
-def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: dict | None = None,
-               analysis: ExperimentAnalysis | None = None) -> list[dict]:
+def trial_rows(
+    experiment_dir: str | Path,
+    space: str | None = None,
+    baseline: dict | None = None,
+    analysis: ExperimentAnalysis | None = None,
+) -> list[dict]:
     """Rows for every trial in the experiment (any status)."""
     analysis = analysis or load_analysis(experiment_dir)
     frames = analysis.trial_dataframes
-    lineage = read_lineage(experiment_dir, {t.trial_id: (t.experiment_tag, t.config) for t in analysis.trials}) \
-        if is_pbt_search(experiment_dir) else {}
+    lineage = (
+        read_lineage(experiment_dir, {t.trial_id: (t.experiment_tag, t.config) for t in analysis.trials})
+        if is_pbt_search(experiment_dir)
+        else {}
+    )
     rows = []
     for trial in analysis.trials:
         frame = frames.get(trial.trial_id)
@@ -83,18 +91,29 @@ def trial_rows(experiment_dir: str | Path, space: str | None = None, baseline: d
             checkpoint = best_checkpoint.path if best_checkpoint is not None else None
         except (ValueError, KeyError, RuntimeError):
             checkpoint = None
-        row = {"trial_id": trial.trial_id, "experiment": Path(experiment_dir).name, "space": space,
-               "arch": trial.config.get("arch"), "status": status, "stopped_early": status == "STOPPED_EARLY",
-               "is_baseline": baseline is not None and all(trial.config.get(k) == v for k, v in baseline.items()),
-               "error": error, "retries": int(trial.run_metadata.num_failures or 0), "epochs_trained": trained, "epochs_planned": planned,
-               "wall_time_s": finite_or_none(last.get("time_total_s")), "best_epoch": int(best_row["epoch"]) if best_row else None,
-               "checkpoint_path": checkpoint, "config_json": json.dumps(trial.config, sort_keys=True, default=str)}
+        row = {
+            "trial_id": trial.trial_id,
+            "experiment": Path(experiment_dir).name,
+            "space": space,
+            "arch": trial.config.get("arch"),
+            "status": status,
+            "stopped_early": status == "STOPPED_EARLY",
+            "is_baseline": baseline is not None and all(trial.config.get(k) == v for k, v in baseline.items()),
+            "error": error,
+            "retries": int(trial.run_metadata.num_failures or 0),
+            "epochs_trained": trained,
+            "epochs_planned": planned,
+            "wall_time_s": finite_or_none(last.get("time_total_s")),
+            "best_epoch": int(best_row["epoch"]) if best_row else None,
+            "checkpoint_path": checkpoint,
+            "config_json": json.dumps(trial.config, sort_keys=True, default=str),
+        }
         for metric in METRICS:
             row[BEST_PREFIX + metric] = finite_or_none(best_row.get(metric)) if best_row else None
             row[FINAL_PREFIX + metric] = None if last.get(DIVERGED_KEY) else finite_or_none(last.get(metric))
         for field in SCHEMA:
             if field.name.startswith(HP_PREFIX):
-                row[field.name] = hp_value(field, trial.config.get(field.name[len(HP_PREFIX):]))
+                row[field.name] = hp_value(field, trial.config.get(field.name[len(HP_PREFIX) :]))
         row.update(lineage_columns(lineage.get(trial.trial_id)))
         rows.append(row)
     return rows

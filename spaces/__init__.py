@@ -11,6 +11,7 @@
 Spaces: gradnorm (shared + GradNorm), dual_backbone (detector + timm classifier), all (arch is a parameter),
 baseline (nothing searched). Profiles: quick (laptop CPU), full (GPU).
 """
+
 from __future__ import annotations
 
 from echotune.spaces import all as _all  # noqa: F401  (registers the spaces)
@@ -20,9 +21,28 @@ from echotune.spaces import gradnorm as _gradnorm  # noqa: F401
 from echotune.spaces.common import SEARCH_ONLY_PARAMS, to_train_config
 from echotune.spaces.original import original_config
 from echotune.spaces.profiles import PROFILES, Profile, get_profile
-from echotune.spaces.registry import (SearchSpace, describe_space, get_space, list_spaces, parameter_ranges, parameter_table,
-                             register_space)
+from echotune.spaces.registry import (
+    SearchSpace,
+    describe_space,
+    get_space,
+    list_spaces,
+    parameter_ranges,
+    parameter_table,
+    register_space,
+)
 
-__all__ = ["PROFILES", "SEARCH_ONLY_PARAMS", "Profile", "SearchSpace", "describe_space", "get_profile",
-           "get_space", "list_spaces", "original_config", "parameter_ranges", "parameter_table", "register_space",
-           "to_train_config"]
+__all__ = [
+    "PROFILES",
+    "SEARCH_ONLY_PARAMS",
+    "Profile",
+    "SearchSpace",
+    "describe_space",
+    "get_profile",
+    "get_space",
+    "list_spaces",
+    "original_config",
+    "parameter_ranges",
+    "parameter_table",
+    "register_space",
+    "to_train_config",
+]

@@ -1,4 +1,5 @@
 """``all``: the architecture is itself a parameter; each choice opens its own conditional sub-space."""
+
 from __future__ import annotations
 
 from echotune.spaces.dual_backbone import define_dual

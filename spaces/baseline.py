@@ -1,4 +1,5 @@
 """``baseline``: no free parameters; every trial runs the original configuration (e.g. to measure its spread)."""
+
 from __future__ import annotations
 
 from echotune.spaces.original import original_config

@@ -13,6 +13,7 @@ their ratio). The result is returned as the constant ``stage_split`` (rounded to
 exactly (0.3, 0.5, 0.2)). The two floats are search-only parameters, not TrainConfig fields: Ray puts every
 suggested parameter into the trial's config, so trainables pass it through ``to_train_config`` first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -86,8 +87,9 @@ def suggest_augmentation(trial: SuggestTrial, profile: Profile) -> dict:
 
 def suggest_schedule(trial: SuggestTrial) -> dict:
     """Stage split (two search-only floats -> constant stage_split), stage-2 hard mining, stage-3 label smoothing."""
-    split = split_from_fractions(trial.suggest_float("stage1_frac", 0.1, 0.5),
-                                 trial.suggest_float("stage2_frac", 0.2, 0.7))
+    split = split_from_fractions(
+        trial.suggest_float("stage1_frac", 0.1, 0.5), trial.suggest_float("stage2_frac", 0.2, 0.7)
+    )
     trial.suggest_float("hard_mining_frac", 0.0, 0.5)
     trial.suggest_float("label_smoothing_stage3", 0.0, 0.2)
     return {"stage_split": split}
@@ -97,5 +99,11 @@ def suggest_training(trial: SuggestTrial, profile: Profile) -> dict:
     """Everything both architectures search, plus the profile's img_size and the batch size as constants."""
     trial.suggest_categorical("model_scale", profile.scales)
     head = trial.suggest_categorical("head", DETECT_HEADS)
-    return {**suggest_optimisation(trial), **suggest_losses(trial, head), **suggest_augmentation(trial, profile),
-            **suggest_schedule(trial), "img_size": profile.img_size, "batch_size": BATCH_SIZE}
+    return {
+        **suggest_optimisation(trial),
+        **suggest_losses(trial, head),
+        **suggest_augmentation(trial, profile),
+        **suggest_schedule(trial),
+        "img_size": profile.img_size,
+        "batch_size": BATCH_SIZE,
+    }

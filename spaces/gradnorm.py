@@ -1,4 +1,5 @@
 """``gradnorm``: the shared-backbone model with GradNorm balancing (the original study's architecture)."""
+
 from __future__ import annotations
 
 from echotune.models import VIEW_LEVELS

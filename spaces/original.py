@@ -14,17 +14,34 @@ Per profile: ``model_scale`` and ``img_size`` (quick: n at 160 px, the closest C
 640; full: the original s at 640). Not included: ``epochs`` (the search's per-trial budget decides) and the
 runtime keys (seed, cpus, device, ...), which the search sets for every trial alike.
 """
+
 from __future__ import annotations
 
 from echotune.engine.config import TrainConfig
 from echotune.spaces.profiles import Profile, get_profile
 
 ORIGINAL_STUDY: dict = {
-    "arch": "shared", "balance": "gradnorm", "gn_alpha": 1.5, "gn_min_weight": 0.0, "head": "anchor",
-    "lr_stage1": 1e-2, "lr_stage2": 1e-3, "lr_stage3": 1e-4, "stage_split": (0.3, 0.5, 0.2), "batch_size": 8,
-    "aug_policy": "none", "aug_strength_stage1": 0.0, "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0,
-    "mixup_alpha": 0.0, "mosaic": 0.0, "view_level": "P3",
-    "loss_box": "ciou", "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce",
+    "arch": "shared",
+    "balance": "gradnorm",
+    "gn_alpha": 1.5,
+    "gn_min_weight": 0.0,
+    "head": "anchor",
+    "lr_stage1": 1e-2,
+    "lr_stage2": 1e-3,
+    "lr_stage3": 1e-4,
+    "stage_split": (0.3, 0.5, 0.2),
+    "batch_size": 8,
+    "aug_policy": "none",
+    "aug_strength_stage1": 0.0,
+    "aug_strength_stage2": 0.0,
+    "aug_strength_stage3": 0.0,
+    "mixup_alpha": 0.0,
+    "mosaic": 0.0,
+    "view_level": "P3",
+    "loss_box": "ciou",
+    "loss_obj": "bce",
+    "loss_cls": "bce",
+    "loss_view": "ce",
 }
 
 _UNSTATED = ("optimizer", "momentum", "weight_decay", "gn_lr", "hard_mining_frac", "label_smoothing_stage3")
@@ -35,8 +52,14 @@ ECHOTUNE_DEFAULTS: dict = {key: getattr(TrainConfig(), key) for key in _UNSTATED
 # mAP50-95 at 20 epochs, 160 px): the anchor-free head, AdamW at 3e-3 / 1e-3 / 3e-4, and GradNorm's weight floor
 # 0.5. Overrides on the original configuration; a search starts from it as its second fixed point
 # (SearchSpace.recipe, search/tuner.py) so a short search never misses it by chance.
-DETECTOR_RECIPE: dict = {"head": "anchorfree", "optimizer": "adamw", "lr_stage1": 3e-3, "lr_stage2": 1e-3,
-                         "lr_stage3": 3e-4, "gn_min_weight": 0.5}
+DETECTOR_RECIPE: dict = {
+    "head": "anchorfree",
+    "optimizer": "adamw",
+    "lr_stage1": 3e-3,
+    "lr_stage2": 1e-3,
+    "lr_stage3": 3e-4,
+    "gn_min_weight": 0.5,
+}
 
 
 def original_config(profile: str | Profile) -> dict:

@@ -4,6 +4,7 @@ A profile fixes the detector scales, the input size, the dual architecture's tim
 augmentation policies a space offers, plus the scale/classifier its baseline point uses. Every classifier
 name exists in timm and builds with ``pretrained=False, num_classes=3`` (checked by tests/spaces).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,10 +47,20 @@ class Profile:
 # detection head (the anchor-free head doubled val mAP50-95 at equal epochs) and GradNorm's weight floor (without
 # one GradNorm starves detection); the original recipe (anchor head, no floor) stays the fixed and baseline value.
 QUICK_SEARCHED: tuple[str, ...] = (
-    "lr_stage3", "optimizer", "momentum", "stage1_frac", "stage2_frac", "view_level", "mixup_alpha",
+    "lr_stage3",
+    "optimizer",
+    "momentum",
+    "stage1_frac",
+    "stage2_frac",
+    "view_level",
+    "mixup_alpha",
     "label_smoothing_stage3",
-    "head", "gn_min_weight",
-    "arch", "classifier", "balance", "lr_cls_factor",
+    "head",
+    "gn_min_weight",
+    "arch",
+    "classifier",
+    "balance",
+    "lr_cls_factor",
 )
 
 _QUICK_SIZES = dict(
@@ -63,32 +74,43 @@ _QUICK_SIZES = dict(
     baseline_classifier="resnet10t",
 )
 
-_PROFILES: dict[str, Profile] = {p.name: p for p in (
-    Profile(
-        name="quick",
-        description="laptop CPU: test/n detectors, 160 px, small timm classifiers, no flips; the parameters "
-                    "that mattered most (QUICK_SEARCHED)",
-        **_QUICK_SIZES,
-        searched=QUICK_SEARCHED,
-    ),
-    Profile(
-        name="quick-all",
-        description="the quick profile's sizes with every parameter searched (what QUICK_SEARCHED was chosen "
-                    "from: benchmarks/space_importance.py)",
-        **_QUICK_SIZES,
-    ),
-    Profile(
-        name="full",
-        description="GPU: n/s/m/l detectors at the original 640 px, ResNet/EfficientNet/ConvNeXt classifiers",
-        scales=("n", "s", "m", "l"),
-        img_size=640,
-        classifiers=("resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
-                     "convnext_tiny", "mobilenetv3_large_100"),
-        aug_policies=("none", "medical", "medical+flip"),
-        baseline_scale="s",  # the original study's YOLOv5s
-        baseline_classifier="resnet18",
-    ),
-)}
+_PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="quick",
+            description="laptop CPU: test/n detectors, 160 px, small timm classifiers, no flips; the parameters "
+            "that mattered most (QUICK_SEARCHED)",
+            **_QUICK_SIZES,
+            searched=QUICK_SEARCHED,
+        ),
+        Profile(
+            name="quick-all",
+            description="the quick profile's sizes with every parameter searched (what QUICK_SEARCHED was chosen "
+            "from: benchmarks/space_importance.py)",
+            **_QUICK_SIZES,
+        ),
+        Profile(
+            name="full",
+            description="GPU: n/s/m/l detectors at the original 640 px, ResNet/EfficientNet/ConvNeXt classifiers",
+            scales=("n", "s", "m", "l"),
+            img_size=640,
+            classifiers=(
+                "resnet18",
+                "resnet34",
+                "resnet50",
+                "efficientnet_b0",
+                "efficientnet_b1",
+                "efficientnet_b2",
+                "convnext_tiny",
+                "mobilenetv3_large_100",
+            ),
+            aug_policies=("none", "medical", "medical+flip"),
+            baseline_scale="s",  # the original study's YOLOv5s
+            baseline_classifier="resnet18",
+        ),
+    )
+}
 
 PROFILES: tuple[str, ...] = tuple(_PROFILES)
 

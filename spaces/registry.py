@@ -16,6 +16,7 @@ A trial's config is ``{**suggested params, **constants}`` (what Ray's OptunaSear
 ``to_train_config`` (which drops the search-only parameters such as ``stage1_frac``) it is a valid
 ``TrainConfig.from_dict`` input.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -87,6 +88,7 @@ def register_space(name: str, *, baseline_config: ConfigFn) -> Callable[[DefineF
     """Register the decorated define-by-run function as space `name` (returned unchanged, so spaces can reuse it).
 
     `baseline_config(profile)` gives the full configuration the space's baseline point must reproduce."""
+
     def decorator(define_fn: DefineFn) -> DefineFn:
         if name in _SPACES:
             raise ValueError(f"search space {name!r} is already registered")
@@ -95,6 +97,7 @@ def register_space(name: str, *, baseline_config: ConfigFn) -> Callable[[DefineF
             raise ValueError(f"search space {name!r} needs a docstring documenting its parameters")
         _SPACES[name] = SearchSpace(name, doc.splitlines()[0], doc, define_fn, baseline_config)
         return define_fn
+
     return decorator
 
 
@@ -128,7 +131,9 @@ def parameter_ranges(name: str, profile: str | Profile = "quick") -> dict[str, N
     the space suggests it (conditional ones included), e.g. {"lr_stage1": (0.001, 0.03, True), ...}: for code that
     must stay inside the space's ranges without restating them (search/pbt.py's mutations). Every parameter of
     the space, also those a focused profile (quick) keeps fixed."""
-    return {param: rng for run in _cycling_runs(name, profile, searched_only=False) for param, rng in run.ranges.items()}
+    return {
+        param: rng for run in _cycling_runs(name, profile, searched_only=False) for param, rng in run.ranges.items()
+    }
 
 
 def parameter_table(name: str, profile: str | Profile = "quick") -> dict[str, tuple[str, bool]]:
@@ -144,8 +149,13 @@ def parameter_table(name: str, profile: str | Profile = "quick") -> dict[str, tu
 def describe_space(name: str, profile: str | Profile = "quick") -> str:
     """Human-readable summary: docstring, the parameters with their distributions under `profile`, the baseline."""
     space, p = get_space(name), get_profile(profile)
-    lines = [f"{space.name} (profile {p.name}: {p.description})", "", space.doc, "",
-             f"Parameters under profile {p.name}:"]
+    lines = [
+        f"{space.name} (profile {p.name}: {p.description})",
+        "",
+        space.doc,
+        "",
+        f"Parameters under profile {p.name}:",
+    ]
     table = parameter_table(name, p)
     width = max((len(k) for k in table), default=0)
     lines += [f"  {param:<{width}}  {dist}{'  (conditional)' if cond else ''}" for param, (dist, cond) in table.items()]

@@ -10,6 +10,7 @@ distribution: running a space with it turns "the original configuration" into th
 conditional branch; ``describe_space`` uses it to list a space's parameters. ``FocusedTrial`` searches only a
 profile's chosen parameters and fixes the rest.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -17,16 +18,18 @@ from typing import Any, NamedTuple, Protocol
 
 
 class SuggestTrial(Protocol):
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float: ...
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
-def format_distribution(kind: str, low: Any = None, high: Any = None, log: bool = False,
-                        choices: Sequence[Any] = ()) -> str:
+def format_distribution(
+    kind: str, low: Any = None, high: Any = None, log: bool = False, choices: Sequence[Any] = ()
+) -> str:
     if kind == "categorical":
         return "{" + ", ".join(str(c) for c in choices) + "}"
     return f"{kind} [{low:g}, {high:g}]" + (" log" if log else "")
@@ -47,13 +50,13 @@ class ReplayTrial:
     def _numeric(self, name: str, low: float, high: float, log: bool, cast: type) -> Any:
         value = self._value(name)
         if not low <= value <= high:
-            raise ValueError(f"{name}={value!r} lies outside "
-                             f"{format_distribution(cast.__name__, low, high, log)}")
+            raise ValueError(f"{name}={value!r} lies outside {format_distribution(cast.__name__, low, high, log)}")
         self.params[name] = cast(value)
         return self.params[name]
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         return self._numeric(name, low, high, log, float)
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
@@ -69,6 +72,7 @@ class ReplayTrial:
 
 class NumericRange(NamedTuple):
     """A numeric parameter's distribution as the space suggests it, e.g. lr_stage1: (0.001, 0.03, True)."""
+
     low: float
     high: float
     log: bool
@@ -84,8 +88,9 @@ class CyclingTrial:
         self.ranges: dict[str, NumericRange] = {}
         self.max_choices = 1
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         self.distributions[name] = format_distribution("float", low, high, log)
         self.ranges[name] = NumericRange(float(low), float(high), log)
         return float(low)
@@ -116,13 +121,16 @@ class FocusedTrial:
 
     def _fixed(self, name: str) -> Any:
         if name not in self.fixed:
-            raise ValueError(f"parameter {name!r} is neither searched nor fixed; fixed values exist for: "
-                             f"{', '.join(sorted(self.fixed))}")
+            raise ValueError(
+                f"parameter {name!r} is neither searched nor fixed; fixed values exist for: "
+                f"{', '.join(sorted(self.fixed))}"
+            )
         self.fixed_used[name] = self.fixed[name]
         return self.fixed[name]
 
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
         if name in self.searched:
             return self.trial.suggest_float(name, low, high, step=step, log=log)
         return float(self._fixed(name))

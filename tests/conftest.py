@@ -5,6 +5,7 @@ cores; README). Besides the tests marked `slow` or `ray` by hand, every test tha
 trains a real experiment (HEAVY_FIXTURES) is marked `slow` here, so one quick test cannot pull a 30 s build into
 the tier. The full suite prints, at its end, how long the quick tier's tests took within it.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,15 @@ def tiny_synthetic(tmp_path_factory):
     return data
 
 
-TINY_TRAIN = {"model_scale": "test", "img_size": 64, "batch_size": 8, "cpus": 1, "epochs": 3,
-              "cache_images": True, "seed": 0}
+TINY_TRAIN = {
+    "model_scale": "test",
+    "img_size": 64,
+    "batch_size": 8,
+    "cpus": 1,
+    "epochs": 3,
+    "cache_images": True,
+    "seed": 0,
+}
 
 
 # Session fixtures that train models (tests/ensemble/conftest.py's experiment: a small search's trials, ~30 s on
@@ -67,5 +75,6 @@ def pytest_runtest_makereport(item, call):
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if _quick_seconds:
         terminalreporter.write_line(
-            f"quick tier (-m \"{QUICK_TIER}\"): {len(_quick_seconds)} of these tests, "
-            f"{sum(_quick_seconds.values()):.0f} s of their setup, call and teardown")
+            f'quick tier (-m "{QUICK_TIER}"): {len(_quick_seconds)} of these tests, '
+            f"{sum(_quick_seconds.values()):.0f} s of their setup, call and teardown"
+        )

@@ -1,6 +1,7 @@
 """The notebook API, used as a notebook would: `import echotune` and nothing internal (the fixtures only give data
 paths). One tiny real search (2 trials x 3 epochs at 64 px, no final round, an ensemble of both) and one tiny
 training run feed the result, leaderboard and prediction tests; option errors are checked before anything runs."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -37,15 +38,34 @@ def view_names(tiny_synthetic):
 def searched(data_yaml, tmp_path_factory):
     """A finished 2-trial search (the baseline and the detector recipe) with an ensemble of both."""
     storage = tmp_path_factory.mktemp("api-search")
-    return echotune.run_search("gradnorm", data=data_yaml, name="api", storage=str(storage), num_samples=TRIALS,
-                               max_epochs=EPOCHS, img_size=64, concurrency=2, final_top_k=0, ensemble_top_k=2,
-                               status_every=0)
+    return echotune.run_search(
+        "gradnorm",
+        data=data_yaml,
+        name="api",
+        storage=str(storage),
+        num_samples=TRIALS,
+        max_epochs=EPOCHS,
+        img_size=64,
+        concurrency=2,
+        final_top_k=0,
+        ensemble_top_k=2,
+        status_every=0,
+    )
 
 
 @pytest.fixture(scope="module")
 def trained(data_yaml, tmp_path_factory):
-    return echotune.train(data_yaml, out=tmp_path_factory.mktemp("api-train") / "run", model_scale="test",
-                          img_size=64, epochs=EPOCHS, batch_size=8, cpus=1, seed=0, verbose=False)
+    return echotune.train(
+        data_yaml,
+        out=tmp_path_factory.mktemp("api-train") / "run",
+        model_scale="test",
+        img_size=64,
+        epochs=EPOCHS,
+        batch_size=8,
+        cpus=1,
+        seed=0,
+        verbose=False,
+    )
 
 
 def assert_sane(predictions, images, view_names):
@@ -66,13 +86,17 @@ def assert_sane(predictions, images, view_names):
 
 # -------------------------------------------------------------------------------------------- the package itself
 def test_import_is_cheap_and_names_load_lazily():
-    code = ("import sys, echotune\n"
-            "before = sorted(m for m in ('ray', 'torch', 'pandas', 'echotune.api') if m in sys.modules)\n"
-            "echotune.SearchConfig\n"
-            "print(before, 'ray' in sys.modules, sorted(echotune.__all__), 'run_search' in dir(echotune))")
+    code = (
+        "import sys, echotune\n"
+        "before = sorted(m for m in ('ray', 'torch', 'pandas', 'echotune.api') if m in sys.modules)\n"
+        "echotune.SearchConfig\n"
+        "print(before, 'ray' in sys.modules, sorted(echotune.__all__), 'run_search' in dir(echotune))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")[0]
-    assert out == ("[] False ['Prediction', 'SearchConfig', 'SearchResult', 'TrainConfig', 'TrainResult', "
-                   "'__version__', 'leaderboard', 'predict', 'run_search', 'train'] True")
+    assert out == (
+        "[] False ['Prediction', 'SearchConfig', 'SearchResult', 'TrainConfig', 'TrainResult', "
+        "'__version__', 'leaderboard', 'predict', 'run_search', 'train'] True"
+    )
 
 
 def test_version_is_the_installed_one_and_unknown_names_fail():
@@ -82,17 +106,20 @@ def test_version_is_the_installed_one_and_unknown_names_fail():
 
 
 # ----------------------------------------------------------------------------- option errors, before any work
-@pytest.mark.parametrize(("options", "named"), [
-    ({"num_sample": 4}, "num_sample"),
-    ({"max_epochs": 2}, "max_epochs"),
-    ({"space": "no_such_space"}, "space"),
-    ({"img_size": 100}, "img_size"),
-    ({"objectives": "map50,view_acc", "scheduler": "asha"}, "scheduler"),
-    ({"objectives": "map50,nope"}, "objectives"),
-    ({"storage": "s3://bucket/echotune"}, "storage"),
-    ({"pbt_interval": 2}, "pbt_interval"),
-    ({"ensemble_top_k": -1}, "ensemble_top_k"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"num_sample": 4}, "num_sample"),
+        ({"max_epochs": 2}, "max_epochs"),
+        ({"space": "no_such_space"}, "space"),
+        ({"img_size": 100}, "img_size"),
+        ({"objectives": "map50,view_acc", "scheduler": "asha"}, "scheduler"),
+        ({"objectives": "map50,nope"}, "objectives"),
+        ({"storage": "s3://bucket/echotune"}, "storage"),
+        ({"pbt_interval": 2}, "pbt_interval"),
+        ({"ensemble_top_k": -1}, "ensemble_top_k"),
+    ],
+)
 def test_run_search_names_a_bad_option(options, named, data_yaml, tmp_path):
     options = {"storage": str(tmp_path), **options}
     with pytest.raises(ValueError, match=named):
@@ -100,11 +127,14 @@ def test_run_search_names_a_bad_option(options, named, data_yaml, tmp_path):
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
 
 
-@pytest.mark.parametrize(("options", "named"), [
-    ({"epoch": 3}, "epoch"),
-    ({"img_size": 100}, "img_size"),
-    ({"config": echotune.TrainConfig(model_scale="test"), "lr_stage1": -1.0}, "lr_stage1"),
-])
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"epoch": 3}, "epoch"),
+        ({"img_size": 100}, "img_size"),
+        ({"config": echotune.TrainConfig(model_scale="test"), "lr_stage1": -1.0}, "lr_stage1"),
+    ],
+)
 def test_train_names_a_bad_option(options, named, data_yaml, tmp_path):
     with pytest.raises(ValueError, match=named):
         echotune.train(data_yaml, out=tmp_path / "run", **options)
@@ -184,8 +214,20 @@ def test_leaderboard_reads_the_folder_again(searched):
     board = echotune.leaderboard(searched.experiment, by="view_acc")
     assert sorted(board["trial_id"]) == sorted(searched.leaderboard["trial_id"])
     assert board["best/val/view_acc"].is_monotonic_decreasing
-    documented = {"rank", "trial_id", "status", "is_baseline", "epochs_trained", "epochs_planned", "best_epoch",
-                  "best/val/score", "final/val/score", "checkpoint_path", "config_json", "hp/lr_stage3"}
+    documented = {
+        "rank",
+        "trial_id",
+        "status",
+        "is_baseline",
+        "epochs_trained",
+        "epochs_planned",
+        "best_epoch",
+        "best/val/score",
+        "final/val/score",
+        "checkpoint_path",
+        "config_json",
+        "hp/lr_stage3",
+    }
     assert documented <= set(board.columns)
     again = echotune.SearchResult.from_experiment(searched.experiment)
     assert (again.best_trial_id, again.best_checkpoint) == (searched.best_trial_id, searched.best_checkpoint)

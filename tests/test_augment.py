@@ -1,4 +1,5 @@
 """Tests for echotune.augment: box validity at every strength, identity at 0, flip opt-in, seeding."""
+
 from __future__ import annotations
 
 import warnings
@@ -24,8 +25,14 @@ def _boxes(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, np.ndarray]
     if kind == "empty":
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     if kind == "edge":  # touching every border, whole image, tiny boxes in corners
-        b = [[0, 0, 30, 25], [130, 140, SIZE, SIZE], [0, 0, SIZE, SIZE], [0, 100, 3, 103],
-             [158, 0, SIZE, 2], [70.25, 80.5, 71.75, 82.0]]
+        b = [
+            [0, 0, 30, 25],
+            [130, 140, SIZE, SIZE],
+            [0, 0, SIZE, SIZE],
+            [0, 100, 3, 103],
+            [158, 0, SIZE, 2],
+            [70.25, 80.5, 71.75, 82.0],
+        ]
         boxes = np.array(b, np.float32)
     else:  # random sizes from ~1 px to most of the image
         n = int(rng.integers(1, 8))

@@ -109,8 +109,9 @@ def test_gradnorm_gradient_norms_match_explicit_autograd():
         balancer.w.copy_(torch.tensor([0.7, 1.3]))
     p1, p2 = model(x)
     losses = torch.stack([((p1 - y1) ** 2).mean(), ((p2 - y2) ** 2).mean()])
-    expected = torch.stack([torch.autograd.grad(losses[i], model.shared.weight, retain_graph=True)[0].norm()
-                            for i in range(2)])
+    expected = torch.stack(
+        [torch.autograd.grad(losses[i], model.shared.weight, retain_graph=True)[0].norm() for i in range(2)]
+    )
     balancer.weighted_loss(losses, model.shared.weight).backward()
     got = balancer.task_gradient_norms(model.shared.weight)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
@@ -124,9 +125,9 @@ def test_gradnorm_alpha_favours_the_slower_task():
     for step in range(30):
         balancer.zero_grad()
         w_param.grad = None
-        base = (w_param ** 2).sum()
+        base = (w_param**2).sum()
         # task 0 loss decays fast (factor 0.5 per step), task 1 stays: same gradient norm per unit loss
-        losses = torch.stack([base * 0.5 ** step, base * 1.0])
+        losses = torch.stack([base * 0.5**step, base * 1.0])
         balancer.weighted_loss(losses, w_param).backward()
         balancer.after_backward(w_param)
     weights = balancer.weights()
@@ -172,6 +173,7 @@ def test_errors():
 # u = 2^-11 = 4.9e-4 (fp16), the largest relative error of one rounding.
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def train_autocast(dtype, low_precision, steps=40, decay=0.9):
     """The toy under CPU autocast `dtype` (None: fp32). Task 0's loss is multiplied by decay^step: it trains much
     faster than task 1, so with alpha = 1.5 GradNorm holds w_0 G_0 well below w_1 G_1 -- the regime where deriving
@@ -186,7 +188,7 @@ def train_autocast(dtype, low_precision, steps=40, decay=0.9):
         opt.zero_grad()
         with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             p1, p2 = model(x)
-        losses = torch.stack([decay ** step * ((p1.float() - y1) ** 2).mean(), ((p2.float() - y2) ** 2).mean()])
+        losses = torch.stack([decay**step * ((p1.float() - y1) ** 2).mean(), ((p2.float() - y2) ** 2).mean()])
         balancer.weighted_loss(losses, model.shared.weight, low_precision=low_precision).backward()
         norms.append(balancer.task_gradient_norms(model.shared.weight))
         balancer.after_backward(model.shared.weight)
@@ -202,12 +204,12 @@ def test_gradnorm_under_bf16_autocast_matches_fp32():
     # G_i: the bf16 gradient passes ~6 roundings (shared/head matmuls and tanh, forward and backward), each
     # <= u; independent errors add to ~sqrt(6) u = 1e-2 (6u = 2.3e-2 if all aligned), and the norm over W's
     # elements averages them further: measured max 1.7e-3 = 0.45u. rtol 4u = 1.6e-2 (9x the measurement).
-    g_rtol = 4 * 2 ** -8
+    g_rtol = 4 * 2**-8
     assert ((g16 - g32).abs() / g32).max() < g_rtol
     # w: Adam's step on w is ~lr * sign(...) here (the signs do not flip in this regime), so a relative error
     # delta in G moves each step by <= ~lr * delta; over `steps` steps with delta <= u (measured 0.45u):
     # steps * lr * u = 1.2e-2. Measured max |dw| 3e-5.
-    w_atol = steps * lr * 2 ** -8
+    w_atol = steps * lr * 2**-8
     assert (w16 - w32).abs().max() < w_atol
     # The same run deriving G_0 from W.grad (the float32 shortcut) fails both: its error is
     # u * w_1 G_1 / (w_0 G_0), and G_0 comes out tens of times too large (measured: G 62x off, |dw| 5e-2).
@@ -240,7 +242,7 @@ def test_gradnorm_fp16_underflow_needs_the_grad_scale():
     assert norms(torch.float16, low_precision=True)[1] == 0  # direct, but unscaled: still flushed
     # Scaled by 2^16 (GradScaler's initial scale), unscaled in fp32: fp16 rounding only, ~6 roundings of
     # u = 2^-11: <= 6u = 2.9e-3; measured 3.5e-5. rtol 4u = 2e-3 (as for bf16 above).
-    torch.testing.assert_close(norms(torch.float16, grad_scale=2.0 ** 16), exact, rtol=4 * 2 ** -11, atol=0)
+    torch.testing.assert_close(norms(torch.float16, grad_scale=2.0**16), exact, rtol=4 * 2**-11, atol=0)
 
 
 class TinyEchoModel(nn.Module):
@@ -286,9 +288,16 @@ class RecordingGradNorm(GradNormBalancer):
 
 def tiny_batches(device, n=4, batch=8, image_scale=1.0):
     g = torch.Generator().manual_seed(1)
-    return [{"images": torch.rand(batch, 3, 4, 4, generator=g) * image_scale, "boxes": [torch.zeros(0, 4)] * batch,
-             "classes": [torch.zeros(0, dtype=torch.long)] * batch,
-             "views": torch.randint(0, 3, (batch,), generator=g), "indices": list(range(batch))} for _ in range(n)]
+    return [
+        {
+            "images": torch.rand(batch, 3, 4, 4, generator=g) * image_scale,
+            "boxes": [torch.zeros(0, 4)] * batch,
+            "classes": [torch.zeros(0, dtype=torch.long)] * batch,
+            "views": torch.randint(0, 3, (batch,), generator=g),
+            "indices": list(range(batch)),
+        }
+        for _ in range(n)
+    ]
 
 
 def run_engine_epoch(device, scaler=None, autocast_dtype=None, image_scale=1.0, **model_kw):
@@ -299,14 +308,24 @@ def run_engine_epoch(device, scaler=None, autocast_dtype=None, image_scale=1.0, 
     model = TinyEchoModel(**model_kw).to(device)
     balancer = RecordingGradNorm(alpha=1.5, lr=0.05).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    train_one_epoch(model, balancer, tiny_batches(device, image_scale=image_scale), optimizer,
-                    StepSettings(lr_at_step=lambda step: 0.01), 0, torch.device(device), scaler=scaler,
-                    autocast_dtype=autocast_dtype)
+    train_one_epoch(
+        model,
+        balancer,
+        tiny_batches(device, image_scale=image_scale),
+        optimizer,
+        StepSettings(lr_at_step=lambda step: 0.01),
+        0,
+        torch.device(device),
+        scaler=scaler,
+        autocast_dtype=autocast_dtype,
+    )
     return model, balancer
 
 
-@pytest.mark.parametrize("device", [
-    "cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))],
+)
 def test_train_one_epoch_fp16_gradscaler_gradnorm_matches_fp32(device):
     # train_one_epoch with float16 autocast + GradScaler (CUDA AMP; CPU float16 autocast reproduces it) must
     # measure GradNorm's G_i like the fp32 run. Tolerance 4u = 2e-3 with fp16's u = 2^-11 (as for bf16 above;
@@ -314,7 +333,7 @@ def test_train_one_epoch_fp16_gradscaler_gradnorm_matches_fp32(device):
     _, fp32 = run_engine_epoch(device)
     _, amp = run_engine_epoch(device, scaler=torch.amp.GradScaler(device))
     assert len(amp.norms) == 4 and not any(amp.skipped)
-    torch.testing.assert_close(torch.stack(amp.norms), torch.stack(fp32.norms), rtol=4 * 2 ** -11, atol=0)
+    torch.testing.assert_close(torch.stack(amp.norms), torch.stack(fp32.norms), rtol=4 * 2**-11, atol=0)
     torch.testing.assert_close(amp.w.detach(), fp32.w.detach(), rtol=1e-3, atol=1e-4)
     # Control: the same fp16 autocast without the scale -- the view's G_i underflows to 0.
     _, unscaled = run_engine_epoch(device, autocast_dtype=torch.float16)
@@ -323,11 +342,12 @@ def test_train_one_epoch_fp16_gradscaler_gradnorm_matches_fp32(device):
 
 
 def test_train_one_epoch_bf16_autocast_gradnorm_matches_fp32():
-    # bf16 (optional in train_one_epoch, no scaler): rtol 4u = 1.6e-2 as in the toy test; measured 2.6e-3. The view gradient dominates W's 1000x, so G_det derived from W.grad (the float32 shortcut,
+    # bf16 (optional in train_one_epoch, no scaler): rtol 4u = 1.6e-2 as in the toy test; measured 2.6e-3.
+    # The view gradient dominates W's 1000x, so G_det derived from W.grad (the float32 shortcut,
     # if train_one_epoch did not flag low precision) would be ~90 % off.
     _, fp32 = run_engine_epoch("cpu", view_gain=1e3)
     _, bf16 = run_engine_epoch("cpu", autocast_dtype=torch.bfloat16, view_gain=1e3)
-    torch.testing.assert_close(torch.stack(bf16.norms), torch.stack(fp32.norms), rtol=4 * 2 ** -8, atol=0)
+    torch.testing.assert_close(torch.stack(bf16.norms), torch.stack(fp32.norms), rtol=4 * 2**-8, atol=0)
 
 
 def test_train_one_epoch_overflow_skips_gradnorm_with_the_model_step():
@@ -336,7 +356,7 @@ def test_train_one_epoch_overflow_skips_gradnorm_with_the_model_step():
     # finite. The scaler skips the model's step and halves its scale until it fits; GradNorm must skip with it.
     scaler = torch.amp.GradScaler("cpu")
     _, balancer = run_engine_epoch("cpu", scaler=scaler, image_scale=30.0, view_gain=1.0)
-    assert balancer.skipped[0] and not all(balancer.skipped) and scaler.get_scale() < 2.0 ** 16
+    assert balancer.skipped[0] and not all(balancer.skipped) and scaler.get_scale() < 2.0**16
     assert all(torch.isfinite(n).all() for n in balancer.norms)  # GradNorm's own check would not have skipped
     before = [torch.ones(2)] + balancer.history[:-1]
     for skipped, w_before, w_after in zip(balancer.skipped, before, balancer.history):

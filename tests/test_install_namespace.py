@@ -5,6 +5,7 @@
 Before: in a folder with its own `models/` package, loading an EchoTune checkpoint failed with
 `ImportError: cannot import name 'create_model' from 'models'` (EchoTune's code imported its top-level `models`).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -17,8 +18,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMED_BEFORE = ("models", "spaces", "trainables", "search")
-MAPPED = {"echotune": "echotune", "models": "echotune/models", "spaces": "echotune/spaces",
-          "trainables": "echotune/trainables", "search": "echotune/search"}
+MAPPED = {
+    "echotune": "echotune",
+    "models": "echotune/models",
+    "spaces": "echotune/spaces",
+    "trainables": "echotune/trainables",
+    "search": "echotune/search",
+}
 
 # Runs in a folder holding the user's own `models` package (found first: sys.path[0] is that folder).
 USER_SESSION = """
@@ -51,8 +57,9 @@ print("OK", type(model).__module__)
 def test_a_users_own_models_package_keeps_its_name(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "__init__.py").write_text('OWNER = "user"\n')
-    result = subprocess.run([sys.executable, "-c", USER_SESSION], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", USER_SESSION], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("OK echotune.models.")
 
@@ -60,8 +67,7 @@ def test_a_users_own_models_package_keeps_its_name(tmp_path):
 def test_installed_echotune_claims_no_other_top_level_name(tmp_path):
     """From a folder without them, the bare names are not importable (the editable install's finder maps only
     `echotune`)."""
-    code = ("import importlib.util; print([n for n in %r if importlib.util.find_spec(n) is not None])"
-            % (CLAIMED_BEFORE,))
+    code = f"import importlib.util; print([n for n in {CLAIMED_BEFORE!r} if importlib.util.find_spec(n) is not None])"
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
@@ -74,15 +80,39 @@ def test_the_wheel_holds_every_source_under_echotune_only(tmp_path):
     source = tmp_path / "source"  # a copy: setuptools writes build/ and *.egg-info/ beside the sources
     for name in [*MAPPED, "pyproject.toml", "README.md"]:
         copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
-        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                            if (ROOT / name).is_dir() else {}))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                    "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=600, capture_output=True)
+        copy(
+            ROOT / name,
+            source / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (ROOT / name).is_dir() else {}),
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        timeout=600,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "dist").glob("echotune-*.whl"))
     names = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
     tops = {n.split("/")[0] for n in names}
     assert tops == {"echotune"}, tops
-    expected = {f"{MAPPED[p.relative_to(ROOT).parts[0]]}/{p.relative_to(ROOT / p.relative_to(ROOT).parts[0]).as_posix()}"
-                for folder in MAPPED for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
-    assert names == expected, {"missing from the wheel": sorted(expected - names)[:10],
-                               "unexpected": sorted(names - expected)[:10]}
+    expected = {
+        f"{MAPPED[p.relative_to(ROOT).parts[0]]}/{p.relative_to(ROOT / p.relative_to(ROOT).parts[0]).as_posix()}"
+        for folder in MAPPED
+        for p in (ROOT / folder).rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert names == expected, {
+        "missing from the wheel": sorted(expected - names)[:10],
+        "unexpected": sorted(names - expected)[:10],
+    }

@@ -12,6 +12,7 @@ The core and the models never import Ray either (`fit(cfg, report=callback)` run
 a module counts, also those inside functions: a deferred import is still a dependency. The checker reads the
 sources (nothing is imported), so a wrong-way import fails here even on a path no other test runs.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,10 +23,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # repository folder -> the package it installs as (pyproject.toml [tool.setuptools.package-dir])
-FOLDERS = {"echotune": "echotune", "models": "echotune.models", "spaces": "echotune.spaces",
-           "trainables": "echotune.trainables", "search": "echotune.search", "benchmarks": "benchmarks"}
-LAYERS = {"echotune.models": 0, "echotune": 1, "echotune.spaces": 2, "echotune.trainables": 3, "echotune.search": 4,
-          "echotune.api": 5, "benchmarks": 6}
+FOLDERS = {
+    "echotune": "echotune",
+    "models": "echotune.models",
+    "spaces": "echotune.spaces",
+    "trainables": "echotune.trainables",
+    "search": "echotune.search",
+    "benchmarks": "benchmarks",
+}
+LAYERS = {
+    "echotune.models": 0,
+    "echotune": 1,
+    "echotune.spaces": 2,
+    "echotune.trainables": 3,
+    "echotune.search": 4,
+    "echotune.api": 5,
+    "benchmarks": 6,
+}
 NAMES = {0: "models", 1: "core", 2: "spaces", 3: "trainables", 4: "search", 5: "api", 6: "benchmarks"}
 RAY_FREE = {0, 1, 2}  # the models, the core and the spaces never import Ray
 TOP_LEVEL_NAMES = ("models", "spaces", "trainables", "search")  # installed under echotune. only
@@ -71,13 +85,20 @@ def imported_modules(tree: ast.AST, module: str, is_package: bool) -> list[tuple
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 target = ".".join([*base, node.module] if node.module else base)
             else:
                 target = node.module or ""
             # `from echotune import spaces` imports the module echotune.spaces
-            found += [(node.lineno, f"{target}.{alias.name}" if layer_of(f"{target}.{alias.name}") is not None
-                       and f"{target}.{alias.name}" in _KNOWN_MODULES else target) for alias in node.names]
+            found += [
+                (
+                    node.lineno,
+                    f"{target}.{alias.name}"
+                    if layer_of(f"{target}.{alias.name}") is not None and f"{target}.{alias.name}" in _KNOWN_MODULES
+                    else target,
+                )
+                for alias in node.names
+            ]
     return found
 
 
@@ -96,8 +117,11 @@ def check_source(source: str, module: str, is_package: bool = False) -> list[Vio
             continue
         layer = layer_of(target)
         if layer is not None and own is not None and layer > own:
-            out.append(Violation(module, line, target, f"{NAMES[own]} (layer {own}) must not import "
-                                                       f"{NAMES[layer]} (layer {layer})"))
+            out.append(
+                Violation(
+                    module, line, target, f"{NAMES[own]} (layer {own}) must not import {NAMES[layer]} (layer {layer})"
+                )
+            )
     return out
 
 
@@ -139,22 +163,28 @@ def test_the_checker_catches_the_old_wrong_way_imports(module, source):
     assert check_source(source, module), f"{module}: {source!r} passed the checker"
 
 
-@pytest.mark.parametrize(("module", "source"), [
-    ("echotune.engine.fit", "import ray"),
-    ("echotune.spaces.common", "from ray import tune"),
-    ("echotune.data.check", "from echotune import spaces"),
-    ("echotune.spaces.common", "from echotune.trainables import common"),
-    ("echotune.engine.build", "from echotune.api import run_search"),
-])
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("echotune.engine.fit", "import ray"),
+        ("echotune.spaces.common", "from ray import tune"),
+        ("echotune.data.check", "from echotune import spaces"),
+        ("echotune.spaces.common", "from echotune.trainables import common"),
+        ("echotune.engine.build", "from echotune.api import run_search"),
+    ],
+)
 def test_the_checker_catches_other_upward_imports(module, source):
     assert check_source(source, module)
 
 
-@pytest.mark.parametrize(("module", "source"), [
-    ("echotune.engine.build", "from echotune.models import create_model"),
-    ("echotune.search.tuner", "from echotune.trainables import train_trial\nimport ray"),
-    ("echotune.models.dual", "from .weights import load_error_reason"),
-    ("echotune.api", "from echotune.search.orchestrate import run_search"),
-])
+@pytest.mark.parametrize(
+    ("module", "source"),
+    [
+        ("echotune.engine.build", "from echotune.models import create_model"),
+        ("echotune.search.tuner", "from echotune.trainables import train_trial\nimport ray"),
+        ("echotune.models.dual", "from .weights import load_error_reason"),
+        ("echotune.api", "from echotune.search.orchestrate import run_search"),
+    ],
+)
 def test_the_checker_allows_downward_imports(module, source):
     assert check_source(source, module) == []

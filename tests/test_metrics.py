@@ -1,6 +1,7 @@
 """Tests for echotune.metrics: input handling, hand-made cases (P/R/F1 in the Ultralytics convention), view
 metrics, the search score, the flat metrics dict. COCOeval equality, the convention against an independent
 implementation, and the bootstrap: tests/metrics/."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,18 @@ from echotune.metrics import (
 )
 from tests.metrics.cases import random_case
 
-KEYS = ["val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1", "val/view_kappa",
-        "val/score", "val/conf"]
+KEYS = [
+    "val/map50",
+    "val/map50_95",
+    "val/precision",
+    "val/recall",
+    "val/f1",
+    "val/view_acc",
+    "val/view_f1",
+    "val/view_kappa",
+    "val/score",
+    "val/conf",
+]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -32,7 +43,7 @@ def _det(boxes, labels, scores=None) -> dict:
     return out
 
 
-# ------------------------------------------------------------------------------ 1. inputs (COCOeval equality: tests/metrics)
+# ---------------------------------------------------------------------- 1. inputs (COCOeval equality: tests/metrics)
 def test_torch_inputs_match_numpy():
     preds, targets = random_case(11, num_images=8)
     as_torch = lambda d: {k: torch.as_tensor(v) for k, v in d.items()}  # noqa: E731
@@ -214,10 +225,13 @@ def test_view_invalid_inputs_raise():
 
 
 # ------------------------------------------------------------------------------------ 4. score and dict
-def _metrics(map50: float, map50_95: float, view_kappa: float, view_f1: float = 0.9
-             ) -> tuple[DetectionMetrics, ViewMetrics]:
-    return (DetectionMetrics(map50=map50, map50_95=map50_95),
-            ViewMetrics(macro_f1=view_f1, kappa=view_kappa, accuracy=0.9, count=5))
+def _metrics(
+    map50: float, map50_95: float, view_kappa: float, view_f1: float = 0.9
+) -> tuple[DetectionMetrics, ViewMetrics]:
+    return (
+        DetectionMetrics(map50=map50, map50_95=map50_95),
+        ViewMetrics(macro_f1=view_f1, kappa=view_kappa, accuracy=0.9, count=5),
+    )
 
 
 def test_validation_score_arithmetic():
@@ -233,8 +247,9 @@ def test_validation_score_arithmetic():
     assert validation_score(*_metrics(0.0, 0.0, -0.4)) == 0.0
 
 
-@pytest.mark.parametrize("weights", [{"map50": -0.1}, {"bogus": 1.0}, {"map50": float("nan")},
-                                     {"map50": 0, "map50_95": 0, "view_kappa": 0}])
+@pytest.mark.parametrize(
+    "weights", [{"map50": -0.1}, {"bogus": 1.0}, {"map50": float("nan")}, {"map50": 0, "map50_95": 0, "view_kappa": 0}]
+)
 def test_validation_score_rejects_bad_weights(weights):
     det, view = _metrics(0.8, 0.2, 0.6)
     with pytest.raises(ValueError, match="map50_95"):  # the message names the valid keys

@@ -6,6 +6,7 @@ ONNX raw outputs within ONNX_ATOL = 1e-4 of PyTorch's (onnxruntime's kernels sum
 ~1e-6 on these models; a wrong weight or pre-processing step is off by 1e-2 or more), TorchScript within 1e-6
 (the same ATen kernels: measured exactly 0), post-processed boxes within 1e-3 px and scores within 1e-5.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,8 +69,11 @@ def assert_same_detections(reference: list[dict], exported: list[dict]) -> int:
     for ref, got in zip(reference, exported):
         assert len(got["scores"]) == len(ref["scores"])
         box_diff = (ref["boxes"][:, None] - got["boxes"][None]).abs().amax(-1)  # (K, K) px
-        close = (ref["labels"][:, None] == got["labels"][None]) & (box_diff <= BOX_ATOL_PX) \
+        close = (
+            (ref["labels"][:, None] == got["labels"][None])
+            & (box_diff <= BOX_ATOL_PX)
             & ((ref["scores"][:, None] - got["scores"][None]).abs() <= SCORE_ATOL)
+        )
         cost = torch.where(close, box_diff, torch.full_like(box_diff, float("inf"))).flatten()
         free_ref, free_got = set(range(len(ref["scores"]))), set(range(len(got["scores"])))
         for k in cost.argsort().tolist():
@@ -83,8 +87,9 @@ def assert_same_detections(reference: list[dict], exported: list[dict]) -> int:
 
 
 @pytest.mark.parametrize("arch,head", COMBOS)
-def test_onnx_and_torchscript_outputs_equal_pytorch_and_postprocess_gives_its_detections(runs, val_images, arch, head,
-                                                                                          tmp_path):
+def test_onnx_and_torchscript_outputs_equal_pytorch_and_postprocess_gives_its_detections(
+    runs, val_images, arch, head, tmp_path
+):
     model, spec = mx.load_for_export(runs[arch, head] / "best.pt", log=lambda _: None)
     paths = mx.export_model(model, spec, tmp_path, "best", log=lambda _: None)
     x = torch.from_numpy(val_images)
@@ -114,8 +119,10 @@ def test_onnx_and_torchscript_outputs_equal_pytorch_and_postprocess_gives_its_de
     assert sidecar["head"]["kind"] == head and sidecar["source"]["config"]["arch"] == arch
     assert sidecar["names"] == ["AR", "MR", "PR", "TR"] and sidecar["view_names"] == ["PSAX", "PLAX", "A4C"]
     # the files describe themselves too
-    assert json.loads({p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}["echotune"])["head"] \
+    assert (
+        json.loads({p.key: p.value for p in onnx.load(str(paths["onnx"])).metadata_props}["echotune"])["head"]
         == sidecar["head"]
+    )
 
 
 def test_postprocess_at_other_thresholds_follows_the_model(runs, val_images):
@@ -228,6 +235,7 @@ def test_sources_best_then_last_ray_trial_by_score_and_nothing_to_export(runs, t
 # echotune export (search/export.py)
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def run_cli(argv: list[str], how: str = "script") -> tuple[int, str, str]:
     """`python search/export.py ARGV` (how="script") or `echotune export ARGV`, in-process."""
     out, err = io.StringIO(), io.StringIO()
@@ -262,18 +270,31 @@ def test_cli_exports_every_ensemble_member_at_another_size(runs, tmp_path):
     from echotune.ensemble.fusion import FusionParams
     from echotune.ensemble.manifest import Manifest, ManifestMember, save_manifest
 
-    members = [ManifestMember("t_one", runs["shared", "anchor"] / "best.pt", "shared", 0.4),
-               ManifestMember("t two", runs["dual", "anchor"] / "best.pt", "dual", 0.3)]
-    save_manifest(Manifest(members, [1.0, 0.5], "none", FusionParams(), ["AR", "MR", "PR", "TR"],
-                           ["PSAX", "PLAX", "A4C"]), tmp_path / "ensemble" / "manifest.yaml")
-    code, out, err = run_cli([tmp_path / "ensemble", "--format", "onnx", "--imgsz", "96", "--check", "2",
-                              "--out", tmp_path / "deploy"], how="echotune")
+    members = [
+        ManifestMember("t_one", runs["shared", "anchor"] / "best.pt", "shared", 0.4),
+        ManifestMember("t two", runs["dual", "anchor"] / "best.pt", "dual", 0.3),
+    ]
+    save_manifest(
+        Manifest(members, [1.0, 0.5], "none", FusionParams(), ["AR", "MR", "PR", "TR"], ["PSAX", "PLAX", "A4C"]),
+        tmp_path / "ensemble" / "manifest.yaml",
+    )
+    code, out, err = run_cli(
+        [tmp_path / "ensemble", "--format", "onnx", "--imgsz", "96", "--check", "2", "--out", tmp_path / "deploy"],
+        how="echotune",
+    )
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == \
-        ["ensemble.json", "t_one.json", "t_one.onnx", "t_two.json", "t_two.onnx"]
+    assert sorted(p.name for p in (tmp_path / "deploy").iterdir()) == [
+        "ensemble.json",
+        "t_one.json",
+        "t_one.onnx",
+        "t_two.json",
+        "t_two.onnx",
+    ]
     index = json.loads((tmp_path / "deploy" / "ensemble.json").read_text())
-    assert [(m["trial_id"], m["weight"], m["files"]) for m in index["members"]] == \
-        [("t_one", 1.0, {"onnx": "t_one.onnx"}), ("t two", 0.5, {"onnx": "t_two.onnx"})]
+    assert [(m["trial_id"], m["weight"], m["files"]) for m in index["members"]] == [
+        ("t_one", 1.0, {"onnx": "t_one.onnx"}),
+        ("t two", 0.5, {"onnx": "t_two.onnx"}),
+    ]
     spec = mx.load_sidecar(tmp_path / "deploy" / "t_two.json")
     assert spec["input"]["shape"] == ["batch", 3, 96, 96] and spec["outputs"][0]["shape"] == ["batch", 3, 12, 12, 9]
     assert spec["check"]["onnx"]["ok"] and out.count("  OK") == 2
@@ -298,8 +319,9 @@ def test_cli_bad_paths_exit_2_naming_the_path(how, runs, tmp_path):
 
 def test_cli_exits_1_when_a_file_differs_beyond_the_tolerance(runs, tmp_path):
     """--atol 1e-12: onnxruntime's float rounding (~1e-7 here) is then 'beyond tolerance', as a wrong file would be."""
-    code, out, err = run_cli([runs["shared", "anchor"] / "best.pt", "--format", "onnx", "--check", "2",
-                              "--atol", "1e-12", "--out", tmp_path])
+    code, out, err = run_cli(
+        [runs["shared", "anchor"] / "best.pt", "--format", "onnx", "--check", "2", "--atol", "1e-12", "--out", tmp_path]
+    )
     assert code == 1 and "BEYOND TOLERANCE" in out and "FAILED" in out
     assert "differs from PyTorch beyond the tolerance" in err
     assert mx.load_sidecar(tmp_path / "best.json")["check"]["onnx"]["ok"] is False  # the files stay, flagged

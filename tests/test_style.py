@@ -1,5 +1,6 @@
 """The code style is checked, not hoped for: `ruff format --check` and `ruff check` with pyproject.toml's
 configuration pass on every Python file of the project (fix locally with `ruff format . && ruff check --fix .`)."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,9 @@ def ruff(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([exe, *args, *FOLDERS], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", [("format", "--check"), ("check", "--no-fix", "--output-format", "concise")],
-                         ids=["format", "lint"])
+@pytest.mark.parametrize(
+    "command", [("format", "--check"), ("check", "--no-fix", "--output-format", "concise")], ids=["format", "lint"]
+)
 def test_ruff_passes(command):
     result = ruff(*command)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]

@@ -11,6 +11,7 @@ Under population-based training (search/pbt.py) it may be another member's check
 mutated config: each checkpoint folder names the trial that wrote it (ORIGIN_FILE), reported as
 `restored_from_trial` beside `restored_from_epoch`.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,12 +25,12 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from echotune.results.layout import CHECKPOINT_FILE, ORIGIN_FILE
 from echotune.atomic import atomic_write_text
 from echotune.data.check import CheckedDataset
 from echotune.engine import NonFiniteLossError, TrainConfig, fit
 from echotune.engine.checkpoint import load_checkpoint
 from echotune.metrics import REPORTED_VAL_METRICS
+from echotune.results.layout import CHECKPOINT_FILE, ORIGIN_FILE
 from echotune.trainables.node import require_dataset_on_node
 
 WORK_PREFIX = "echotune-trial-"  # + "<pid of the worker process>-<random>": a trial's local work folder
@@ -103,9 +104,15 @@ def train_trial(config: dict, data: CheckedDataset, *, to_train_config: Callable
         # it was (this trial's own, or the PBT donor's).
         # `epoch` (from the engine) is ASHA's time axis: every epoch is reported, so rungs see each trial at
         # exactly their epochs (search/scheduler.py).
-        metrics = {**metrics, "epochs_planned": cfg.epochs, "node_id": node_id, "restored_from_epoch": restored_epoch,
-                   "restored_from_trial": restored_trial, "trial_started_at": started_at,
-                   "report_s": last_report_s[0]}  # report_s: 0 on the first report
+        metrics = {
+            **metrics,
+            "epochs_planned": cfg.epochs,
+            "node_id": node_id,
+            "restored_from_epoch": restored_epoch,
+            "restored_from_trial": restored_trial,
+            "trial_started_at": started_at,
+            "report_s": last_report_s[0],
+        }  # report_s: 0 on the first report
         start = time.perf_counter()
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
         last_report_s[0] = time.perf_counter() - start
@@ -118,13 +125,29 @@ def train_trial(config: dict, data: CheckedDataset, *, to_train_config: Callable
         report(metrics, checkpoint_path)
 
     try:
-        fit(cfg, data, report=report_and_count, resume_from=resume_from, out_dir=work / "run", log=lambda _: None,
-            strict_resume=True)  # a retry, resume or PBT clone continues under this trial's own config
+        fit(
+            cfg,
+            data,
+            report=report_and_count,
+            resume_from=resume_from,
+            out_dir=work / "run",
+            log=lambda _: None,
+            strict_resume=True,
+        )  # a retry, resume or PBT clone continues under this trial's own config
     except NonFiniteLossError as exc:
         # Divergence is deterministic: a retry would diverge again, so end the trial with a final report that
         # says so (Optuna records it as FAIL, the leaderboard shows the reason) instead of raising into retries.
-        tune.report({**{m: 0.0 for m in REPORTED_VAL_METRICS}, "epoch": epochs_done[0], "epochs_planned": cfg.epochs,
-                     DIVERGED_KEY: 1.0, ERROR_KEY: str(exc), "node_id": node_id, "restored_from_epoch": restored_epoch,
-                     "restored_from_trial": restored_trial})
+        tune.report(
+            {
+                **{m: 0.0 for m in REPORTED_VAL_METRICS},
+                "epoch": epochs_done[0],
+                "epochs_planned": cfg.epochs,
+                DIVERGED_KEY: 1.0,
+                ERROR_KEY: str(exc),
+                "node_id": node_id,
+                "restored_from_epoch": restored_epoch,
+                "restored_from_trial": restored_trial,
+            }
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 The same check runs before every search (so trials never see bad data) and behind `run.py --check-data`.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from echotune.data.config import (EXPORT_VIEW_NAMES, VIDEO_ID_KEY, DataConfig, label_path_for, list_split_images,
-                                  load_data_config)
-from echotune.data.labels import ImageLabels, is_view_candidate, last_content_line, missing_view_problem, parse_label_file
+from echotune.data.config import (
+    EXPORT_VIEW_NAMES,
+    VIDEO_ID_KEY,
+    DataConfig,
+    label_path_for,
+    list_split_images,
+    load_data_config,
+)
+from echotune.data.labels import (
+    ImageLabels,
+    is_view_candidate,
+    last_content_line,
+    missing_view_problem,
+    parse_label_file,
+)
 from echotune.data.problems import ERROR, WARNING, DataError, Problem
 
 VIDEO_EXTENSIONS = ("mp4", "avi", "mov", "mkv", "wmv", "mpg", "mpeg", "dcm")
@@ -80,6 +93,7 @@ class SplitStats:
 @dataclass
 class CheckedDataset:
     """Result of `check_dataset`: usable iff there are no errors."""
+
     config: DataConfig
     view_names: tuple[str, ...]
     samples: dict[str, list[Sample]]
@@ -114,8 +128,9 @@ class CheckedDataset:
             raise DataError(f"{self.config.yaml_path}: dataset has {len(self.errors)} error(s)", self.errors)
 
 
-def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: int | None = None,
-                  video_id_pattern: str | None = None) -> CheckedDataset:
+def check_dataset(
+    yaml_path: str | os.PathLike, strict: bool = False, workers: int | None = None, video_id_pattern: str | None = None
+) -> CheckedDataset:
     """Validate everything about a dataset. Raises DataError only if data.yaml itself is unusable.
 
     `video_id_pattern` replaces data.yaml's `video_id_pattern` key (a command line's --video-id-pattern)."""
@@ -130,8 +145,15 @@ def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: i
             images += found
             problems += listing_problems
         if not images:
-            problems.append(Problem(ERROR, "empty-split", sources[0] if sources else config.yaml_path,
-                                    f"split '{split}' has no images", value=str(sources[0]) if sources else None))
+            problems.append(
+                Problem(
+                    ERROR,
+                    "empty-split",
+                    sources[0] if sources else config.yaml_path,
+                    f"split '{split}' has no images",
+                    value=str(sources[0]) if sources else None,
+                )
+            )
         problems += _duplicate_stems(split, images)
         images_by_split[split] = images
 
@@ -140,8 +162,11 @@ def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: i
     samples: dict[str, list[Sample]] = {}
     for split, images in images_by_split.items():
         with ThreadPoolExecutor(max_workers=workers) as pool:  # cv2 decoding releases the GIL
-            results = list(pool.map(lambda im: _check_image(im, config.nc, len(view_names), strict,
-                                                            config.video_id_pattern), images))
+            results = list(
+                pool.map(
+                    lambda im: _check_image(im, config.nc, len(view_names), strict, config.video_id_pattern), images
+                )
+            )
         samples[split] = [sample for sample, _ in results if sample is not None]
         for _, found in results:
             problems += found
@@ -155,8 +180,9 @@ def check_dataset(yaml_path: str | os.PathLike, strict: bool = False, workers: i
     return CheckedDataset(config, view_names, samples, stats, problems, leakage, notes, strict)
 
 
-def _check_image(image: Path, nc: int, n_views: int, strict: bool,
-                 pattern: re.Pattern | None = None) -> tuple[Sample | None, list[Problem]]:
+def _check_image(
+    image: Path, nc: int, n_views: int, strict: bool, pattern: re.Pattern | None = None
+) -> tuple[Sample | None, list[Problem]]:
     problems: list[Problem] = []
     pixels = cv2.imread(str(image), cv2.IMREAD_COLOR)
     if pixels is None:
@@ -171,8 +197,14 @@ def _check_image(image: Path, nc: int, n_views: int, strict: bool,
             problems.append(missing_view_problem(label_file, strict))
     else:
         labels = ImageLabels.empty()
-        problems.append(Problem(ERROR if strict else WARNING, "no-label-file", image,
-                                f"no label file at {label_file}: no boxes and no view"))
+        problems.append(
+            Problem(
+                ERROR if strict else WARNING,
+                "no-label-file",
+                image,
+                f"no label file at {label_file}: no boxes and no view",
+            )
+        )
     video = video_id(image, pattern)
     return Sample(image, labels, video or image.stem, tuple(pixels.shape[:2]), video is not None), problems
 
@@ -183,8 +215,9 @@ def _jpeg_complete(image: Path) -> bool:
         return f.read() == b"\xff\xd9"
 
 
-def _decide_view_names(config: DataConfig, images_by_split: dict[str, list[Path]],
-                       problems: list[Problem], notes: list[str]) -> tuple[str, ...]:
+def _decide_view_names(
+    config: DataConfig, images_by_split: dict[str, list[Path]], problems: list[Problem], notes: list[str]
+) -> tuple[str, ...]:
     if config.view_names is not None:
         return config.view_names
     lengths = Counter()
@@ -195,14 +228,21 @@ def _decide_view_names(config: DataConfig, images_by_split: dict[str, list[Path]
                 lengths[len(tokens)] += 1
     if not lengths or lengths.most_common(1)[0][0] == len(EXPORT_VIEW_NAMES):
         why = "view lines have 3 entries" if lengths else "no view lines were found"
-        notes.append(f"view_names absent from data.yaml and {why}: using the export's order "
-                     f"{', '.join(EXPORT_VIEW_NAMES)}")
+        notes.append(
+            f"view_names absent from data.yaml and {why}: using the export's order {', '.join(EXPORT_VIEW_NAMES)}"
+        )
         return EXPORT_VIEW_NAMES
     length = lengths.most_common(1)[0][0]
-    problems.append(Problem(ERROR, "data-yaml", config.yaml_path,
-                            f"view_names is absent and the view lines have {length} entries; add "
-                            f"`view_names: [...]` with {length} names in the order of the one-hot view line",
-                            value=str(length)))
+    problems.append(
+        Problem(
+            ERROR,
+            "data-yaml",
+            config.yaml_path,
+            f"view_names is absent and the view lines have {length} entries; add "
+            f"`view_names: [...]` with {length} names in the order of the one-hot view line",
+            value=str(length),
+        )
+    )
     return tuple(f"view{i}" for i in range(length))
 
 
@@ -210,10 +250,17 @@ def _duplicate_stems(split: str, images: list[Path]) -> list[Problem]:
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for image in images:
         by_stem[str(label_path_for(image))].append(image)
-    return [Problem(ERROR, "duplicate-stem", paths[0],
-                    f"split '{split}': {len(paths)} images share one label file {label} "
-                    f"({', '.join(p.name for p in paths)})", value=paths[0].stem)
-            for label, paths in by_stem.items() if len(paths) > 1]
+    return [
+        Problem(
+            ERROR,
+            "duplicate-stem",
+            paths[0],
+            f"split '{split}': {len(paths)} images share one label file {label} ({', '.join(p.name for p in paths)})",
+            value=paths[0].stem,
+        )
+        for label, paths in by_stem.items()
+        if len(paths) > 1
+    ]
 
 
 def _same_file_in_splits(samples: dict[str, list[Sample]]) -> list[Problem]:
@@ -221,9 +268,17 @@ def _same_file_in_splits(samples: dict[str, list[Sample]]) -> list[Problem]:
     for split, split_samples in samples.items():
         for sample in split_samples:
             where[sample.image.stem].setdefault(split, sample.image)
-    return [Problem(WARNING, "same-frame", next(iter(found.values())),
-                    f"the same frame name is in splits {', '.join(found)}", value=stem)
-            for stem, found in where.items() if len(found) > 1]
+    return [
+        Problem(
+            WARNING,
+            "same-frame",
+            next(iter(found.values())),
+            f"the same frame name is in splits {', '.join(found)}",
+            value=stem,
+        )
+        for stem, found in where.items()
+        if len(found) > 1
+    ]
 
 
 def _leakage(samples: dict[str, list[Sample]]) -> dict[str, dict[str, int]]:
@@ -249,28 +304,49 @@ def _video_id_problems(config: DataConfig, samples: dict[str, list[Sample]]) -> 
             continue
         count = f"{len(missing)} of {len(split_samples)} images of split '{split}'"
         if config.video_id_pattern is not None:
-            where = (f"key '{VIDEO_ID_KEY}'" if config.video_id_pattern_origin == VIDEO_ID_KEY
-                     else config.video_id_pattern_origin)
-            problems.append(Problem(ERROR, "video-id", config.yaml_path,
-                                    f"{where}: the pattern finds no source video in {count} "
-                                    f"(e.g. {_examples(missing)}); fix it so every file name yields its video",
-                                    config.video_id_pattern_line, config.video_id_pattern.pattern))
+            where = (
+                f"key '{VIDEO_ID_KEY}'"
+                if config.video_id_pattern_origin == VIDEO_ID_KEY
+                else config.video_id_pattern_origin
+            )
+            problems.append(
+                Problem(
+                    ERROR,
+                    "video-id",
+                    config.yaml_path,
+                    f"{where}: the pattern finds no source video in {count} "
+                    f"(e.g. {_examples(missing)}); fix it so every file name yields its video",
+                    config.video_id_pattern_line,
+                    config.video_id_pattern.pattern,
+                )
+            )
         else:
-            problems.append(Problem(WARNING, "video-id", missing[0].image.parent,
-                                    f"no source-video id in the names of {count} (e.g. {_examples(missing)}): "
-                                    f"leakage cannot be checked for them; the known schemes are {SCHEME_NAMES}, "
-                                    f"for others add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml"))
+            problems.append(
+                Problem(
+                    WARNING,
+                    "video-id",
+                    missing[0].image.parent,
+                    f"no source-video id in the names of {count} (e.g. {_examples(missing)}): "
+                    f"leakage cannot be checked for them; the known schemes are {SCHEME_NAMES}, "
+                    f"for others add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml",
+                )
+            )
     return problems
 
 
-def _leakage_problem(config: DataConfig, samples: dict[str, list[Sample]],
-                     leakage: dict[str, dict[str, int]]) -> Problem:
+def _leakage_problem(
+    config: DataConfig, samples: dict[str, list[Sample]], leakage: dict[str, dict[str, int]]
+) -> Problem:
     videos = len({s.video for split in samples.values() for s in split if s.video_derived})
     frames = sum(sum(c.values()) for c in leakage.values())
-    return Problem(WARNING, "leakage", config.yaml_path,
-                   f"leaky splits: {len(leakage)} of {videos} source videos have frames in more than one split "
-                   f"({frames} frames); a search, train.py and ensemble.py refuse these splits unless given "
-                   f"--allow-leaky-splits; fix with --resplit-by-video")
+    return Problem(
+        WARNING,
+        "leakage",
+        config.yaml_path,
+        f"leaky splits: {len(leakage)} of {videos} source videos have frames in more than one split "
+        f"({frames} frames); a search, train.py and ensemble.py refuse these splits unless given "
+        f"--allow-leaky-splits; fix with --resplit-by-video",
+    )
 
 
 def _split_stats(samples: list[Sample]) -> SplitStats:

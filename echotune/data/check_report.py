@@ -1,4 +1,5 @@
 """Human-readable text of a `CheckedDataset`: per-split counts, box sizes, leakage, then every problem by kind."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -12,10 +13,12 @@ from echotune.data.config import VIDEO_ID_KEY
 def format_report(check: CheckedDataset, max_per_kind: int = 25) -> str:
     """The full report; `max_per_kind` caps the problems listed per kind (0 = list all), counts are always full."""
     cfg = check.config
-    out = [f"EchoTune data check: {cfg.yaml_path}",
-           f"  root:    {cfg.root}",
-           f"  classes: {', '.join(cfg.names)} (nc={cfg.nc})",
-           f"  views:   {', '.join(check.view_names)}"]
+    out = [
+        f"EchoTune data check: {cfg.yaml_path}",
+        f"  root:    {cfg.root}",
+        f"  classes: {', '.join(cfg.names)} (nc={cfg.nc})",
+        f"  views:   {', '.join(check.view_names)}",
+    ]
     out += [f"  note:    {note}" for note in check.notes]
     out += ["", *_split_table(check), "", *_box_sizes(check), "", *_leakage(check), "", *_problems(check, max_per_kind)]
     return "\n".join(out)
@@ -34,13 +37,24 @@ def _split_table(check: CheckedDataset) -> list[str]:
     header = ["split", "images", "videos", "no-box", "no-view", *names, "|", *views]
     rows = [header]
     for split, s in check.stats.items():
-        rows.append([split, s.images, s.videos, s.images_without_boxes, s.images_without_view,
-                     *(s.boxes_per_class.get(i, 0) for i in range(len(names))), "|",
-                     *(s.views.get(i, 0) for i in range(len(views)))])
+        rows.append(
+            [
+                split,
+                s.images,
+                s.videos,
+                s.images_without_boxes,
+                s.images_without_view,
+                *(s.boxes_per_class.get(i, 0) for i in range(len(names))),
+                "|",
+                *(s.views.get(i, 0) for i in range(len(views))),
+            ]
+        )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header))]
     lines = ["Images, boxes per class and views per split:"]
-    lines += ["  " + "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-              for r in rows]
+    lines += [
+        "  " + "  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     return lines
 
 
@@ -52,9 +66,11 @@ def _box_sizes(check: CheckedDataset) -> list[str]:
             continue
         w, h = s.box_wh_pixels[:, 0], s.box_wh_pixels[:, 1]
         rel = np.median(s.box_wh, axis=0)
-        lines.append(f"  {split}: {np.median(w):.0f} x {np.median(h):.0f} px [{w.min():.0f}..{w.max():.0f} x "
-                     f"{h.min():.0f}..{h.max():.0f}], {rel[0]:.3f} x {rel[1]:.3f} of the image; "
-                     f"{int(((w < 8) | (h < 8)).sum())} boxes under 8 px")
+        lines.append(
+            f"  {split}: {np.median(w):.0f} x {np.median(h):.0f} px [{w.min():.0f}..{w.max():.0f} x "
+            f"{h.min():.0f}..{h.max():.0f}], {rel[0]:.3f} x {rel[1]:.3f} of the image; "
+            f"{int(((w < 8) | (h < 8)).sum())} boxes under 8 px"
+        )
     return lines
 
 
@@ -70,11 +86,13 @@ def _leakage(check: CheckedDataset) -> list[str]:
         pairs: dict[str, int] = defaultdict(int)
         for counts in check.leakage.values():
             pairs[" + ".join(sorted(counts, key=list(check.samples).index))] += 1
-        lines += [f"Leakage: {len(check.leakage)} of {len(videos_with_id)} source videos appear in more than one "
-                  f"split ({frames} frames); an evaluation on these splits is optimistic. "
-                  f"Fix with --resplit-by-video (a search, train.py and ensemble.py refuse these splits unless "
-                  f"given --allow-leaky-splits).",
-                  "  " + ", ".join(f"{n} videos in {where}" for where, n in sorted(pairs.items()))]
+        lines += [
+            f"Leakage: {len(check.leakage)} of {len(videos_with_id)} source videos appear in more than one "
+            f"split ({frames} frames); an evaluation on these splits is optimistic. "
+            f"Fix with --resplit-by-video (a search, train.py and ensemble.py refuse these splits unless "
+            f"given --allow-leaky-splits).",
+            "  " + ", ".join(f"{n} videos in {where}" for where, n in sorted(pairs.items())),
+        ]
         for video, counts in list(check.leakage.items())[:10]:
             lines.append(f"  {video}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
         if len(check.leakage) > 10:
@@ -82,15 +100,21 @@ def _leakage(check: CheckedDataset) -> list[str]:
     for split, missing in check.without_video_id().items():
         if missing:
             examples = ", ".join(s.image.name for s in missing[:3]) + (", ..." if len(missing) > 3 else "")
-            lines.append(f"  {split}: {len(missing)} of {len(check.samples[split])} images have no source-video id "
-                         f"(e.g. {examples}): leakage could not be checked for them")
+            lines.append(
+                f"  {split}: {len(missing)} of {len(check.samples[split])} images have no source-video id "
+                f"(e.g. {examples}): leakage could not be checked for them"
+            )
     if any(check.without_video_id().values()) and check.config.video_id_pattern is not None:
-        lines.append(f"  Fix the video_id_pattern {check.config.video_id_pattern.pattern!r} so that it finds the "
-                     f"video in every file name (see the video-id errors below).")
+        lines.append(
+            f"  Fix the video_id_pattern {check.config.video_id_pattern.pattern!r} so that it finds the "
+            f"video in every file name (see the video-id errors below)."
+        )
     elif any(check.without_video_id().values()):
-        lines.append(f"  Fix: add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (re.search on the file name; the group "
-                     f"named video, else group 1, else the whole match is the video id), e.g. "
-                     f"`{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`")
+        lines.append(
+            f"  Fix: add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (re.search on the file name; the group "
+            f"named video, else group 1, else the whole match is the video id), e.g. "
+            f"`{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`"
+        )
     return lines
 
 

@@ -12,6 +12,7 @@ write `../train/images`).
 Labels live in the sibling `labels/` folder: the last `/images/` of an image path becomes `/labels/` and the
 suffix becomes `.txt`.
 """
+
 from __future__ import annotations
 
 import os
@@ -87,15 +88,19 @@ def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None 
         raise DataError(f"{yaml_path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"{type(raw).__name__} {repr(raw)[:60]}"
-        raise DataError(f"{yaml_path}: expected a mapping of keys (path, train, val, test, names, view_names), "
-                        f"got {got}")
+        raise DataError(
+            f"{yaml_path}: expected a mapping of keys (path, train, val, test, names, view_names), got {got}"
+        )
 
     problems: list[Problem] = []
 
     def bad(key: str, message: str, value: object = None) -> None:
         line = _key_line(yaml_path, key)
-        problems.append(Problem(ERROR, "data-yaml", yaml_path, f"key '{key}': {message}", line,
-                                None if value is None else str(value)))
+        problems.append(
+            Problem(
+                ERROR, "data-yaml", yaml_path, f"key '{key}': {message}", line, None if value is None else str(value)
+            )
+        )
 
     root = _resolve_root(yaml_path, raw.get("path"))
     names = _parse_names(raw.get("names"), bad)
@@ -110,8 +115,9 @@ def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None 
         try:
             pattern, origin = compile_video_id_pattern(video_id_pattern), VIDEO_ID_OPTION
         except ValueError as exc:
-            problems.append(Problem(ERROR, "data-yaml", yaml_path, f"{VIDEO_ID_OPTION}: {exc}",
-                                    value=str(video_id_pattern)))
+            problems.append(
+                Problem(ERROR, "data-yaml", yaml_path, f"{VIDEO_ID_OPTION}: {exc}", value=str(video_id_pattern))
+            )
     elif raw.get(VIDEO_ID_KEY) is not None:
         pattern_line = _key_line(yaml_path, VIDEO_ID_KEY)
         try:
@@ -142,8 +148,9 @@ def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None 
 
     if problems:
         raise DataError(f"{yaml_path}: invalid dataset file", problems)
-    return DataConfig(yaml_path, root, tuple(names), view_names and tuple(view_names), sources, pattern, origin,
-                      pattern_line)
+    return DataConfig(
+        yaml_path, root, tuple(names), view_names and tuple(view_names), sources, pattern, origin, pattern_line
+    )
 
 
 def yaml_error_text(exc: yaml.YAMLError) -> str:
@@ -176,7 +183,16 @@ def list_split_images(source: Path) -> tuple[list[Path], list[Problem]]:
         path = path if path.is_absolute() else (source.parent / path)
         path = Path(os.path.normpath(path))
         if path.suffix.lower() not in IMAGE_SUFFIXES:
-            problems.append(Problem(ERROR, "image-list", source, f"not an image file (valid: {', '.join(IMAGE_SUFFIXES)})", number, entry))
+            problems.append(
+                Problem(
+                    ERROR,
+                    "image-list",
+                    source,
+                    f"not an image file (valid: {', '.join(IMAGE_SUFFIXES)})",
+                    number,
+                    entry,
+                )
+            )
         elif not path.is_file():
             problems.append(Problem(ERROR, "image-list", source, f"listed image {path} does not exist", number, entry))
         else:

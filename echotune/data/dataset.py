@@ -6,11 +6,12 @@ With a mosaic (`set_epoch(mosaic=..., mosaic_p=p)`) an item is, with probability
 three other training images, before the epoch's transform; it carries no view label (view -1: a collage of four
 frames has no single view).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -25,6 +26,7 @@ PAD_VALUE = 114  # grey padding, the usual YOLO letterbox colour
 @dataclass(frozen=True)
 class Letterbox:
     """How an original image maps into the square: pixel_in_square = pixel_in_original * scale + pad."""
+
     scale: float
     pad_x: int
     pad_y: int
@@ -45,7 +47,7 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     resized = cv2.resize(image, (new_w, new_h), interpolation=interp) if (new_w, new_h) != (w, h) else image
     pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
     out = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    out[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
     return out, Letterbox(scale, pad_x, pad_y)
 
 
@@ -81,11 +83,18 @@ class EchoDataset(Dataset):
     Memory: N * S * S * 3 bytes (320 images at 160 px: 25 MB; 5000 at 640 px: 6 GB, so leave it off there).
     """
 
-    def __init__(self, samples: Sequence[Sample], img_size: int, transform: Transform | None = None,
-                 cache: bool = False, cache_threads: int = 2):
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        img_size: int,
+        transform: Transform | None = None,
+        cache: bool = False,
+        cache_threads: int = 2,
+    ):
         if img_size < 32 or img_size % 32:
-            raise ValueError(f"img_size must be a positive multiple of 32 (the detector's largest stride), "
-                             f"got {img_size}")
+            raise ValueError(
+                f"img_size must be a positive multiple of 32 (the detector's largest stride), got {img_size}"
+            )
         self.samples = list(samples)
         self.img_size = img_size
         self.transform = transform
@@ -102,8 +111,14 @@ class EchoDataset(Dataset):
         self._cache = np.stack([img for img, _ in loaded]) if loaded else None
         self._letterboxes = [lb for _, lb in loaded]
 
-    def set_epoch(self, epoch: int, transform: Transform | None = None, seed: int | None = None,
-                  mosaic: MosaicTransform | None = None, mosaic_p: float = 0.0) -> None:
+    def set_epoch(
+        self,
+        epoch: int,
+        transform: Transform | None = None,
+        seed: int | None = None,
+        mosaic: MosaicTransform | None = None,
+        mosaic_p: float = 0.0,
+    ) -> None:
         """Select the epoch (and optionally a new transform, e.g. a stage's strength, and a mosaic with the
         stage's probability) for the next items."""
         self.epoch, self.transform = epoch, transform
@@ -151,20 +166,27 @@ class EchoDataset(Dataset):
         if self.transform is not None:
             image, boxes, classes = self.transform(image, boxes, classes, self.item_seed(index))
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-        return {"image": tensor, "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
-                "classes": torch.from_numpy(np.asarray(classes, np.int64)), "view": view,
-                "path": str(sample.image), "index": index}
+        return {
+            "image": tensor,
+            "boxes": torch.from_numpy(np.asarray(boxes, np.float32).reshape(-1, 4)),
+            "classes": torch.from_numpy(np.asarray(classes, np.int64)),
+            "view": view,
+            "path": str(sample.image),
+            "index": index,
+        }
 
 
 def collate(batch: list[dict]) -> dict:
     """images (B, 3, S, S); boxes/classes: lists of (N_i, 4)/(N_i,); views (B,) int64 (-1 = none); paths;
     indices (B,) dataset indices (hard-example mining keys its per-image losses by them)."""
-    return {"images": torch.stack([item["image"] for item in batch]),
-            "boxes": [item["boxes"] for item in batch],
-            "classes": [item["classes"] for item in batch],
-            "views": torch.tensor([item["view"] for item in batch], dtype=torch.int64),
-            "paths": [item["path"] for item in batch],
-            "indices": torch.tensor([item["index"] for item in batch], dtype=torch.int64)}
+    return {
+        "images": torch.stack([item["image"] for item in batch]),
+        "boxes": [item["boxes"] for item in batch],
+        "classes": [item["classes"] for item in batch],
+        "views": torch.tensor([item["view"] for item in batch], dtype=torch.int64),
+        "paths": [item["path"] for item in batch],
+        "indices": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
+    }
 
 
 def set_thread_budget(cpus: int) -> None:
@@ -181,13 +203,27 @@ def _one_thread_per_worker(_: int) -> None:
     cv2.setNumThreads(1)
 
 
-def make_loader(dataset: EchoDataset, batch_size: int, shuffle: bool = False, workers: int = 0, seed: int = 0,
-                pin_memory: bool = False, indices: Sequence[int] | None = None) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: EchoDataset,
+    batch_size: int,
+    shuffle: bool = False,
+    workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+    indices: Sequence[int] | None = None,
+) -> torch.utils.data.DataLoader:
     """DataLoader with our collate. `seed` fixes the shuffle order; `indices` (e.g. a hard-mining epoch plan)
     replaces the dataset order and is used as given."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and indices is None,
-                                       sampler=list(indices) if indices is not None else None,
-                                       num_workers=workers, collate_fn=collate, generator=generator,
-                                       pin_memory=pin_memory, drop_last=False,
-                                       worker_init_fn=_one_thread_per_worker if workers > 0 else None)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and indices is None,
+        sampler=list(indices) if indices is not None else None,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=False,
+        worker_init_fn=_one_thread_per_worker if workers > 0 else None,
+    )

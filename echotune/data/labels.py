@@ -5,6 +5,7 @@ enclosing box); values normalised to [0, 1]. The view line is the last non-blank
 entries of 0/1 summing to 1 (e.g. `0 1 0`). Blank lines are skipped (real exports put one between the boxes
 and the view line). No boxes is valid; no view line means "detection only" (view = -1).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,44 +70,64 @@ def parse_label_file(path: Path, nc: int, n_views: int) -> tuple[ImageLabels, li
     boxes, classes = [], []
     for number, tokens in numbered:
         if is_view_candidate(tokens):
-            problems.append(Problem(ERROR, "view-line", path, "a view line must be the last non-blank line",
-                                    number, " ".join(tokens)))
+            problems.append(
+                Problem(
+                    ERROR, "view-line", path, "a view line must be the last non-blank line", number, " ".join(tokens)
+                )
+            )
             continue
         parsed = _parse_detection(path, number, tokens, nc, problems)
         if parsed is not None:
             classes.append(parsed[0])
             boxes.append(parsed[1])
-    labels = ImageLabels(
-        np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64), view)
+    labels = ImageLabels(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(classes, np.int64), view)
     return labels, problems
 
 
 def _parse_view(path: Path, number: int, tokens: list[str], n_views: int, problems: list[Problem]) -> int:
     value = " ".join(tokens)
     if len(tokens) != n_views:
-        problems.append(Problem(ERROR, "view-line", path,
-                                f"view line has {len(tokens)} entries, expected {n_views} (one per view name)",
-                                number, value))
+        problems.append(
+            Problem(
+                ERROR,
+                "view-line",
+                path,
+                f"view line has {len(tokens)} entries, expected {n_views} (one per view name)",
+                number,
+                value,
+            )
+        )
         return NO_VIEW
     ones = [i for i, t in enumerate(tokens) if t == "1"]
     if len(ones) != 1:
-        problems.append(Problem(ERROR, "view-line", path,
-                                f"view line is not one-hot ({len(ones)} entries are 1, expected exactly one)",
-                                number, value))
+        problems.append(
+            Problem(
+                ERROR,
+                "view-line",
+                path,
+                f"view line is not one-hot ({len(ones)} entries are 1, expected exactly one)",
+                number,
+                value,
+            )
+        )
         return NO_VIEW
     return ones[0]
 
 
-def _parse_detection(path: Path, number: int, tokens: list[str], nc: int,
-                     problems: list[Problem]) -> tuple[int, list[float]] | None:
+def _parse_detection(
+    path: Path, number: int, tokens: list[str], nc: int, problems: list[Problem]
+) -> tuple[int, list[float]] | None:
     line_text = " ".join(tokens)
 
     def error(kind: str, message: str, value: str = line_text) -> None:
         problems.append(Problem(ERROR, kind, path, message, number, value))
 
     if len(tokens) not in (YOLO_TOKENS, POLYGON_TOKENS):
-        error("token-count", f"expected {YOLO_TOKENS} tokens (cls cx cy w h), {POLYGON_TOKENS} (cls x1 y1 .. x4 y4) "
-              f"or a one-hot view line as the last line; got {len(tokens)} tokens")
+        error(
+            "token-count",
+            f"expected {YOLO_TOKENS} tokens (cls cx cy w h), {POLYGON_TOKENS} (cls x1 y1 .. x4 y4) "
+            f"or a one-hot view line as the last line; got {len(tokens)} tokens",
+        )
         return None
     cls = _parse_class(tokens[0])
     if cls is None:

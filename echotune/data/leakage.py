@@ -6,10 +6,11 @@ is. `guard_leakage` refuses such splits (LeakySplitsError, a DataError: the comm
 caller explicitly allows them; then it warns and returns the record the outputs carry as their "leaky splits"
 flag. Images whose name gives no source video cannot be checked: the guard only notes them.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from echotune.data.check import CheckedDataset
 from echotune.data.config import SPLITS, VIDEO_ID_KEY
@@ -39,14 +40,19 @@ class LeakageSummary:
 
     def to_record(self) -> dict:
         """The flag outputs carry (search.json, metrics.json): counts, pairs, examples."""
-        return {"videos": self.leaky_videos, "videos_checked": self.videos, "frames": self.frames,
-                "pairs": dict(self.pairs), "examples": {v: dict(c) for v, c in self.examples.items()},
-                "images_without_video_id": {k: n for k, n in self.unchecked.items() if n}}
+        return {
+            "videos": self.leaky_videos,
+            "videos_checked": self.videos,
+            "frames": self.frames,
+            "pairs": dict(self.pairs),
+            "examples": {v: dict(c) for v, c in self.examples.items()},
+            "images_without_video_id": {k: n for k, n in self.unchecked.items() if n},
+        }
 
 
 def _pair_keys(splits: tuple[str, ...]) -> list[str]:
     present = [s for s in SPLITS if s in splits]
-    keys = [f"{a}+{b}" for i, a in enumerate(present) for b in present[i + 1:]]
+    keys = [f"{a}+{b}" for i, a in enumerate(present) for b in present[i + 1 :]]
     return keys + (["+".join(present)] if len(present) == 3 else [])
 
 
@@ -58,33 +64,47 @@ def leakage_summary(check: CheckedDataset) -> LeakageSummary:
         pairs[key] = pairs.get(key, 0) + 1
     videos = len({s.video for samples in check.samples.values() for s in samples if s.video_derived})
     return LeakageSummary(
-        splits=splits, videos=videos, leaky_videos=len(check.leakage),
-        frames=sum(sum(c.values()) for c in check.leakage.values()), pairs=pairs,
+        splits=splits,
+        videos=videos,
+        leaky_videos=len(check.leakage),
+        frames=sum(sum(c.values()) for c in check.leakage.values()),
+        pairs=pairs,
         examples=dict(list(check.leakage.items())[:EXAMPLES]),
-        unchecked={split: len(samples) for split, samples in check.without_video_id().items()})
+        unchecked={split: len(samples) for split, samples in check.without_video_id().items()},
+    )
 
 
 def flag_text(record: dict) -> str:
     """One line for outputs flagged leaky (leaderboard, report.html), from a `to_record()` dict."""
     pairs = ", ".join(f"{'all three' if k.count('+') == 2 else k} {n}" for k, n in record.get("pairs", {}).items())
-    return (f"WARNING: leaky splits: {record.get('videos', '?')} source videos in more than one split ({pairs}): "
-            f"evaluation is optimistic")
+    return (
+        f"WARNING: leaky splits: {record.get('videos', '?')} source videos in more than one split ({pairs}): "
+        f"evaluation is optimistic"
+    )
 
 
 def leakage_message(check: CheckedDataset, summary: LeakageSummary, allow_hint: str = ALLOW_OPTION) -> str:
     """The refusal: per-pair counts, example videos, the fix, and how to go on knowingly."""
     yaml_path = check.config.yaml_path
-    lines = [f"{yaml_path}: leaky splits: {summary.leaky_videos} of {summary.videos} source videos have frames in "
-             f"more than one split ({summary.frames} frames): {summary.pair_text()}. Scores on these splits are "
-             f"optimistic (the model is evaluated on frames of videos it trained on)."]
-    lines += [f"  {video}: " + ", ".join(f"{split} {n}" for split, n in counts.items())
-              for video, counts in summary.examples.items()]
+    lines = [
+        f"{yaml_path}: leaky splits: {summary.leaky_videos} of {summary.videos} source videos have frames in "
+        f"more than one split ({summary.frames} frames): {summary.pair_text()}. Scores on these splits are "
+        f"optimistic (the model is evaluated on frames of videos it trained on)."
+    ]
+    lines += [
+        f"  {video}: " + ", ".join(f"{split} {n}" for split, n in counts.items())
+        for video, counts in summary.examples.items()
+    ]
     if summary.leaky_videos > len(summary.examples):
-        lines.append(f"  ... and {summary.leaky_videos - len(summary.examples)} more videos "
-                     f"(echotune check --data {yaml_path} lists them)")
-    lines += [f"Fix: echotune resplit --data {yaml_path} (or --folds K --fold I for "
-              f"grouped K-fold) writes leak-free splits and a new data.yaml; use that one.",
-              f"Or pass {allow_hint} to go on knowingly: the results are flagged as leaky."]
+        lines.append(
+            f"  ... and {summary.leaky_videos - len(summary.examples)} more videos "
+            f"(echotune check --data {yaml_path} lists them)"
+        )
+    lines += [
+        f"Fix: echotune resplit --data {yaml_path} (or --folds K --fold I for "
+        f"grouped K-fold) writes leak-free splits and a new data.yaml; use that one.",
+        f"Or pass {allow_hint} to go on knowingly: the results are flagged as leaky.",
+    ]
     return "\n".join(lines)
 
 
@@ -96,22 +116,27 @@ class LeakySplitsError(DataError):
         self.summary = summary
 
 
-def guard_leakage(check: CheckedDataset, allow: bool, log: Callable[[str], None] | None = print,
-                  allow_hint: str = ALLOW_OPTION) -> dict | None:
+def guard_leakage(
+    check: CheckedDataset, allow: bool, log: Callable[[str], None] | None = print, allow_hint: str = ALLOW_OPTION
+) -> dict | None:
     """Refuse leaky splits unless `allow`: raises LeakySplitsError. Returns None when no checked video leaks,
     else (allowed) the flag record for the outputs, after a warning through `log` (None: silent)."""
     summary = leakage_summary(check)
     say = log or (lambda _: None)
     unchecked = sum(summary.unchecked.values())
     if unchecked:
-        say(f"note: {unchecked} image(s) have no source-video id in their name ("
+        say(
+            f"note: {unchecked} image(s) have no source-video id in their name ("
             + ", ".join(f"{split} {n}" for split, n in summary.unchecked.items() if n)
-            + f"): leakage could not be checked for them; add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml")
+            + f"): leakage could not be checked for them; add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml"
+        )
     if not summary.leaky:
         return None
     if not allow:
         raise LeakySplitsError(leakage_message(check, summary, allow_hint), summary)
-    say(f"WARNING: leaky splits: {summary.leaky_videos} of {summary.videos} source videos have frames in more than "
+    say(
+        f"WARNING: leaky splits: {summary.leaky_videos} of {summary.videos} source videos have frames in more than "
         f"one split ({summary.pair_text()}; {summary.frames} frames). Going on because of {allow_hint}: "
-        f"evaluation is optimistic and the results are flagged as leaky.")
+        f"evaluation is optimistic and the results are flagged as leaky."
+    )
     return summary.to_record()

@@ -1,4 +1,5 @@
 """Find the dataset a command should use: a user's data.yaml, or the embedded synthetic set (generated once, cached)."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "echotune").expanduser()
 
 
-def resolve_data_yaml(data: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None,
-                      log=print) -> Path:
+def resolve_data_yaml(data: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None, log=print) -> Path:
     """`data` as given, or the synthetic set's data.yaml under the cache folder (generated on first use)."""
     if data is not None:
         return Path(data).expanduser().resolve()

@@ -2,6 +2,7 @@
 
 Problems are collected, never raised one at a time, so a user sees everything wrong with a dataset in one run.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@
 set (by the test ratio) and divides the rest into K grouped folds. Both are deterministic for a seed and write
 Ultralytics-style .txt image lists plus a new data.yaml; no image is copied.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,9 @@ def _pooled_groups(check: CheckedDataset) -> dict[str, list[Sample]]:
 
 def _validate_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
     if len(ratios) != 3 or any(r < 0 for r in ratios) or ratios[0] <= 0 or ratios[1] <= 0:
-        raise ValueError(f"ratios must be three non-negative numbers train,val,test with train and val > 0; "
-                         f"got {ratios}")
+        raise ValueError(
+            f"ratios must be three non-negative numbers train,val,test with train and val > 0; got {ratios}"
+        )
     return tuple(float(r) for r in ratios)
 
 
@@ -75,15 +77,18 @@ def require_video_ids(check: CheckedDataset) -> None:
         return
     total = sum(len(samples) for samples in check.samples.values())
     examples = ", ".join(s.image.name for s in missing[:3]) + (", ..." if len(missing) > 3 else "")
-    raise DataError(f"{check.config.yaml_path}: cannot split by source video: {len(missing)} of {total} images have "
-                    f"no source-video id in their name (e.g. {examples}); the known schemes are {SCHEME_NAMES}. "
-                    f"Add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (or pass {VIDEO_ID_OPTION} '<regex>'): "
-                    f"re.search on the file name, the group named video (else group 1, else the whole match) is "
-                    f"the id, e.g. `{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`")
+    raise DataError(
+        f"{check.config.yaml_path}: cannot split by source video: {len(missing)} of {total} images have "
+        f"no source-video id in their name (e.g. {examples}); the known schemes are {SCHEME_NAMES}. "
+        f"Add `{VIDEO_ID_KEY}: '<regex>'` to data.yaml (or pass {VIDEO_ID_OPTION} '<regex>'): "
+        f"re.search on the file name, the group named video (else group 1, else the whole match) is "
+        f"the id, e.g. `{VIDEO_ID_KEY}: '^(?P<video>.+)_frame\\d+'`"
+    )
 
 
-def resplit_by_video(check: CheckedDataset, ratios: tuple[float, ...] = DEFAULT_RATIOS,
-                     seed: int = 0) -> dict[str, list[Sample]]:
+def resplit_by_video(
+    check: CheckedDataset, ratios: tuple[float, ...] = DEFAULT_RATIOS, seed: int = 0
+) -> dict[str, list[Sample]]:
     """Pool all splits and divide them into train/val/test by source video."""
     ratios = _validate_ratios(ratios)
     require_video_ids(check)
@@ -94,12 +99,15 @@ def resplit_by_video(check: CheckedDataset, ratios: tuple[float, ...] = DEFAULT_
     feats = _group_features(groups, check.config.nc, len(check.view_names))
     bins = _assign_groups(feats, ratios[:n_bins], seed)
     names = ("train", "val", "test")[:n_bins]
-    return {name: [s for g, samples in enumerate(groups.values()) if bins[g] == b for s in samples]
-            for b, name in enumerate(names)}
+    return {
+        name: [s for g, samples in enumerate(groups.values()) if bins[g] == b for s in samples]
+        for b, name in enumerate(names)
+    }
 
 
-def grouped_kfold(check: CheckedDataset, folds: int, fold: int, test_ratio: float = DEFAULT_RATIOS[2],
-                  seed: int = 0) -> dict[str, list[Sample]]:
+def grouped_kfold(
+    check: CheckedDataset, folds: int, fold: int, test_ratio: float = DEFAULT_RATIOS[2], seed: int = 0
+) -> dict[str, list[Sample]]:
     """Fold `fold` of K as val, the other folds as train; a fixed video-disjoint test set is held out first."""
     if folds < 2:
         raise ValueError(f"--folds must be >= 2, got {folds}")
@@ -126,8 +134,9 @@ def grouped_kfold(check: CheckedDataset, folds: int, fold: int, test_ratio: floa
     return out
 
 
-def write_split(check: CheckedDataset, splits: dict[str, list[Sample]], out_dir: str | os.PathLike,
-                description: str) -> Path:
+def write_split(
+    check: CheckedDataset, splits: dict[str, list[Sample]], out_dir: str | os.PathLike, description: str
+) -> Path:
     """Write `<split>.txt` image lists (paths relative to out_dir) and a data.yaml; returns the yaml path.
 
     Lists are written before the yaml, each atomically, so a crash never leaves a yaml pointing at half a list.
@@ -136,10 +145,17 @@ def write_split(check: CheckedDataset, splits: dict[str, list[Sample]], out_dir:
     for split, samples in splits.items():
         lines = sorted(os.path.relpath(s.image, out_dir) for s in samples)
         atomic_write_text(out_dir / f"{split}.txt", "".join(f"{line}\n" for line in lines))
-    data = {"path": ".", **{split: f"{split}.txt" for split in splits},
-            "nc": check.config.nc, "names": list(check.config.names), "view_names": list(check.view_names)}
+    data = {
+        "path": ".",
+        **{split: f"{split}.txt" for split in splits},
+        "nc": check.config.nc,
+        "names": list(check.config.names),
+        "view_names": list(check.view_names),
+    }
     if check.config.video_id_pattern is not None:  # later commands derive the same video ids
         data[VIDEO_ID_KEY] = check.config.video_id_pattern.pattern
-    header = (f"# Written by EchoTune from {check.config.yaml_path}\n# {description}\n"
-              f"# Image paths in the .txt lists are relative to this folder.\n")
+    header = (
+        f"# Written by EchoTune from {check.config.yaml_path}\n# {description}\n"
+        f"# Image paths in the .txt lists are relative to this folder.\n"
+    )
     return atomic_write_text(out_dir / DATA_YAML, header + yaml.safe_dump(data, sort_keys=False))

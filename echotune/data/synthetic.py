@@ -28,6 +28,7 @@ On disk (like real exports): ``data.yaml`` plus ``{train,val,test}/{images,label
 a label file holds ``cls cx cy w h`` lines, a blank line, then the one-hot view line. Generation is
 deterministic: every video and frame draws from its own generator seeded by (seed, split, video, frame).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,6 +70,7 @@ class SyntheticSpec:
     """What to generate; validated on construction. The default's val and test hold 256 images from 64 videos
     each (train 192 from 48), so a ranking of models on them means something: 16 videos (64 images) gave
     intervals as wide as the differences between trials."""
+
     train_videos: int = 48
     val_videos: int = 64
     test_videos: int = 64
@@ -98,8 +100,9 @@ def _rng(seed: int, split: str, video: int, frame: int | None = None) -> np.rand
     return np.random.default_rng([seed, SPLITS.index(split), video, *tag])
 
 
-def render_frame(rng: np.random.Generator, view: str, img_size: int, video: draw.VideoPlan | None = None,
-                 phase: float | None = None) -> tuple[np.ndarray, list[tuple[int, Box]]]:
+def render_frame(
+    rng: np.random.Generator, view: str, img_size: int, video: draw.VideoPlan | None = None, phase: float | None = None
+) -> tuple[np.ndarray, list[tuple[int, Box]]]:
     """One frame: (image (S, S, 3) uint8 BGR, [(class index, (cx, cy, w, h) normalised)]).
 
     ``video`` fixes anatomy/settings/jets across frames (a random one is drawn when omitted); ``phase`` is
@@ -142,7 +145,9 @@ def render_frame(rng: np.random.Generator, view: str, img_size: int, video: draw
             continue  # too small (or too thin/ragged for its box) to label, so do not draw it either
         colour[mask], alpha[mask] = bgr[mask], jet.alpha
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1  # pixel edges
-        labels.append((CLASS_NAMES.index(jet.cls), ((x0 + x1) / 2 / S, (y0 + y1) / 2 / S, (x1 - x0) / S, (y1 - y0) / S)))
+        labels.append(
+            (CLASS_NAMES.index(jet.cls), ((x0 + x1) / 2 / S, (y0 + y1) / 2 / S, (x1 - x0) / S, (y1 - y0) / S))
+        )
 
     alpha = (alpha * fan[0])[..., None]
     image = np.clip((grey[..., None] * (1 - alpha) + colour * alpha) * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -175,8 +180,15 @@ def _write_split(root: Path, split: str, spec: SyntheticSpec) -> tuple[int, int]
     for v in range(spec.videos(split)):
         view = VIEW_NAMES[v % len(VIEW_NAMES)]
         primary = PRIMARY_JETS[view][(v // len(VIEW_NAMES)) % len(PRIMARY_JETS[view])]
-        plan = draw.plan_video(_rng(spec.seed, split, v), view, spec.img_size, VIEW_JETS[view],
-                               primary=primary, always=v < ALWAYS_VISIBLE, normal=v == NORMAL_VIDEO)
+        plan = draw.plan_video(
+            _rng(spec.seed, split, v),
+            view,
+            spec.img_size,
+            VIEW_JETS[view],
+            primary=primary,
+            always=v < ALWAYS_VISIBLE,
+            normal=v == NORMAL_VIDEO,
+        )
         for f in range(spec.frames_per_video):
             phase = plan.phase0 + 2 * math.pi * f / spec.frames_per_video
             image, labels = render_frame(_rng(spec.seed, split, v, f), view, spec.img_size, plan, phase)
@@ -189,10 +201,18 @@ def _write_split(root: Path, split: str, spec: SyntheticSpec) -> tuple[int, int]
 
 
 def _data_yaml(spec: SyntheticSpec) -> str:
-    doc = {"train": "train/images", "val": "val/images", "test": "test/images", "nc": len(CLASS_NAMES),
-           "names": list(CLASS_NAMES), "view_names": list(VIEW_NAMES)}
-    header = (f"# EchoTune synthetic colour-Doppler echo dataset (generator v{GENERATOR_VERSION}, key {spec.key()})\n"
-              f"# spec: {json.dumps(dataclasses.asdict(spec))}\n# split paths are relative to this file's folder\n")
+    doc = {
+        "train": "train/images",
+        "val": "val/images",
+        "test": "test/images",
+        "nc": len(CLASS_NAMES),
+        "names": list(CLASS_NAMES),
+        "view_names": list(VIEW_NAMES),
+    }
+    header = (
+        f"# EchoTune synthetic colour-Doppler echo dataset (generator v{GENERATOR_VERSION}, key {spec.key()})\n"
+        f"# spec: {json.dumps(dataclasses.asdict(spec))}\n# split paths are relative to this file's folder\n"
+    )
     return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
 
 
@@ -200,15 +220,20 @@ def generate(out_dir, spec: SyntheticSpec = SyntheticSpec(), progress: bool = Fa
     """Write the dataset into ``out_dir`` (must not exist; it appears complete or not at all); returns data.yaml."""
     out_dir = Path(out_dir)
     if out_dir.exists():
-        raise FileExistsError(f"synthetic dataset folder {out_dir} already exists; remove it first "
-                              "(the CLI's --force does) or pick another --out")
+        raise FileExistsError(
+            f"synthetic dataset folder {out_dir} already exists; remove it first "
+            "(the CLI's --force does) or pick another --out"
+        )
     start = time.perf_counter()
     with atomic_directory(out_dir) as tmp:
         for split in SPLITS:
             n_images, n_boxes = _write_split(tmp, split, spec)
             if progress:
-                print(f"[synthetic] {split}: {spec.videos(split)} videos, {n_images} images, {n_boxes} jets "
-                      f"({time.perf_counter() - start:.1f}s)", file=sys.stderr)
+                print(
+                    f"[synthetic] {split}: {spec.videos(split)} videos, {n_images} images, {n_boxes} jets "
+                    f"({time.perf_counter() - start:.1f}s)",
+                    file=sys.stderr,
+                )
         atomic_write_text(tmp / DATA_YAML, _data_yaml(spec))
     if progress:
         print(f"[synthetic] wrote {out_dir}", file=sys.stderr)
@@ -262,7 +287,7 @@ def contact_sheet(data_yaml, out_png, n: int = 16, split: str = "train", tile: i
         cv2.putText(img, caption, (4, tile - 6), font, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.rectangle(img, (0, 0), (tile - 1, tile - 1), (90, 90, 90), 1)
         r, c = divmod(k, cols)
-        sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = img
+        sheet[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = img
     ok, png = cv2.imencode(".png", sheet)
     if not ok:
         raise OSError(f"could not encode contact sheet {out_png}")
@@ -275,22 +300,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="echotune-synth", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to create")
     for name in ("train_videos", "val_videos", "test_videos", "frames_per_video", "img_size", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name),
-                            help=f"(default {getattr(d, name)})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=getattr(d, name), help=f"(default {getattr(d, name)})"
+        )
     parser.add_argument("--contact-sheet", type=Path, metavar="PNG", help="also write a grid of samples here")
-    parser.add_argument("--force", action="store_true",
-                        help="replace --out if it exists (only an empty folder or an earlier dataset with data.yaml)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace --out if it exists (only an empty folder or an earlier dataset with data.yaml)",
+    )
     args = parser.parse_args(argv)
     try:
-        spec = SyntheticSpec(args.train_videos, args.val_videos, args.test_videos,
-                             args.frames_per_video, args.img_size, args.seed)
+        spec = SyntheticSpec(
+            args.train_videos, args.val_videos, args.test_videos, args.frames_per_video, args.img_size, args.seed
+        )
     except ValueError as exc:
         print(f"echotune-synth: {exc}", file=sys.stderr)
         return 2
     if args.force and args.out.exists():
         if not args.out.is_dir() or not ((args.out / DATA_YAML).is_file() or not any(args.out.iterdir())):
-            print(f"echotune-synth: refusing to --force remove {args.out}: not a dataset folder (no data.yaml)",
-                  file=sys.stderr)
+            print(
+                f"echotune-synth: refusing to --force remove {args.out}: not a dataset folder (no data.yaml)",
+                file=sys.stderr,
+            )
             return 1
         shutil.rmtree(args.out)
     start = time.perf_counter()

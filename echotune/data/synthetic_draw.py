@@ -4,6 +4,7 @@ The public API and the image model are described in :mod:`echotune.data.syntheti
 images are square ``(S, S)``; coordinates are pixels with x to the right and y *down*; angles in layouts
 are degrees with 0 = right and 90 = down; all maps are float32 in [0, 1] until the final uint8 cast.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ SYSTOLIC_JETS = ("MR", "TR")  # atrioventricular valves leak in systole; semilun
 @dataclass(frozen=True)
 class Chamber:
     """A blood pool: rotated ellipse (centre, semi-axes, angle of the ``ax`` axis) with a bright wall."""
+
     name: str
     cx: float
     cy: float
@@ -31,6 +33,7 @@ class Chamber:
 @dataclass(frozen=True)
 class Valve:
     """A valve: position, regurgitant-jet direction (into the receiving chamber), annulus half-width."""
+
     name: str
     x: float
     y: float
@@ -44,25 +47,47 @@ C, V = Chamber, Valve
 LAYOUTS: dict[str, tuple[tuple[Chamber, ...], tuple[Valve, ...]]] = {
     # Aortic-valve level: round aortic root in the middle, RV outflow arching over it to the pulmonic
     # valve (upper right) and pulmonary artery, right atrium left, left atrium below.
-    "PSAX": ((C("AO", .50, .53, .085, .085, 0, "vessel"), C("LA", .52, .77, .16, .085, 0, "atrium"),
-              C("RA", .27, .61, .10, .10, 20, "atrium"), C("RVOT", .47, .33, .20, .065, -15, "ventricle"),
-              C("PA", .73, .43, .12, .05, 63, "vessel")),
-             (V("AV", .50, .53, 0, .05, "systole"), V("PV", .66, .305, 190, .035, "systole"),
-              V("TV", .29, .46, 100, .035, "diastole"))),
+    "PSAX": (
+        (
+            C("AO", 0.50, 0.53, 0.085, 0.085, 0, "vessel"),
+            C("LA", 0.52, 0.77, 0.16, 0.085, 0, "atrium"),
+            C("RA", 0.27, 0.61, 0.10, 0.10, 20, "atrium"),
+            C("RVOT", 0.47, 0.33, 0.20, 0.065, -15, "ventricle"),
+            C("PA", 0.73, 0.43, 0.12, 0.05, 63, "vessel"),
+        ),
+        (
+            V("AV", 0.50, 0.53, 0, 0.05, "systole"),
+            V("PV", 0.66, 0.305, 190, 0.035, "systole"),
+            V("TV", 0.29, 0.46, 100, 0.035, "diastole"),
+        ),
+    ),
     # Long axis: thin RV strip on top, LV running left, aortic root to the right, LA below it.
-    "PLAX": ((C("RV", .52, .24, .20, .055, 4, "ventricle"), C("LV", .40, .47, .29, .11, 6, "ventricle"),
-              C("AO", .75, .42, .15, .06, -8, "vessel"), C("LA", .72, .69, .12, .10, 0, "atrium")),
-             (V("AV", .61, .44, 172, .04, "systole"), V("MV", .61, .59, 48, .045, "diastole"))),
+    "PLAX": (
+        (
+            C("RV", 0.52, 0.24, 0.20, 0.055, 4, "ventricle"),
+            C("LV", 0.40, 0.47, 0.29, 0.11, 6, "ventricle"),
+            C("AO", 0.75, 0.42, 0.15, 0.06, -8, "vessel"),
+            C("LA", 0.72, 0.69, 0.12, 0.10, 0, "atrium"),
+        ),
+        (V("AV", 0.61, 0.44, 172, 0.04, "systole"), V("MV", 0.61, 0.59, 48, 0.045, "diastole")),
+    ),
     # Apical 4-chamber: ventricles converge on the apex (LV right of screen), atria below, valves in a cross.
-    "A4C": ((C("LV", .60, .40, .23, .115, 77, "ventricle"), C("RV", .40, .41, .20, .095, 102, "ventricle"),
-             C("LA", .63, .77, .11, .095, 90, "atrium"), C("RA", .37, .76, .10, .095, 90, "atrium")),
-            (V("MV", .625, .64, 92, .05, "diastole"), V("TV", .385, .62, 88, .045, "diastole"))),
+    "A4C": (
+        (
+            C("LV", 0.60, 0.40, 0.23, 0.115, 77, "ventricle"),
+            C("RV", 0.40, 0.41, 0.20, 0.095, 102, "ventricle"),
+            C("LA", 0.63, 0.77, 0.11, 0.095, 90, "atrium"),
+            C("RA", 0.37, 0.76, 0.10, 0.095, 90, "atrium"),
+        ),
+        (V("MV", 0.625, 0.64, 92, 0.05, "diastole"), V("TV", 0.385, 0.62, 88, 0.045, "diastole")),
+    ),
 }
 
 
 @dataclass(frozen=True)
 class JetPlan:
     """One regurgitant jet of a video; per-frame size/visibility follow its phase of the cycle."""
+
     cls: str
     valve: str
     angle: float  # radians, jet axis
@@ -79,6 +104,7 @@ class JetPlan:
 @dataclass(frozen=True)
 class VideoPlan:
     """Everything fixed for one video (patient geometry, probe settings, which valves leak)."""
+
     view: str
     size: int
     apex: tuple[float, float]
@@ -95,13 +121,14 @@ class VideoPlan:
     distractors: float  # mean number of laminar-flow blobs per frame
     ecg: bool
     texts: tuple[str, str, str]  # on-screen readouts: velocity scale, heart rate, frame rate
-    look: "Look | None" = None  # image-quality settings (None: a clean, mid-contrast default)
+    look: Look | None = None  # image-quality settings (None: a clean, mid-contrast default)
     blend: tuple[str, float] | None = None  # off-axis: (other view, weight) its layout was pulled towards
 
 
 @dataclass(frozen=True)
 class Look:
     """Per-video image quality: contrast, acoustic window, clutter and noise (see :func:`bmode`)."""
+
     tissue_level: float = 0.38  # mean tissue echogenicity
     tissue_contrast: float = 0.18  # amplitude of the smooth tissue texture
     wall: float = 0.75  # chamber-wall brightness
@@ -118,8 +145,15 @@ class Look:
     tgc: tuple[float, float, float] = (0.0, 0.0, 0.0)  # depth-gain curve coefficients (cos harmonics)
 
 
-def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[str, ...],
-               primary: str | None = None, always: bool = False, normal: bool = False) -> VideoPlan:
+def plan_video(
+    rng: np.random.Generator,
+    view: str,
+    size: int,
+    allowed: tuple[str, ...],
+    primary: str | None = None,
+    always: bool = False,
+    normal: bool = False,
+) -> VideoPlan:
     """Draw a video: fan, jittered anatomy, settings and 0-2 jets from ``allowed``.
 
     ``primary`` (random if None) is the first jet's class; ``always`` keeps it visible in every frame and
@@ -152,16 +186,29 @@ def plan_video(rng: np.random.Generator, view: str, size: int, allowed: tuple[st
     classes = [str(c) for c in rng.choice(allowed, size=len(allowed), replace=False, p=weights / weights.sum())]
     if primary is not None:
         classes = [primary] + [c for c in classes if c != primary]
-    classes = classes[:max(n_jets, int(always))]
+    classes = classes[: max(n_jets, int(always))]
     forced = classes[0] if always else None
     jets = tuple(_plan_jet(rng, c, valves[JET_VALVE[c]], view, S, c == forced) for c in classes)
-    return VideoPlan(view, size, apex, radius, half, chambers, valves,
-                     tissue=smooth_noise(rng, size, 0.04 * S), gain=float(np.exp(rng.uniform(-0.35, 0.3))),
-                     atten=rng.uniform(0.25, 1.4), colour_gain=rng.uniform(0.65, 1.0),
-                     phase0=rng.uniform(0, 2 * math.pi), jets=jets, distractors=rng.uniform(0.4, 2.0),
-                     ecg=bool(rng.random() < 0.6),
-                     texts=(f"{rng.integers(40, 80)}", f"HR{rng.integers(55, 110)}", f"{rng.integers(12, 30)}Hz"),
-                     look=_plan_look(rng, half), blend=blend)
+    return VideoPlan(
+        view,
+        size,
+        apex,
+        radius,
+        half,
+        chambers,
+        valves,
+        tissue=smooth_noise(rng, size, 0.04 * S),
+        gain=float(np.exp(rng.uniform(-0.35, 0.3))),
+        atten=rng.uniform(0.25, 1.4),
+        colour_gain=rng.uniform(0.65, 1.0),
+        phase0=rng.uniform(0, 2 * math.pi),
+        jets=jets,
+        distractors=rng.uniform(0.4, 2.0),
+        ecg=bool(rng.random() < 0.6),
+        texts=(f"{rng.integers(40, 80)}", f"HR{rng.integers(55, 110)}", f"{rng.integers(12, 30)}Hz"),
+        look=_plan_look(rng, half),
+        blend=blend,
+    )
 
 
 OFF_AXIS_P = 0.25  # share of off-axis / foreshortened videos
@@ -196,8 +243,14 @@ def blended_layout(view: str, other: str, t: float) -> tuple[tuple[Chamber, ...]
             c = replace(c, ax=c.ay, ay=c.ax, angle=c.angle + 90)
         if o.ax < o.ay:
             o = replace(o, ax=o.ay, ay=o.ax, angle=o.angle + 90)
-        n = replace(c, cx=lerp(c.cx, o.cx), cy=lerp(c.cy, o.cy), ax=lerp(c.ax, o.ax), ay=lerp(c.ay, o.ay),
-                    angle=lerp(c.angle, _nearest_angle(c.angle, o.angle, 180)))
+        n = replace(
+            c,
+            cx=lerp(c.cx, o.cx),
+            cy=lerp(c.cy, o.cy),
+            ax=lerp(c.ax, o.ax),
+            ay=lerp(c.ay, o.ay),
+            angle=lerp(c.angle, _nearest_angle(c.angle, o.angle, 180)),
+        )
         chambers.append(n)
         moves.append((c.cx, c.cy, n.cx - c.cx, n.cy - c.cy))
     ghost = min(1.0, 1.6 * t)
@@ -208,8 +261,15 @@ def blended_layout(view: str, other: str, t: float) -> tuple[tuple[Chamber, ...]
     for v in my_valves:
         o = theirs_v.get(v.name)
         if o is not None:
-            valves.append(replace(v, x=lerp(v.x, o.x), y=lerp(v.y, o.y), radius=lerp(v.radius, o.radius),
-                                  angle=lerp(v.angle, _nearest_angle(v.angle, o.angle, 360))))
+            valves.append(
+                replace(
+                    v,
+                    x=lerp(v.x, o.x),
+                    y=lerp(v.y, o.y),
+                    radius=lerp(v.radius, o.radius),
+                    angle=lerp(v.angle, _nearest_angle(v.angle, o.angle, 360)),
+                )
+            )
             continue
         w = np.array([1 / ((v.x - x) ** 2 + (v.y - y) ** 2 + 1e-3) for x, y, _, _ in moves])
         dx = float(np.dot(w, [m[2] for m in moves]) / w.sum())
@@ -246,8 +306,17 @@ def _place_anatomy(rng, layout, S, apex, radius, calm=1.0, ghost_keep=None):
                 continue
         cx, cy = place(c.cx, c.cy, 0.012)
         size, aspect = rng.uniform(0.88, 1.14), math.exp(rng.normal(0, 0.08))
-        chambers.append(Chamber(c.name, cx, cy, c.ax * k * size * aspect, c.ay * k * size / aspect,
-                                c.angle + math.degrees(rot) + rng.normal(0, 6), c.kind))
+        chambers.append(
+            Chamber(
+                c.name,
+                cx,
+                cy,
+                c.ax * k * size * aspect,
+                c.ay * k * size / aspect,
+                c.angle + math.degrees(rot) + rng.normal(0, 6),
+                c.kind,
+            )
+        )
     for v in layout_valves:
         x, y = place(v.x, v.y, 0.01)
         valves[v.name] = Valve(v.name, x, y, v.angle + math.degrees(rot) + rng.normal(0, 8), v.radius * k, v.opens)
@@ -257,18 +326,27 @@ def _place_anatomy(rng, layout, S, apex, radius, calm=1.0, ghost_keep=None):
 def _plan_look(rng, half) -> Look:
     """Per-video image quality: a spread of contrast, gain curves, acoustic windows, clutter and noise."""
     n_shadows = int(rng.choice(3, p=(0.65, 0.27, 0.08)))
-    shadows = tuple((float(rng.uniform(-half, half)), float(rng.uniform(0.04, 0.11)), float(rng.uniform(0.3, 0.7)))
-                    for _ in range(n_shadows))
+    shadows = tuple(
+        (float(rng.uniform(-half, half)), float(rng.uniform(0.04, 0.11)), float(rng.uniform(0.3, 0.7)))
+        for _ in range(n_shadows)
+    )
     poor = rng.random() < 0.25  # a poor acoustic window: patchy walls, more haze and clutter
-    return Look(tissue_level=rng.uniform(0.28, 0.48), tissue_contrast=rng.uniform(0.1, 0.25),
-                wall=rng.uniform(0.6, 0.9), wall_lateral_drop=rng.uniform(0, 0.7),
-                wall_patchy=rng.uniform(0.25, 0.55) if poor else rng.uniform(0, 0.15),
-                valve=rng.uniform(0.7, 1.3), blood=rng.uniform(0.03, 0.13),
-                haze=rng.uniform(0.05, 0.2) if poor else rng.uniform(0, 0.06),
-                clutter=rng.uniform(0.25, 0.55) if poor else rng.uniform(0.1, 0.4),
-                clutter_depth=rng.uniform(0.05, 0.14), noise=rng.uniform(0, 0.05),
-                gamma=float(np.exp(rng.uniform(-0.3, 0.25))), shadows=shadows,
-                tgc=tuple(float(x) for x in rng.normal(0, 0.12, 3)))
+    return Look(
+        tissue_level=rng.uniform(0.28, 0.48),
+        tissue_contrast=rng.uniform(0.1, 0.25),
+        wall=rng.uniform(0.6, 0.9),
+        wall_lateral_drop=rng.uniform(0, 0.7),
+        wall_patchy=rng.uniform(0.25, 0.55) if poor else rng.uniform(0, 0.15),
+        valve=rng.uniform(0.7, 1.3),
+        blood=rng.uniform(0.03, 0.13),
+        haze=rng.uniform(0.05, 0.2) if poor else rng.uniform(0, 0.06),
+        clutter=rng.uniform(0.25, 0.55) if poor else rng.uniform(0.1, 0.4),
+        clutter_depth=rng.uniform(0.05, 0.14),
+        noise=rng.uniform(0, 0.05),
+        gamma=float(np.exp(rng.uniform(-0.3, 0.25))),
+        shadows=shadows,
+        tgc=tuple(float(x) for x in rng.normal(0, 0.12, 3)),
+    )
 
 
 def _inside_fan(x, y, apex, radius, half_angle) -> bool:
@@ -287,10 +365,19 @@ def _plan_jet(rng, cls, valve, view, S, forced) -> JetPlan:
     if forced:
         length = max(length, 0.1 * S)
     eccentric = rng.random() < 0.35
-    return JetPlan(cls, valve.name, angle, length, max(1.2, w0), max(2.0, w1),
-                   bend=rng.uniform(-0.35, 0.35) if eccentric else rng.uniform(-0.08, 0.08),
-                   vmax=rng.uniform(0.8, 1.9), turb=rng.uniform(0.3, 0.85),
-                   alpha=rng.uniform(0.75, 1.0) if forced else rng.uniform(0.5, 1.0), always=forced)
+    return JetPlan(
+        cls,
+        valve.name,
+        angle,
+        length,
+        max(1.2, w0),
+        max(2.0, w1),
+        bend=rng.uniform(-0.35, 0.35) if eccentric else rng.uniform(-0.08, 0.08),
+        vmax=rng.uniform(0.8, 1.9),
+        turb=rng.uniform(0.3, 0.85),
+        alpha=rng.uniform(0.75, 1.0) if forced else rng.uniform(0.5, 1.0),
+        always=forced,
+    )
 
 
 # ---------------------------------------------------------------- primitives on (S, S) float32 maps
@@ -325,7 +412,7 @@ def plume_field(xx, yy, origin, angle, length, w0, w1, bend) -> tuple[np.ndarray
     s = dx * ux + dy * uy  # axial coordinate, px
     t = np.clip(s / length, 0, 1)
     q = (-dx * uy + dy * ux) - bend * length * t * t  # lateral distance to the curved centreline
-    hw = w0 + (w1 - w0) * t ** 0.6
+    hw = w0 + (w1 - w0) * t**0.6
     cap = np.maximum(s - length, 0) / (0.8 * w1)
     f = np.where(s < 0, (q / w0) ** 2 + (s / w0) ** 2, (q / hw) ** 2 + cap * cap)
     return f.astype(np.float32), t.astype(np.float32)
@@ -362,7 +449,7 @@ def overlays(plan: VideoPlan, phase: float) -> np.ndarray:
     canvas = np.zeros((S, S, 3), np.uint8)
     x0, y0, w, h = int(0.03 * S), int(0.07 * S), max(2, int(0.025 * S)), int(0.22 * S)
     bar = doppler_bgr(np.linspace(1, -1, h, dtype=np.float32)[:, None].repeat(w, 1))
-    canvas[y0:y0 + h, x0:x0 + w] = (bar * 255).astype(np.uint8)
+    canvas[y0 : y0 + h, x0 : x0 + w] = (bar * 255).astype(np.uint8)
     font, scale = cv2.FONT_HERSHEY_PLAIN, S / 420
     for i, text in enumerate(plan.texts):
         at = (x0, y0 - 2) if i == 0 else (int(0.78 * S), int((0.05 + 0.05 * i) * S))
@@ -370,11 +457,13 @@ def overlays(plan: VideoPlan, phase: float) -> np.ndarray:
     for k in range(1, 10):  # depth scale: dots every 10 % of the fan depth down the right edge
         y = int(plan.apex[1] + k * plan.radius / 10)
         if y < S - 1:
-            canvas[y, S - 3:S - 1] = 180
+            canvas[y, S - 3 : S - 1] = 180
     if plan.ecg:
         xs = np.arange(int(0.05 * S), int(0.95 * S))
         t = (xs - xs[0]) / len(xs) * 2 * math.pi * 1.5
-        beat = np.exp(-((t % (2 * math.pi)) - 2.0) ** 2 / 0.01) - 0.3 * np.exp(-((t % (2 * math.pi)) - 3.0) ** 2 / 0.2)
+        beat = np.exp(-(((t % (2 * math.pi)) - 2.0) ** 2) / 0.01) - 0.3 * np.exp(
+            -(((t % (2 * math.pi)) - 3.0) ** 2) / 0.2
+        )
         ys = (0.955 * S - 0.035 * S * beat).astype(np.int32)
         cv2.polylines(canvas, [np.stack([xs, ys], 1).astype(np.int32)], False, (0, 190, 0), 1, cv2.LINE_8)
         mx = int(xs[0] + (phase % (2 * math.pi)) / (2 * math.pi) * len(xs) / 1.5)
@@ -382,8 +471,7 @@ def overlays(plan: VideoPlan, phase: float) -> np.ndarray:
     return canvas
 
 
-def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: float,
-               brightness: float = 1.2) -> None:
+def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: float, brightness: float = 1.2) -> None:
     """Bright leaflets on the B-mode map in place: closed = a line across the annulus (a Y for the aortic
     valve seen en face in PSAX), open = leaflets swung towards the forward flow (against the jet direction)."""
     thick = max(1, round(S / 110))
@@ -392,8 +480,7 @@ def draw_valve(echo: np.ndarray, valve: Valve, opening: float, view: str, S: flo
     u, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
     pt = lambda p: tuple(int(round(v)) for v in p)  # noqa: E731
     if view == "PSAX" and valve.name == "AV":
-        spokes = [c + 0.8 * valve.radius * np.array([math.cos(b), math.sin(b)])
-                  for b in (a, a + 2.094, a + 4.189)]
+        spokes = [c + 0.8 * valve.radius * np.array([math.cos(b), math.sin(b)]) for b in (a, a + 2.094, a + 4.189)]
         if opening > 0.5:
             cv2.polylines(echo, [np.array([pt(p) for p in spokes], np.int32)], True, brightness, thick)
         else:
@@ -420,7 +507,9 @@ def fan_coords(plan: VideoPlan, xx, yy) -> tuple[np.ndarray, np.ndarray, np.ndar
     return (r < plan.radius) & (np.abs(theta) < plan.half_angle) & (dy > 0), r, theta
 
 
-def bmode(rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, grid, fan) -> tuple[np.ndarray, np.ndarray]:
+def bmode(
+    rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, grid, fan
+) -> tuple[np.ndarray, np.ndarray]:
     """Grey B-mode map (S, S) in [0, 1] and the blood-pool mask (S, S) bool.
 
     Echogenicity: textured tissue, bright chamber walls (fading where they run parallel to the beam and,
@@ -437,7 +526,7 @@ def bmode(rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, g
     fields = [ellipse_field(xx, yy, c.cx, c.cy, c.ax, c.ay, c.angle) + wobble for c in chambers]
     # walls: dimmer where the wall runs along the beam (its normal across it) and in poor-window patches
     patch = np.clip(1 - look.wall_patchy * 2.2 * np.clip(plan.tissue[::-1].T + 0.6, 0, None) / 1.6, 0, 1)
-    for c, f in zip(chambers, fields):  # walls first so neighbouring pools leave a septum between them
+    for c in chambers:  # walls first so neighbouring pools leave a septum between them
         t = S * (0.035 if c.kind == "ventricle" else 0.018)
         wall = ellipse_field(xx, yy, c.cx, c.cy, c.ax + t, c.ay + t, c.angle) + wobble < 1
         nx, ny = xx[wall] - c.cx, yy[wall] - c.cy  # rough wall normal: away from the chamber centre
@@ -470,7 +559,9 @@ def bmode(rng: np.random.Generator, plan: VideoPlan, chambers, systole: float, g
     return (grey * inside).astype(np.float32), blood & inside
 
 
-def laminar_blobs(rng: np.random.Generator, plan: VideoPlan, chambers, region, grid) -> list[tuple[np.ndarray, np.ndarray]]:
+def laminar_blobs(
+    rng: np.random.Generator, plan: VideoPlan, chambers, region, grid
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Unlabelled normal-flow distractors: [(mask (S, S) bool, BGR colour (S, S, 3))], smooth red or blue,
     inside a chamber or (a third of them) right over a valve."""
     xx, yy = grid
@@ -494,7 +585,9 @@ def laminar_blobs(rng: np.random.Generator, plan: VideoPlan, chambers, region, g
     return blobs
 
 
-def jet_layer(rng: np.random.Generator, plan: VideoPlan, jet: JetPlan, weight: float, region, grid) -> tuple[np.ndarray, np.ndarray]:
+def jet_layer(
+    rng: np.random.Generator, plan: VideoPlan, jet: JetPlan, weight: float, region, grid
+) -> tuple[np.ndarray, np.ndarray]:
     """A turbulent jet at this frame: (mask (S, S) bool, BGR colour (S, S, 3)).
 
     ``weight`` in [0, 1] is how deep the frame is in the jet's phase (systole for MR/TR) and scales it.
@@ -504,8 +597,9 @@ def jet_layer(rng: np.random.Generator, plan: VideoPlan, jet: JetPlan, weight: f
     S = plan.size
     valve = plan.valves[jet.valve]
     size = (0.65 + 0.45 * weight) * rng.uniform(0.9, 1.1)
-    f, t = plume_field(*grid, (valve.x, valve.y), jet.angle + rng.normal(0, 0.06),
-                       jet.length * size, jet.w0, jet.w1 * size, jet.bend)
+    f, t = plume_field(
+        *grid, (valve.x, valve.y), jet.angle + rng.normal(0, 0.06), jet.length * size, jet.w0, jet.w1 * size, jet.bend
+    )
     f = f + 0.35 * smooth_noise(rng, S, 0.025 * S)
     orifice = ellipse_field(*grid, valve.x, valve.y, 0.04 * S, 0.04 * S, 0) < 1
     mask = (f < 1) & (region | orifice) & fan_coords(plan, *grid)[0]

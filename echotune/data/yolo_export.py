@@ -17,6 +17,7 @@ YOLO box passes through (clipped to the image as the check clipped it), and the 
 (Ultralytics would read it as a malformed box). The source video of a frame stays in its file name.
 Ray-free, torch-free: usable on its own to train any YOLO tool on an EchoTune dataset.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,6 +39,7 @@ LINK_KINDS = ("symlink", "hardlink", "copy")
 class YoloExport:
     """Where an export went: `data_yaml`, per split the list file and the exported image paths (same order as
     the CheckedDataset's samples), and how each image got there (link kind -> count)."""
+
     root: Path
     data_yaml: Path
     lists: dict[str, Path] = field(default_factory=dict)
@@ -49,8 +51,9 @@ def yolo_lines(labels: ImageLabels) -> list[str]:
     """`cls cx cy w h` per box (normalised, 6 decimals) from labels with (N, 4) normalised xyxy boxes; no view."""
     boxes = np.asarray(labels.boxes, np.float64).reshape(-1, 4)
     centres, sizes = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
-    return [f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}"
-            for c, (cx, cy), (w, h) in zip(labels.classes, centres, sizes)]
+    return [
+        f"{int(c)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}" for c, (cx, cy), (w, h) in zip(labels.classes, centres, sizes)
+    ]
 
 
 def link_image(source: Path, target: Path, prefer: str = "symlink") -> str:
@@ -60,7 +63,7 @@ def link_image(source: Path, target: Path, prefer: str = "symlink") -> str:
     if prefer not in LINK_KINDS:
         raise ValueError(f"prefer must be one of {LINK_KINDS}, got {prefer!r}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    for kind in LINK_KINDS[LINK_KINDS.index(prefer):]:
+    for kind in LINK_KINDS[LINK_KINDS.index(prefer) :]:
         try:
             if kind == "symlink":
                 os.symlink(Path(source).resolve(), target)
@@ -103,9 +106,12 @@ def export_yolo(data: CheckedDataset, out_dir: str | os.PathLike, prefer: str = 
         if not samples:
             continue
         export.images[split] = _export_split(split, samples, root, prefer, export.links)
-        export.lists[split] = atomic_write_text(root / f"{split}.txt",
-                                                "".join(f"{p}\n" for p in export.images[split]))
-    document = {"path": str(root), **{s: f"{s}.txt" for s in export.lists},
-                "names": dict(enumerate(data.config.names)), "nc": data.config.nc}
+        export.lists[split] = atomic_write_text(root / f"{split}.txt", "".join(f"{p}\n" for p in export.images[split]))
+    document = {
+        "path": str(root),
+        **{s: f"{s}.txt" for s in export.lists},
+        "names": dict(enumerate(data.config.names)),
+        "nc": data.config.nc,
+    }
     atomic_write_text(export.data_yaml, yaml.safe_dump(document, sort_keys=False))
     return export

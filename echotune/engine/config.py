@@ -3,6 +3,7 @@
 `TrainConfig.from_dict` refuses unknown keys (listing the valid ones) and bad values, so a typo in a search
 space or a CLI never trains silently with a default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -134,14 +135,19 @@ class TrainConfig:
         for name, valid in CHOICES.items():
             check_choice(name, getattr(self, name), valid)
         if self.kmeans_anchors and self.head != "anchor":
-            raise ValueError(f"kmeans_anchors=True needs head='anchor': the {self.head!r} head has no anchors "
-                             "(drop kmeans_anchors)")
+            raise ValueError(
+                f"kmeans_anchors=True needs head='anchor': the {self.head!r} head has no anchors (drop kmeans_anchors)"
+            )
         if self.arch == "dual" and self.balance == "gradnorm":
-            raise ValueError("balance=gradnorm needs a shared layer; the dual architecture has none "
-                             "(use balance=fixed or uncertainty)")
+            raise ValueError(
+                "balance=gradnorm needs a shared layer; the dual architecture has none "
+                "(use balance=fixed or uncertainty)"
+            )
         if self.view_loss_weight != 1.0 and self.balance != "fixed":
-            raise ValueError(f"view_loss_weight applies to balance=fixed only ({self.balance} learns the task "
-                             f"weights itself), got view_loss_weight={self.view_loss_weight}")
+            raise ValueError(
+                f"view_loss_weight applies to balance=fixed only ({self.balance} learns the task "
+                f"weights itself), got view_loss_weight={self.view_loss_weight}"
+            )
         if self.img_size < 64 or self.img_size % 32:
             raise ValueError(f"img_size must be a multiple of 32 and >= 64, got {self.img_size}")
         if self.epochs < 1:
@@ -151,15 +157,33 @@ class TrainConfig:
         for name in ("lr_stage1", "lr_stage2", "lr_stage3", "gn_lr", "batch_size", "cpus"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("aug_strength_stage1", "aug_strength_stage2", "aug_strength_stage3", "hard_mining_frac",
-                     "label_smoothing_stage3", "view_dropout", "ema_decay", "view_smoothing", "mosaic"):
+        for name in (
+            "aug_strength_stage1",
+            "aug_strength_stage2",
+            "aug_strength_stage3",
+            "hard_mining_frac",
+            "label_smoothing_stage3",
+            "view_dropout",
+            "ema_decay",
+            "view_smoothing",
+            "mosaic",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.gn_min_weight < 1.0:
             raise ValueError(f"gn_min_weight must be in [0, 1), got {self.gn_min_weight}")
         if self.workers < -1:
             raise ValueError(f"workers must be >= 0, or -1 for auto, got {self.workers}")
-        for name in ("gn_alpha", "mixup_alpha", "weight_decay", "momentum", "warmup_epochs", "grad_clip",
-                     "focal_gamma", "lr_cls_factor", "view_loss_weight"):
+        for name in (
+            "gn_alpha",
+            "mixup_alpha",
+            "weight_decay",
+            "momentum",
+            "warmup_epochs",
+            "grad_clip",
+            "focal_gamma",
+            "lr_cls_factor",
+            "view_loss_weight",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

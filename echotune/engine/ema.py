@@ -4,6 +4,7 @@ decay_t = decay * (1 - exp(-t / ramp)): early updates follow the model closely (
 EMA near its random initialisation for a short CPU run of a few hundred steps); later ones average over about
 1 / (1 - decay) steps. Buffers (BatchNorm statistics) are copied, not averaged.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,8 +28,12 @@ class ModelEMA:
         every step cost more than the update itself on small CPU models (benchmarks/throughput.py)."""
         if model is not self._source:
             self._source = model
-            self._pairs = (list(self.module.parameters()), [p.detach() for p in model.parameters()],
-                           list(self.module.buffers()), list(model.buffers()))
+            self._pairs = (
+                list(self.module.parameters()),
+                [p.detach() for p in model.parameters()],
+                list(self.module.buffers()),
+                list(model.buffers()),
+            )
         return self._pairs
 
     def current_decay(self) -> float:

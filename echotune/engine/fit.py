@@ -11,29 +11,36 @@ metric ends the run with NonFiniteLossError instead. The engine never imports Ra
 Every epoch's randomness (shuffle, augmentation, mixup, hard mining) is keyed by (seed, epoch), and the torch
 RNG (dropout) is checkpointed, so 2 epochs + resume + 2 epochs equals 4 epochs straight on CPU.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from echotune.results.layout import BEST_CHECKPOINT_FILE, CHECKPOINT_FILE
 from echotune.atomic import atomic_write_text
 from echotune.augment import Augmenter, Mosaic
 from echotune.balance import create_balancer
 from echotune.data.check import CheckedDataset
 from echotune.data.dataset import EchoDataset, make_loader, set_thread_budget
 from echotune.engine.build import build_model, build_optimizer, device_runtime
-from echotune.engine.checkpoint import check_compatible, load_checkpoint, package_versions, restore_rng_state, save_checkpoint
+from echotune.engine.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    package_versions,
+    restore_rng_state,
+    save_checkpoint,
+)
 from echotune.engine.config import TrainConfig
 from echotune.engine.ema import ModelEMA
 from echotune.engine.schedule import lr_at, plan_stages, stage_at
 from echotune.engine.steps import StepSettings, evaluate, train_one_epoch
 from echotune.metrics import SCORE_METRIC, SELECTION_METRIC, TASK_WEIGHT_METRICS, TRAIN_LOSS
+from echotune.results.layout import BEST_CHECKPOINT_FILE, CHECKPOINT_FILE
 
 Report = Callable[[dict, "Path | None"], None]
 
@@ -60,8 +67,15 @@ def hard_mining_indices(n: int, losses: dict[int, float], frac: float, rng: np.r
     return [plan[i] for i in rng.permutation(len(plan))]
 
 
-def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = None, resume_from: str | Path | None = None,
-        out_dir: str | Path | None = None, log: Callable[[str], None] = print, strict_resume: bool = False) -> FitResult:
+def fit(
+    cfg: TrainConfig | dict,
+    data: CheckedDataset,
+    report: Report | None = None,
+    resume_from: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    strict_resume: bool = False,
+) -> FitResult:
     """Train `cfg` on `data`; `resume_from` continues a last.pt. strict_resume: the checkpoint's config must equal
     `cfg` but for the per-stage schedule and runtime keys (checkpoint.check_compatible; the search's trials),
     else only the model's shape must match (train.py --resume may train on for more epochs)."""
@@ -80,15 +94,22 @@ def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = N
     model = build_model(cfg, data).to(device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    balancer = create_balancer(cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr, min_weight=cfg.gn_min_weight,
-                               weights=(1.0, cfg.view_loss_weight)).to(device)
+    balancer = create_balancer(
+        cfg.balance, alpha=cfg.gn_alpha, lr=cfg.gn_lr, min_weight=cfg.gn_min_weight, weights=(1.0, cfg.view_loss_weight)
+    ).to(device)
     optimizer = build_optimizer(cfg, model, balancer)
     ema = ModelEMA(model, cfg.ema_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp)
     stages = plan_stages(cfg)
     mosaic = Mosaic(cfg.img_size) if cfg.mosaic > 0 else None
-    run_info = {"config": cfg.to_dict(), "nc": nc, "n_views": n_views, "names": list(data.config.names),
-                "view_names": list(data.view_names), "data": str(data.config.yaml_path)}
+    run_info = {
+        "config": cfg.to_dict(),
+        "nc": nc,
+        "n_views": n_views,
+        "names": list(data.config.names),
+        "view_names": list(data.view_names),
+        "data": str(data.config.yaml_path),
+    }
 
     start_epoch, history, mining_losses, best = 0, [], {}, None
     if resume_from is not None:
@@ -114,40 +135,79 @@ def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = N
         stage = stage_at(stages, epoch)
         rng = np.random.default_rng([cfg.seed, epoch])
         aug_strength = stage.aug_strength
-        train_set.set_epoch(epoch, Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None, cfg.seed,
-                            mosaic=mosaic, mosaic_p=stage.mosaic)
+        train_set.set_epoch(
+            epoch,
+            Augmenter(cfg.aug_policy, aug_strength) if aug_strength > 0 else None,
+            cfg.seed,
+            mosaic=mosaic,
+            mosaic_p=stage.mosaic,
+        )
         indices = hard_mining_indices(len(train_set), mining_losses, stage.hard_mining_frac, rng)
-        loader = make_loader(train_set, cfg.batch_size, workers=runtime.workers, indices=indices,
-                             pin_memory=runtime.pin_memory)
+        loader = make_loader(
+            train_set, cfg.batch_size, workers=runtime.workers, indices=indices, pin_memory=runtime.pin_memory
+        )
         steps = len(loader)
         settings = StepSettings(
-            lr_at_step=lambda step: lr_at(stage, epoch - stage.start_epoch + step / steps, cfg.warmup_epochs),
-            label_smoothing=stage.label_smoothing, mixup_alpha=stage.mixup_alpha, grad_clip=cfg.grad_clip,
-            seed=cfg.seed)
+            # this epoch's stage, epoch and step count bound now (the settings live for this epoch only)
+            lr_at_step=lambda step, stage=stage, epoch=epoch, steps=steps: lr_at(
+                stage, epoch - stage.start_epoch + step / steps, cfg.warmup_epochs
+            ),
+            label_smoothing=stage.label_smoothing,
+            mixup_alpha=stage.mixup_alpha,
+            grad_clip=cfg.grad_clip,
+            seed=cfg.seed,
+        )
         model.criterion.set_label_smoothing(stage.label_smoothing)
         epoch_result = train_one_epoch(model, balancer, loader, optimizer, settings, epoch, device, ema, scaler)
         mining_losses.update(epoch_result.per_image_loss)  # images a mined epoch skipped keep their last loss
         metrics, _ = evaluate(ema.module, val_loader, device, nc, n_views, cfg.score_weights or None)
         metrics.update({f"train/{k}": v for k, v in epoch_result.losses.items()})
         metrics.update({TASK_WEIGHT_METRICS[k]: v for k, v in balancer.weights().items()})
-        metrics.update({"stage/aug_strength": aug_strength, "stage/hard_mining_frac": stage.hard_mining_frac,
-                        "stage/label_smoothing": stage.label_smoothing, "stage/mixup_alpha": stage.mixup_alpha,
-                        "stage/mosaic": stage.mosaic})
-        metrics.update({"stage": stage.index, "epoch": epoch + 1, "lr": settings.lr_at_step(steps - 1),
-                        "time/train_s": epoch_result.seconds,
-                        "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9)})
+        metrics.update(
+            {
+                "stage/aug_strength": aug_strength,
+                "stage/hard_mining_frac": stage.hard_mining_frac,
+                "stage/label_smoothing": stage.label_smoothing,
+                "stage/mixup_alpha": stage.mixup_alpha,
+                "stage/mosaic": stage.mosaic,
+            }
+        )
+        metrics.update(
+            {
+                "stage": stage.index,
+                "epoch": epoch + 1,
+                "lr": settings.lr_at_step(steps - 1),
+                "time/train_s": epoch_result.seconds,
+                "time/images_per_s": epoch_result.images / max(epoch_result.seconds, 1e-9),
+            }
+        )
         improved = best is None or metrics[SCORE_METRIC] > best[SCORE_METRIC]
         # the running best: what the search selects on (SELECTION_METRIC), the score of the best.pt so far
         metrics[SELECTION_METRIC] = metrics[SCORE_METRIC] if improved else best[SCORE_METRIC]
         history.append(metrics)
         best = metrics if improved else best
-        result = FitResult(best=best, last=metrics, history=history,
-                           best_checkpoint=result.best_checkpoint, last_checkpoint=result.last_checkpoint)
+        result = FitResult(
+            best=best,
+            last=metrics,
+            history=history,
+            best_checkpoint=result.best_checkpoint,
+            last_checkpoint=result.last_checkpoint,
+        )
         if out_dir is not None:
-            state = {**run_info, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                     "balancer": balancer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch + 1,
-                     "stage": stage.index, "history": history, "best": best, "mining_losses": mining_losses,
-                     "config": {**cfg.to_dict(), "nc": nc, "n_views": n_views}}
+            state = {
+                **run_info,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "balancer": balancer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch + 1,
+                "stage": stage.index,
+                "history": history,
+                "best": best,
+                "mining_losses": mining_losses,
+                "config": {**cfg.to_dict(), "nc": nc, "n_views": n_views},
+            }
             result.last_checkpoint = save_checkpoint(out_dir / CHECKPOINT_FILE, state)
             if improved:
                 result.best_checkpoint = save_checkpoint(out_dir / BEST_CHECKPOINT_FILE, state)
@@ -159,8 +219,10 @@ def fit(cfg: TrainConfig | dict, data: CheckedDataset, report: Report | None = N
 
 def _epoch_line(m: dict, total: int) -> str:
     loss, w = TRAIN_LOSS, {task: m.get(name, 1.0) for task, name in TASK_WEIGHT_METRICS.items()}
-    return (f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m[loss]:.3f} "
-            f"(box {m[loss + '/box']:.3f} obj {m[loss + '/obj']:.3f} cls {m[loss + '/cls_det']:.3f} "
-            f"view {m[loss + '/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
-            f"view acc {m['val/view_acc']:.3f} kappa {m['val/view_kappa']:.3f} | score {m[SCORE_METRIC]:.3f} | "
-            f"w det {w['det']:.2f} view {w['view']:.2f} | {m['time/images_per_s']:.0f} img/s")
+    return (
+        f"epoch {m['epoch']:>3}/{total} stage {m['stage']} | loss {m[loss]:.3f} "
+        f"(box {m[loss + '/box']:.3f} obj {m[loss + '/obj']:.3f} cls {m[loss + '/cls_det']:.3f} "
+        f"view {m[loss + '/view']:.3f}) | mAP50 {m['val/map50']:.3f} mAP {m['val/map50_95']:.3f} "
+        f"view acc {m['val/view_acc']:.3f} kappa {m['val/view_kappa']:.3f} | score {m[SCORE_METRIC]:.3f} | "
+        f"w det {w['det']:.2f} view {w['view']:.2f} | {m['time/images_per_s']:.0f} img/s"
+    )

@@ -16,14 +16,15 @@ then writes the history again: TensorBoard shows exactly the rows of results.csv
 
 Ray-free (the engine's layer): searches get the same from Ray's own CSV and TensorBoard loggers per trial.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto.event_pb2 import Event, SessionLog

@@ -3,8 +3,10 @@
 Stage 1 warm-up/pretrain (high lr, basic augmentation), stage 2 fine-tune (lower lr, stronger augmentation,
 hard-example mining), stage 3 polish (very low lr, minimal augmentation, label smoothing, mixup). Mosaic
 (`cfg.mosaic`, off by default) acts in stages 1 and 2 only: the polish stage sees whole frames, as YOLOv8 closes
-mosaic for its last epochs. Inside a stage the lr follows a cosine from the stage's lr down to 10 % of it; stage 1 starts with a linear warm-up.
+mosaic for its last epochs. Inside a stage the lr follows a cosine from the stage's lr down to 10 % of it;
+stage 1 starts with a linear warm-up.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +40,7 @@ def split_epochs(total: int, fractions: tuple[float, ...]) -> list[int]:
     when the total allows. E.g. 10 with (0.3, 0.5, 0.2) -> [3, 5, 2]; 4 -> [1, 2, 1]."""
     shares = [f / sum(fractions) * total for f in fractions]
     counts = [math.floor(s) for s in shares]
-    for i in sorted(range(len(shares)), key=lambda i: (counts[i] - shares[i], i))[:total - sum(counts)]:
+    for i in sorted(range(len(shares)), key=lambda i: (counts[i] - shares[i], i))[: total - sum(counts)]:
         counts[i] += 1
     for i, f in enumerate(fractions):  # a positive share rounded to zero borrows from the largest stage
         if f > 0 and counts[i] == 0 and max(counts) > 1:

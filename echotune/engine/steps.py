@@ -5,12 +5,13 @@ clipping, EMA, AMP on CUDA, optional mixup and label smoothing; it records each 
 mining. `evaluate` runs the EMA (or given) model with the usual mAP protocol (NMS at conf 0.001) and returns
 the metrics under their reported names.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,6 @@ from echotune.balance import FixedBalancer, GradNormBalancer
 from echotune.engine.build import prefers_channels_last
 from echotune.losses import DETECTION_LOSS_KEYS, VIEW_LOSS_KEY
 from echotune.metrics import VAL_PREFIX, EvaluationSet, metrics_dict
-
 
 
 class NonFiniteLossError(ValueError):
@@ -39,6 +39,7 @@ class EpochResult:
 @dataclass
 class StepSettings:
     """What changes between stages, handed to train_one_epoch."""
+
     lr_at_step: Callable[[int], float]  # step index within the epoch -> lr (before each group's lr_scale)
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
@@ -50,8 +51,11 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
     images = batch["images"].to(device, non_blocking=True)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = {"boxes": [b.to(device) for b in batch["boxes"]], "classes": [c.to(device) for c in batch["classes"]],
-               "views": batch["views"].to(device)}
+    targets = {
+        "boxes": [b.to(device) for b in batch["boxes"]],
+        "classes": [c.to(device) for c in batch["classes"]],
+        "views": batch["views"].to(device),
+    }
     return images, targets
 
 
@@ -88,10 +92,19 @@ def check_finite(losses: dict[str, torch.Tensor], where: str) -> None:
         raise NonFiniteLossError(f"non-finite loss at {where}: {bad} (lower the learning rate, or check the data)")
 
 
-def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer: torch.optim.Optimizer,
-                    settings: StepSettings, epoch: int, device: torch.device, ema=None,
-                    scaler: torch.amp.GradScaler | None = None, log_every: int = 0,
-                    autocast_dtype: torch.dtype | None = None) -> EpochResult:
+def train_one_epoch(
+    model: nn.Module,
+    balancer: FixedBalancer,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    settings: StepSettings,
+    epoch: int,
+    device: torch.device,
+    ema=None,
+    scaler: torch.amp.GradScaler | None = None,
+    log_every: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+) -> EpochResult:
     """autocast_dtype None: float16 autocast when `scaler` is enabled (CUDA AMP), else float32; a dtype (e.g.
     torch.bfloat16, which needs no scaler) autocasts the forward in it, with or without a scaler."""
     model.train()
@@ -118,8 +131,9 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
         check_finite(losses, f"epoch {epoch + 1}, step {step + 1}")
         task_losses = torch.stack([sum(losses[k] for k in DETECTION_LOSS_KEYS), losses[VIEW_LOSS_KEY]]).float()
         if shared is not None:  # GradNorm's own task gradients: scaled like the model's backward, unscaled in fp32
-            total = balancer.weighted_loss(task_losses, shared, grad_scale=scaler.get_scale() if amp else None,
-                                           low_precision=low_precision)
+            total = balancer.weighted_loss(
+                task_losses, shared, grad_scale=scaler.get_scale() if amp else None, low_precision=low_precision
+            )
         else:
             total = balancer.weighted_loss(task_losses, shared)
         optimizer.zero_grad(set_to_none=True)
@@ -159,9 +173,16 @@ def train_one_epoch(model: nn.Module, balancer: FixedBalancer, loader, optimizer
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: int,
-             score_weights: dict | None = None, conf: float | None = None,
-             prefix: str = VAL_PREFIX) -> tuple[dict[str, float], dict]:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    nc: int,
+    n_views: int,
+    score_weights: dict | None = None,
+    conf: float | None = None,
+    prefix: str = VAL_PREFIX,
+) -> tuple[dict[str, float], dict]:
     """Metrics under their reported names (val/map50, ..., val/score, val/conf) plus the raw metric objects.
 
     `conf`: the P/R/F1 operating confidence; None chooses it on this split (validation), a float applies one
@@ -174,7 +195,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
         images, _ = to_device(batch, device, channels_last=prefers_channels_last(device))
         out = model(images)
         finite = torch.isfinite(out["view_logits"]).all() and all(
-            torch.isfinite(d["boxes"]).all() and torch.isfinite(d["scores"]).all() for d in out["detections"])
+            torch.isfinite(d["boxes"]).all() and torch.isfinite(d["scores"]).all() for d in out["detections"]
+        )
         if not finite:
             raise NonFiniteLossError("non-finite model outputs during validation (the weights diverged)")
         predictions += [{k: v.float().cpu() for k, v in d.items()} for d in out["detections"]]
@@ -183,8 +205,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, nc: int, n_views: i
         view_targets.append(batch["views"])
     samples = getattr(loader.dataset, "samples", None)  # EchoDataset: bootstrap groups are source videos
     groups = [s.video for s in samples] if samples is not None and len(samples) == len(predictions) else None
-    evaluation = EvaluationSet.build(predictions, targets, torch.cat(view_logits), torch.cat(view_targets), nc,
-                                     n_views, groups=groups)
+    evaluation = EvaluationSet.build(
+        predictions, targets, torch.cat(view_logits), torch.cat(view_targets), nc, n_views, groups=groups
+    )
     det, view = evaluation.detection(conf), evaluation.view()
     metrics = metrics_dict(det, view, prefix=prefix, weights=score_weights)
     if not all(math.isfinite(v) for v in metrics.values()):

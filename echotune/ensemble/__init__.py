@@ -40,6 +40,7 @@ boxes in Python: measured on the 2-core CPU box, 3 sets x 300 boxes take ~35 ms 
 first NMS call also compiles ensemble-boxes' numba kernel (~5 s). Use fewer --tune-trials or no TTA on big
 validation sets.
 """
+
 from echotune.ensemble.build import build_ensemble, evaluate_manifest
 from echotune.ensemble.export import predict_images
 from echotune.ensemble.fusion import FUSIONS, FusionParams, fuse_detections, fuse_views
@@ -49,6 +50,23 @@ from echotune.ensemble.predictor import EnsemblePredictor
 from echotune.ensemble.result import EnsembleResult, comparison_table
 from echotune.ensemble.tta import TTA_MODES, flip_boxes, tta_variants
 
-__all__ = ["FUSIONS", "TTA_MODES", "EnsemblePredictor", "EnsembleResult", "FusionParams", "Manifest", "Member",
-           "build_ensemble", "comparison_table", "evaluate_manifest", "flip_boxes", "fuse_detections",
-           "fuse_views", "load_manifest", "predict_images", "save_manifest", "select_members", "tta_variants"]
+__all__ = [
+    "FUSIONS",
+    "TTA_MODES",
+    "EnsemblePredictor",
+    "EnsembleResult",
+    "FusionParams",
+    "Manifest",
+    "Member",
+    "build_ensemble",
+    "comparison_table",
+    "evaluate_manifest",
+    "flip_boxes",
+    "fuse_detections",
+    "fuse_views",
+    "load_manifest",
+    "predict_images",
+    "save_manifest",
+    "select_members",
+    "tta_variants",
+]

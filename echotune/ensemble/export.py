@@ -3,14 +3,15 @@
 Unreadable files are reported and skipped; every file is written atomically. An image without detections still
 gets its JSON, its drawing and one CSV row (empty class and box) carrying its view.
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import cv2
 import numpy as np
@@ -38,19 +39,37 @@ def list_images(source: str | Path, exclude: Path | None = None) -> list[Path]:
     if source.is_file():
         return [source]
     excluded = exclude.resolve() if exclude else None
-    return sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and (excluded is None or excluded not in p.resolve().parents))
+    return sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and (excluded is None or excluded not in p.resolve().parents)
+    )
 
 
 def record(path: Path, pred: dict, conf: float) -> dict:
     """JSON-ready prediction of one image: boxes in its pixels with class names and scores, view and probs."""
     w, h = pred["image_wh"]
-    detections = [{"class": name, "class_id": int(label), "score": round(float(score), 5),
-                   "box": [round(float(v), 2) for v in box]}
-                  for name, label, score, box in zip(pred["classes"], pred["labels"], pred["scores"], pred["boxes"])]
-    return {"image": str(path), "width": int(w), "height": int(h), "conf": conf, "view": pred["view"],
-            "view_prob": round(pred["view_probs"][pred["view"]], 5),
-            "view_probs": {k: round(v, 5) for k, v in pred["view_probs"].items()}, "detections": detections}
+    detections = [
+        {
+            "class": name,
+            "class_id": int(label),
+            "score": round(float(score), 5),
+            "box": [round(float(v), 2) for v in box],
+        }
+        for name, label, score, box in zip(pred["classes"], pred["labels"], pred["scores"], pred["boxes"])
+    ]
+    return {
+        "image": str(path),
+        "width": int(w),
+        "height": int(h),
+        "conf": conf,
+        "view": pred["view"],
+        "view_prob": round(pred["view_probs"][pred["view"]], 5),
+        "view_probs": {k: round(v, 5) for k, v in pred["view_probs"].items()},
+        "detections": detections,
+    }
 
 
 def draw(image_bgr: np.ndarray, rec: dict) -> np.ndarray:
@@ -62,11 +81,20 @@ def draw(image_bgr: np.ndarray, rec: dict) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in det["box"])
         colour = _PALETTE[det["class_id"] % len(_PALETTE)]
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thick)
-        cv2.putText(canvas, f"{det['class']} {det['score']:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX,
-                    scale, colour, thick, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            f"{det['class']} {det['score']:.2f}",
+            (x1, max(y1 - 3, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            colour,
+            thick,
+            cv2.LINE_AA,
+        )
     text = f"{rec['view']} {rec['view_prob']:.2f}"
-    cv2.putText(canvas, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
-                cv2.LINE_AA)
+    cv2.putText(
+        canvas, text, (3, int(14 * scale / 0.4)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA
+    )
     return canvas
 
 
@@ -77,8 +105,9 @@ def _csv_rows(rec: dict) -> list[list]:
     return [[rec["image"], d["class"], d["score"], *d["box"]] + view for d in rec["detections"]]
 
 
-def predict_images(predictor, images: Iterable[Path], out_dir: str | Path, conf: float = 0.25,
-                   log: Callable[[str], None] = print) -> PredictSummary:
+def predict_images(
+    predictor, images: Iterable[Path], out_dir: str | Path, conf: float = 0.25, log: Callable[[str], None] = print
+) -> PredictSummary:
     """Predict every image with `predictor` (an EnsemblePredictor) and write the outputs into `out_dir`."""
     out_dir, summary, rows, used = Path(out_dir), PredictSummary(), [], set()
     for path in images:

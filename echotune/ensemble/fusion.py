@@ -11,10 +11,11 @@ One set is returned unchanged (fusion of one is the identity), so an ensemble of
 reproduces that member exactly. WBF of k identical sets gives the set back (less zero-area boxes) as long as
 iou_thr is at least the members' own NMS IoU (0.6): no two boxes of one class in a set overlap enough to merge.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from ensemble_boxes import nms, weighted_boxes_fusion
@@ -41,8 +42,7 @@ class FusionParams:
 
 
 def empty_prediction() -> dict[str, np.ndarray]:
-    return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-            "labels": np.zeros(0, np.int64)}
+    return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32), "labels": np.zeros(0, np.int64)}
 
 
 def _frame(image_wh: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -69,14 +69,16 @@ def _soft_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, params:
     for label in np.unique(labels):
         idx = np.flatnonzero(labels == label)
         decayed = scores[idx].astype(np.float64)
-        keep = cpu_soft_nms_float(boxes[idx].copy(), decayed, Nt=params.iou_thr, sigma=params.sigma,
-                                  thresh=params.skip_box_thr, method=2)
+        keep = cpu_soft_nms_float(
+            boxes[idx].copy(), decayed, Nt=params.iou_thr, sigma=params.sigma, thresh=params.skip_box_thr, method=2
+        )
         parts.append((boxes[idx][keep], decayed[decayed > params.skip_box_thr], labels[idx][keep]))
     return tuple(np.concatenate(column) for column in zip(*parts))
 
 
-def fuse_detections(sets: Sequence[dict], weights: Sequence[float], image_wh: tuple[int, int],
-                    params: FusionParams = FusionParams()) -> dict[str, np.ndarray]:
+def fuse_detections(
+    sets: Sequence[dict], weights: Sequence[float], image_wh: tuple[int, int], params: FusionParams = FusionParams()
+) -> dict[str, np.ndarray]:
     """Fuse prediction sets of one image (one weight per set) -> one prediction set in original pixels,
     sorted by decreasing score, at most params.max_det boxes."""
     if len(sets) != len(weights):
@@ -94,17 +96,25 @@ def fuse_detections(sets: Sequence[dict], weights: Sequence[float], image_wh: tu
     if sum(len(s) for s in scores) == 0:
         return empty_prediction()
     if params.method == "wbf":
-        fused = weighted_boxes_fusion(list(boxes), list(scores), list(labels), weights=weights,
-                                      iou_thr=params.iou_thr, skip_box_thr=params.skip_box_thr)
+        fused = weighted_boxes_fusion(
+            list(boxes),
+            list(scores),
+            list(labels),
+            weights=weights,
+            iou_thr=params.iou_thr,
+            skip_box_thr=params.skip_box_thr,
+        )
     elif params.method == "nms":
         fused = nms(list(boxes), list(scores), list(labels), iou_thr=params.iou_thr)
     else:
         fused = _soft_nms(np.concatenate(boxes), np.concatenate(scores), np.concatenate(labels), params)
     out_boxes, out_scores, out_labels = fused
-    order = np.argsort(-np.asarray(out_scores), kind="stable")[:params.max_det]
-    return {"boxes": (np.asarray(out_boxes, np.float64)[order] * side + origin).astype(np.float32).reshape(-1, 4),
-            "scores": np.asarray(out_scores, np.float32)[order],
-            "labels": np.asarray(out_labels)[order].astype(np.int64)}
+    order = np.argsort(-np.asarray(out_scores), kind="stable")[: params.max_det]
+    return {
+        "boxes": (np.asarray(out_boxes, np.float64)[order] * side + origin).astype(np.float32).reshape(-1, 4),
+        "scores": np.asarray(out_scores, np.float32)[order],
+        "labels": np.asarray(out_labels)[order].astype(np.int64),
+    }
 
 
 def fuse_views(probs: np.ndarray, weights: Sequence[float]) -> np.ndarray:

@@ -7,11 +7,13 @@ keeps the whole precision/recall curve, as mAP needs.
 Memory: per image, members x variants x at most 300 boxes (~9 kB each at 300 boxes), plus the view
 probabilities; 1000 images x 3 members x 6 variants is ~160 MB.
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass
 import sys
-from typing import Callable, Sequence, TextIO
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ LoadedMember = tuple[nn.Module, TrainConfig]  # (EMA model in eval mode, its con
 @dataclass
 class SplitPredictions:
     """Every member x variant's predictions on one split; variant 0 of each member is its plain (no-TTA) run."""
+
     split: str
     nc: int
     paths: list[str]
@@ -51,8 +54,9 @@ class SplitPredictions:
 
 
 @torch.no_grad()
-def run_variant(model: nn.Module, images: Sequence[np.ndarray], variant: Variant,
-                squares: dict | None = None) -> tuple[list[dict], np.ndarray]:
+def run_variant(
+    model: nn.Module, images: Sequence[np.ndarray], variant: Variant, squares: dict | None = None
+) -> tuple[list[dict], np.ndarray]:
     """Predictions of `model` on RGB uint8 images of any sizes seen through `variant`: per image
     {boxes (K,4) original px, scores, labels}, and (B, V) view probabilities. `squares` caches letterboxes
     per size across members."""
@@ -62,9 +66,14 @@ def run_variant(model: nn.Module, images: Sequence[np.ndarray], variant: Variant
     boxed, letterboxes = squares[variant.size]
     device = next(model.parameters()).device
     out = model(to_tensor(np.stack(boxed), variant).to(device))
-    detections = [{"boxes": boxes_to_original(d["boxes"].float().cpu().numpy(), variant, lb),
-                   "scores": d["scores"].float().cpu().numpy(), "labels": d["labels"].cpu().numpy()}
-                  for d, lb in zip(out["detections"], letterboxes)]
+    detections = [
+        {
+            "boxes": boxes_to_original(d["boxes"].float().cpu().numpy(), variant, lb),
+            "scores": d["scores"].float().cpu().numpy(),
+            "labels": d["labels"].cpu().numpy(),
+        }
+        for d, lb in zip(out["detections"], letterboxes)
+    ]
     return detections, out["view_logits"].float().softmax(-1).cpu().numpy()
 
 
@@ -80,12 +89,25 @@ def targets_of(samples: Sequence[Sample]) -> tuple[list[dict], np.ndarray]:
 def progress_bar(total: int, desc: str, unit: str, file: TextIO | None = None) -> tqdm:
     """A tqdm bar on stderr that shows only on a terminal (disable=None: off when the stream is not a TTY, as
     in CI logs and tests), and goes away when done (the caller logs the outcome)."""
-    return tqdm(total=total, desc=desc, unit=unit, file=file if file is not None else sys.stderr, disable=None,
-                leave=False, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=file if file is not None else sys.stderr,
+        disable=None,
+        leave=False,
+        dynamic_ncols=True,
+    )
 
 
-def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], split: str, nc: int, tta: str = "none",
-                  log: Callable[[str], None] = print) -> SplitPredictions:
+def predict_split(
+    members: Sequence[LoadedMember],
+    samples: Sequence[Sample],
+    split: str,
+    nc: int,
+    tta: str = "none",
+    log: Callable[[str], None] = print,
+) -> SplitPredictions:
     """Run all members and their TTA variants over `samples` (each image read once), in batches of the
     smallest member batch size (so a member's plain run batches as its own validation did)."""
     if not samples:
@@ -98,7 +120,7 @@ def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], sp
     probs = [[[] for _ in v] for v in variants]
     with progress_bar(len(samples), f"predicting {split}", "image") as bar:
         for start in range(0, len(samples), batch):
-            images = [read_rgb(s.image) for s in samples[start:start + batch]]
+            images = [read_rgb(s.image) for s in samples[start : start + batch]]
             squares: dict = {}
             for m, (model, _) in enumerate(members):
                 for t, variant in enumerate(variants[m]):
@@ -108,7 +130,14 @@ def predict_split(members: Sequence[LoadedMember], samples: Sequence[Sample], sp
             bar.update(len(images))
     log(f"  {split}: {len(samples)} images x {len(members)} member(s) x {len(variants[0])} TTA variant(s)")
     targets, view_targets = targets_of(samples)
-    return SplitPredictions(split, nc, [str(s.image) for s in samples],
-                            [(s.image_hw[1], s.image_hw[0]) for s in samples], detections,
-                            [np.stack([np.concatenate(p) for p in member]) for member in probs],
-                            targets, view_targets, [s.video for s in samples])
+    return SplitPredictions(
+        split,
+        nc,
+        [str(s.image) for s in samples],
+        [(s.image_hw[1], s.image_hw[0]) for s in samples],
+        detections,
+        [np.stack([np.concatenate(p) for p in member]) for member in probs],
+        targets,
+        view_targets,
+        [s.video for s in samples],
+    )

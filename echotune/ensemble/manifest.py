@@ -15,6 +15,7 @@
 
 `load_manifest` validates all of it; errors name the file and the offending key and value.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,11 +68,25 @@ def _stored_path(checkpoint: Path, manifest_dir: Path) -> str:
 def save_manifest(manifest: Manifest, path: str | Path) -> Path:
     """Write atomically (checkpoint paths as `_stored_path`)."""
     path = Path(path)
-    members = [{"trial_id": m.trial_id, "arch": m.arch, "checkpoint": _stored_path(m.checkpoint, path.parent),
-                "val_score": m.val_score} for m in manifest.members]
-    doc = {"version": MANIFEST_VERSION, "members": members, "weights": [float(w) for w in manifest.weights],
-           "tta": manifest.tta, "fusion": manifest.fusion.to_dict(), "names": list(manifest.names),
-           "view_names": list(manifest.view_names), **manifest.extra}
+    members = [
+        {
+            "trial_id": m.trial_id,
+            "arch": m.arch,
+            "checkpoint": _stored_path(m.checkpoint, path.parent),
+            "val_score": m.val_score,
+        }
+        for m in manifest.members
+    ]
+    doc = {
+        "version": MANIFEST_VERSION,
+        "members": members,
+        "weights": [float(w) for w in manifest.weights],
+        "tta": manifest.tta,
+        "fusion": manifest.fusion.to_dict(),
+        "names": list(manifest.names),
+        "view_names": list(manifest.view_names),
+        **manifest.extra,
+    }
     return atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
 
 
@@ -88,8 +103,11 @@ def _string_list(path: Path, doc: dict, key: str) -> list[str]:
 
 def _member(path: Path, i: int, entry) -> ManifestMember:
     key = f"members[{i}]"
-    if not isinstance(entry, dict) or not isinstance(entry.get("trial_id"), str) \
-            or not isinstance(entry.get("checkpoint"), str):
+    if (
+        not isinstance(entry, dict)
+        or not isinstance(entry.get("trial_id"), str)
+        or not isinstance(entry.get("checkpoint"), str)
+    ):
         raise _fail(path, key, entry, "expected a mapping with string trial_id and checkpoint")
     unknown = sorted(set(entry) - set(_MEMBER_KEYS))
     if unknown:
@@ -134,23 +152,36 @@ def load_manifest(path: str | Path) -> Manifest:
     missing = [k for k in _REQUIRED if k not in doc]
     unknown = sorted(set(doc) - set(_REQUIRED) - set(_OPTIONAL))
     if missing or unknown:
-        raise ValueError(f"{path}: {'missing key(s) ' + str(missing) if missing else ''}"
-                         f"{'; ' if missing and unknown else ''}{'unknown key(s) ' + str(unknown) if unknown else ''}; "
-                         f"valid keys: {', '.join(_REQUIRED + _OPTIONAL)}")
+        raise ValueError(
+            f"{path}: {'missing key(s) ' + str(missing) if missing else ''}"
+            f"{'; ' if missing and unknown else ''}{'unknown key(s) ' + str(unknown) if unknown else ''}; "
+            f"valid keys: {', '.join(_REQUIRED + _OPTIONAL)}"
+        )
     if doc["version"] != MANIFEST_VERSION:
         raise _fail(path, "version", doc["version"], f"this EchoTune reads manifest version {MANIFEST_VERSION}")
     if not isinstance(doc["members"], list) or not doc["members"]:
         raise _fail(path, "members", doc["members"], "expected a non-empty list")
     members = [_member(path, i, entry) for i, entry in enumerate(doc["members"])]
     weights = doc["weights"]
-    if not isinstance(weights, list) or len(weights) != len(members) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0 for w in weights):
+    if (
+        not isinstance(weights, list)
+        or len(weights) != len(members)
+        or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w > 0 for w in weights
+        )
+    ):
         raise _fail(path, "weights", weights, f"expected {len(members)} positive numbers, one per member")
     if doc["tta"] not in TTA_MODES:
         raise _fail(path, "tta", doc["tta"], f"choose one of: {', '.join(TTA_MODES)}")
     conf = doc.get("conf", 0.0)
     if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0.0 <= conf <= 1.0:
         raise _fail(path, "conf", conf, "expected the operating confidence chosen on val, a number in [0, 1]")
-    return Manifest(members, [float(w) for w in weights], doc["tta"], _fusion(path, doc["fusion"]),
-                    _string_list(path, doc, "names"), _string_list(path, doc, "view_names"),
-                    {k: doc[k] for k in _OPTIONAL if k in doc})
+    return Manifest(
+        members,
+        [float(w) for w in weights],
+        doc["tta"],
+        _fusion(path, doc["fusion"]),
+        _string_list(path, doc, "names"),
+        _string_list(path, doc, "view_names"),
+        {k: doc[k] for k in _OPTIONAL if k in doc},
+    )

@@ -5,6 +5,7 @@ folder, and a status other than DIVERGED/ERROR. Ranked by best/val/score (ties: 
 most one trial per architecture and skips a config identical to a chosen one apart from seed and runtime keys
 (seeds differ, the model does not: little to gain from averaging).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,17 +40,23 @@ def _skip_reasons(rows: list[dict]) -> str:
     unusable = sum(r.get("status") in FAILED_STATUSES for r in rows)
     no_ckpt = sum(not r.get("checkpoint_path") for r in rows)
     no_score = sum(r.get(BEST_SCORE_COLUMN) is None for r in rows)
-    return (f"{len(rows)} trial(s): {unusable} diverged/errored, {no_ckpt} without a checkpoint, "
-            f"{no_score} without a val/score")
+    return (
+        f"{len(rows)} trial(s): {unusable} diverged/errored, {no_ckpt} without a checkpoint, "
+        f"{no_score} without a val/score"
+    )
 
 
-def select_members(rows: list[dict], top_k: int = 3, diverse: bool = False,
-                   source: str = "leaderboard") -> list[Member]:
+def select_members(
+    rows: list[dict], top_k: int = 3, diverse: bool = False, source: str = "leaderboard"
+) -> list[Member]:
     """The top_k usable trials by best/val/score (see the module docstring); ValueError when none is usable."""
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    usable = [r for r in rows if r.get("status") not in FAILED_STATUSES and r.get("checkpoint_path")
-              and r.get(BEST_SCORE_COLUMN) is not None]
+    usable = [
+        r
+        for r in rows
+        if r.get("status") not in FAILED_STATUSES and r.get("checkpoint_path") and r.get(BEST_SCORE_COLUMN) is not None
+    ]
     if not usable:
         raise ValueError(f"{source}: no usable trial to ensemble ({_skip_reasons(rows)})")
     usable.sort(key=lambda r: (-r[BEST_SCORE_COLUMN], r["trial_id"]))
@@ -61,8 +68,9 @@ def select_members(rows: list[dict], top_k: int = 3, diverse: bool = False,
             config["arch"] = arch
         if diverse and any(m.arch == arch or _model_config(m.config) == _model_config(config) for m in chosen):
             continue
-        chosen.append(Member(row["trial_id"], arch, float(row[BEST_SCORE_COLUMN]), Path(row["checkpoint_path"]),
-                             config))
+        chosen.append(
+            Member(row["trial_id"], arch, float(row[BEST_SCORE_COLUMN]), Path(row["checkpoint_path"]), config)
+        )
         if len(chosen) == top_k:
             break
     return chosen

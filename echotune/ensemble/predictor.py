@@ -6,10 +6,11 @@
 The image is letterboxed per member and TTA variant exactly as in evaluation; boxes come back in the image's own
 pixels (clipped to it), after fusion, keeping those scoring at least `conf`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -34,8 +35,9 @@ def as_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, _TO_RGB[channels])
 
 
-def label_names(state: dict, nc: int, n_views: int, data_yaml: str | Path | None,
-                log: Callable[[str], None] = print) -> tuple[list[str], list[str]]:
+def label_names(
+    state: dict, nc: int, n_views: int, data_yaml: str | Path | None, log: Callable[[str], None] = print
+) -> tuple[list[str], list[str]]:
     """Class and view names of a bare checkpoint: its own, else the data.yaml's, else generic (said so)."""
     names, views = state.get("names"), state.get("view_names")
     if names is not None and views is not None and len(names) == nc and len(views) == n_views:
@@ -44,20 +46,31 @@ def label_names(state: dict, nc: int, n_views: int, data_yaml: str | Path | None
         config = load_data_config(data_yaml)
         views = config.view_names or (EXPORT_VIEW_NAMES if n_views == len(EXPORT_VIEW_NAMES) else None)
         if len(config.names) != nc or views is None or len(views) != n_views:
-            raise ValueError(f"{data_yaml}: {len(config.names)} classes / {len(views or ())} views, but the "
-                             f"checkpoint predicts {nc} classes / {n_views} views")
+            raise ValueError(
+                f"{data_yaml}: {len(config.names)} classes / {len(views or ())} views, but the "
+                f"checkpoint predicts {nc} classes / {n_views} views"
+            )
         return list(config.names), list(views)
     log("note: the checkpoint stores no class/view names and no --data was given: using class0.., view0..")
     return [f"class{i}" for i in range(nc)], [f"view{i}" for i in range(n_views)]
 
 
 class EnsemblePredictor:
-    def __init__(self, members: Sequence[LoadedMember], weights: Sequence[float], tta: str, params: FusionParams,
-                 names: Sequence[str], view_names: Sequence[str]):
+    def __init__(
+        self,
+        members: Sequence[LoadedMember],
+        weights: Sequence[float],
+        tta: str,
+        params: FusionParams,
+        names: Sequence[str],
+        view_names: Sequence[str],
+    ):
         for model, _ in members:
             if model.nc != len(names) or model.n_views != len(view_names):
-                raise ValueError(f"a member predicts {model.nc} classes / {model.n_views} views, but "
-                                 f"{len(names)} class names / {len(view_names)} view names were given")
+                raise ValueError(
+                    f"a member predicts {model.nc} classes / {model.n_views} views, but "
+                    f"{len(names)} class names / {len(view_names)} view names were given"
+                )
         if len(weights) != len(members):
             raise ValueError(f"{len(weights)} weights for {len(members)} members")
         self.members, self.weights, self.tta, self.params = list(members), list(weights), tta, params
@@ -69,8 +82,11 @@ class EnsemblePredictor:
         manifest = load_manifest(path)
         members = []
         for i, member in enumerate(manifest.members):
-            expect = {"nc": len(manifest.names), "n_views": len(manifest.view_names),
-                      **({"arch": member.arch} if member.arch else {})}
+            expect = {
+                "nc": len(manifest.names),
+                "n_views": len(manifest.view_names),
+                **({"arch": member.arch} if member.arch else {}),
+            }
             try:
                 model, cfg, _ = load_model(member.checkpoint, device, expect)
             except ValueError as exc:
@@ -79,8 +95,13 @@ class EnsemblePredictor:
         return cls(members, manifest.weights, manifest.tta, manifest.fusion, manifest.names, manifest.view_names)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", data_yaml: str | Path | None = None,
-                        log: Callable[[str], None] = print) -> EnsemblePredictor:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str = "auto",
+        data_yaml: str | Path | None = None,
+        log: Callable[[str], None] = print,
+    ) -> EnsemblePredictor:
         """One engine checkpoint (last.pt / best.pt) or a Ray checkpoint folder holding last.pt."""
         model, cfg, state = load_model(checkpoint_file(path), device)
         names, views = label_names(state, model.nc, model.n_views, data_yaml, log)
@@ -104,6 +125,13 @@ class EnsemblePredictor:
         view_probs = fuse_views(np.stack(probs), weights)
         view = int(view_probs.argmax())
         labels = fused["labels"][keep].astype(np.int64)
-        return {"image_wh": (w, h), "boxes": boxes[keep], "scores": fused["scores"][keep], "labels": labels,
-                "classes": [self.names[i] for i in labels], "view": self.view_names[view], "view_index": view,
-                "view_probs": {name: float(p) for name, p in zip(self.view_names, view_probs)}}
+        return {
+            "image_wh": (w, h),
+            "boxes": boxes[keep],
+            "scores": fused["scores"][keep],
+            "labels": labels,
+            "classes": [self.names[i] for i in labels],
+            "view": self.view_names[view],
+            "view_index": view,
+            "view_probs": {name: float(p) for name, p in zip(self.view_names, view_probs)},
+        }

@@ -6,6 +6,7 @@ x1' = S - x2, x2' = S - x1 in the square, then `Letterbox.to_original` undoes th
 The identity variant (the member's own img_size, no flip) always comes first, so variant 0 of every member is
 exactly what validation saw.
 """
+
 from __future__ import annotations
 
 import math

@@ -5,11 +5,12 @@ also refuses predictions of a split named "test". The first trial is the untuned
 ensemble-boxes' usual thresholds), so tuning never returns something worse than the default on val.
 A progress bar (stderr, only on a terminal) counts the study's trials while it runs.
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
 
 import optuna
 from tqdm import tqdm
@@ -46,20 +47,28 @@ def _quiet_optuna() -> Iterator[None]:
 
 def _advance(bar: tqdm) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """An Optuna callback moving `bar` one trial on, with the best score so far (it changes nothing else)."""
+
     def advance(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         bar.update(1)
         if not bar.disable and trial.value is not None:
             bar.set_postfix_str(f"best {study.best_value:.4f}", refresh=False)
+
     return advance
 
 
-def tune_fusion(val: SplitPredictions, method: str = "wbf", n_trials: int = DEFAULT_TRIALS, seed: int = 0,
-                score_weights: Mapping[str, float] | None = None,
-                log: Callable[[str], None] = print) -> TuneResult:
+def tune_fusion(
+    val: SplitPredictions,
+    method: str = "wbf",
+    n_trials: int = DEFAULT_TRIALS,
+    seed: int = 0,
+    score_weights: Mapping[str, float] | None = None,
+    log: Callable[[str], None] = print,
+) -> TuneResult:
     """Maximise `{split}/score` of the fused `val` predictions over weights, iou_thr, skip_box_thr (and sigma)."""
     if val.split == "test":
-        raise ValueError("refusing to tune the ensemble on the test split (its numbers would be optimistic); "
-                         "tune on val")
+        raise ValueError(
+            "refusing to tune the ensemble on the test split (its numbers would be optimistic); tune on val"
+        )
     if n_trials < 1:
         raise ValueError(f"tune_trials must be >= 1, got {n_trials}")
     k = val.n_members
@@ -77,21 +86,31 @@ def tune_fusion(val: SplitPredictions, method: str = "wbf", n_trials: int = DEFA
     def suggest(trial: optuna.Trial) -> tuple[list[float], FusionParams]:
         weights = [trial.suggest_float(f"w{m}", *WEIGHT_RANGE) for m in range(k)] if k > 1 else [1.0]
         if method == "soft-nms":  # Gaussian soft-NMS has no IoU threshold
-            return weights, FusionParams(method, default_params.iou_thr,
-                                         trial.suggest_float("skip_box_thr", *SKIP_RANGE),
-                                         trial.suggest_float("sigma", *SIGMA_RANGE))
-        return weights, FusionParams(method, trial.suggest_float("iou_thr", *IOU_RANGE),
-                                     trial.suggest_float("skip_box_thr", *SKIP_RANGE))
+            return weights, FusionParams(
+                method,
+                default_params.iou_thr,
+                trial.suggest_float("skip_box_thr", *SKIP_RANGE),
+                trial.suggest_float("sigma", *SIGMA_RANGE),
+            )
+        return weights, FusionParams(
+            method, trial.suggest_float("iou_thr", *IOU_RANGE), trial.suggest_float("skip_box_thr", *SKIP_RANGE)
+        )
 
     with _quiet_optuna(), progress_bar(n_trials, f"tuning {method} on {val.split}", "trial") as bar:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-        study.enqueue_trial({**{f"w{m}": 1.0 for m in range(k) if k > 1}, "skip_box_thr": default_params.skip_box_thr,
-                             **({"sigma": default_params.sigma} if method == "soft-nms" else
-                                {"iou_thr": default_params.iou_thr})})
+        study.enqueue_trial(
+            {
+                **{f"w{m}": 1.0 for m in range(k) if k > 1},
+                "skip_box_thr": default_params.skip_box_thr,
+                **({"sigma": default_params.sigma} if method == "soft-nms" else {"iou_thr": default_params.iou_thr}),
+            }
+        )
         study.optimize(lambda trial: score(*suggest(trial)), n_trials=n_trials, callbacks=[_advance(bar)])
     weights, params = suggest(optuna.trial.FixedTrial(study.best_trial.params))
     default = float(study.trials[0].value)  # the enqueued default
-    log(f"  tuned {method} on {val.split} ({n_trials} trials): {key} {default:.4f} (default) -> "
+    log(
+        f"  tuned {method} on {val.split} ({n_trials} trials): {key} {default:.4f} (default) -> "
         f"{study.best_value:.4f}; weights {[round(w, 3) for w in weights]}, "
-        + ", ".join(f"{name} {value:.4f}" for name, value in study.best_trial.params.items() if name[0] != "w"))
+        + ", ".join(f"{name} {value:.4f}" for name, value in study.best_trial.params.items() if name[0] != "w")
+    )
     return TuneResult(weights, params, float(study.best_value), default, n_trials)

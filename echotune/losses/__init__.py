@@ -1,5 +1,6 @@
 """EchoTune losses: YOLOv5-style detection loss, the anchor-free head's task-aligned loss, view-classification
 loss, and the multi-task criterion."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -10,9 +11,22 @@ from .detection import DetectionLoss
 from .functional import BINARY_LOSSES, BOX_LOSSES, DETECTION_LOSS_KEYS, FOCAL_LOSSES, VIEW_LOSS_KEY
 from .view import VIEW_LOSSES, ViewLoss, class_balanced_weights
 
-__all__ = ["BINARY_LOSSES", "BOX_LOSSES", "DETECTION_LOSS_KEYS", "FOCAL_LOSSES", "VIEW_LOSSES", "VIEW_LOSS_KEY",
-           "AnchorFreeLoss", "DetectionLoss", "LevelTargets", "MultiTaskCriterion", "ViewLoss", "build_targets",
-           "class_balanced_weights", "distribution_focal_loss"]
+__all__ = [
+    "BINARY_LOSSES",
+    "BOX_LOSSES",
+    "DETECTION_LOSS_KEYS",
+    "FOCAL_LOSSES",
+    "VIEW_LOSSES",
+    "VIEW_LOSS_KEY",
+    "AnchorFreeLoss",
+    "DetectionLoss",
+    "LevelTargets",
+    "MultiTaskCriterion",
+    "ViewLoss",
+    "build_targets",
+    "class_balanced_weights",
+    "distribution_focal_loss",
+]
 
 
 class MultiTaskCriterion:
@@ -27,13 +41,16 @@ class MultiTaskCriterion:
     def __init__(self, det: DetectionLoss | AnchorFreeLoss, view: ViewLoss):
         self.det, self.view = det, view
 
-    def __call__(self, det_raw: list[Tensor], view_logits: Tensor, targets: dict,
-                 model: nn.Module) -> dict[str, Tensor]:
+    def __call__(
+        self, det_raw: list[Tensor], view_logits: Tensor, targets: dict, model: nn.Module
+    ) -> dict[str, Tensor]:
         """Also returns "per_image": (B,) detached detection + view loss of each image (for hard-example mining)."""
         kind = getattr(model, "head_kind", "anchor")
         if self.det.head != kind:
-            raise ValueError(f"{type(self.det).__name__} is the loss of head={self.det.head!r}, but the model has "
-                             f"head={kind!r} (build the criterion from the same TrainConfig.head)")
+            raise ValueError(
+                f"{type(self.det).__name__} is the loss of head={self.det.head!r}, but the model has "
+                f"head={kind!r} (build the criterion from the same TrainConfig.head)"
+            )
         if kind == "anchor":
             losses = self.det(det_raw, targets, model.anchors, model.strides)
         else:

@@ -14,18 +14,34 @@ both localisation terms (gain_box * IoU + gain_dfl * DFL; the split is in ``last
 graph-connected zero (there is no objectness), so GradNorm's detection task (the sum of the three) and every
 reported metric name stay the same.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor
 
-from echotune.models.anchorfree import (REG_MAX, anchor_points, box_to_distance, distance_to_box, expected_distance,
-                               flatten_levels)
+from echotune.models.anchorfree import (
+    REG_MAX,
+    anchor_points,
+    box_to_distance,
+    distance_to_box,
+    expected_distance,
+    flatten_levels,
+)
 
-from .functional import (BINARY_LOSSES, BOX_LOSS_FNS, BOX_LOSSES, DETECTION_LOSS_KEYS, binary_loss, check_choice,
-                         check_detection_args, graph_zero, smooth_one_hot)
+from .functional import (
+    BINARY_LOSSES,
+    BOX_LOSS_FNS,
+    BOX_LOSSES,
+    DETECTION_LOSS_KEYS,
+    binary_loss,
+    check_choice,
+    check_detection_args,
+    graph_zero,
+    smooth_one_hot,
+)
 from .tal import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TOPK, pad_targets, task_aligned_assign
 
 # Multiplies the three published gains (see AnchorFreeLoss): a per-image scale at the default batch of 16.
@@ -44,8 +60,10 @@ def distribution_focal_loss(bin_logits: Tensor, target: Tensor) -> Tensor:
     left = target.floor().long()
     w_left = left.float() + 1 - target
     log_p = bin_logits.float().log_softmax(-1)
-    return -(log_p.gather(-1, left[..., None]).squeeze(-1) * w_left
-             + log_p.gather(-1, (left + 1)[..., None]).squeeze(-1) * (1 - w_left))
+    return -(
+        log_p.gather(-1, left[..., None]).squeeze(-1) * w_left
+        + log_p.gather(-1, (left + 1)[..., None]).squeeze(-1) * (1 - w_left)
+    )
 
 
 class AnchorFreeLoss:
@@ -68,10 +86,23 @@ class AnchorFreeLoss:
 
     head = "anchorfree"
 
-    def __init__(self, nc: int, box: str = "ciou", cls: str = "bce", focal_gamma: float = 1.5,
-                 focal_alpha: float = 0.25, label_smoothing: float = 0.0, box_gain: float = 7.5,
-                 cls_gain: float = 0.5, dfl_gain: float = 1.5, gain_scale: float = GAIN_SCALE, reg_max: int = REG_MAX,
-                 topk: int = DEFAULT_TOPK, alpha: float = DEFAULT_ALPHA, beta: float = DEFAULT_BETA):
+    def __init__(
+        self,
+        nc: int,
+        box: str = "ciou",
+        cls: str = "bce",
+        focal_gamma: float = 1.5,
+        focal_alpha: float = 0.25,
+        label_smoothing: float = 0.0,
+        box_gain: float = 7.5,
+        cls_gain: float = 0.5,
+        dfl_gain: float = 1.5,
+        gain_scale: float = GAIN_SCALE,
+        reg_max: int = REG_MAX,
+        topk: int = DEFAULT_TOPK,
+        alpha: float = DEFAULT_ALPHA,
+        beta: float = DEFAULT_BETA,
+    ):
         check_detection_args(nc, label_smoothing)
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
@@ -85,27 +116,37 @@ class AnchorFreeLoss:
     def __call__(self, raw: Sequence[Tensor], targets: dict, strides: Tensor) -> dict[str, Tensor]:
         self._check(raw)
         batch, device = raw[0].shape[0], raw[0].device
-        flat = flatten_levels(raw).float()                                        # (B, N, 4R + nc)
-        bins = flat[..., :4 * self.reg_max].reshape(batch, -1, 4, self.reg_max)   # (B, N, 4, R)
-        cls_logits = flat[..., 4 * self.reg_max:]                                  # (B, N, nc)
+        flat = flatten_levels(raw).float()  # (B, N, 4R + nc)
+        bins = flat[..., : 4 * self.reg_max].reshape(batch, -1, 4, self.reg_max)  # (B, N, 4, R)
+        cls_logits = flat[..., 4 * self.reg_max :]  # (B, N, nc)
         points, point_strides = anchor_points([tuple(r.shape[1:3]) for r in raw], strides, device)
-        dist = expected_distance(bins) * point_strides[:, None]                   # (B, N, 4) px
+        dist = expected_distance(bins) * point_strides[:, None]  # (B, N, 4) px
         pred_boxes = distance_to_box(points, dist + _MIN_DIST)
 
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, device)
-        t = task_aligned_assign(cls_logits.detach().sigmoid(), pred_boxes.detach(), points, gt_boxes, gt_labels,
-                                gt_mask, self.topk, self.alpha, self.beta)
+        t = task_aligned_assign(
+            cls_logits.detach().sigmoid(),
+            pred_boxes.detach(),
+            points,
+            gt_boxes,
+            gt_labels,
+            gt_mask,
+            self.topk,
+            self.alpha,
+            self.beta,
+        )
         cls_target = smooth_one_hot(t.labels, self.nc, self.eps) * t.score[..., None]  # (B, N, nc), 0 off fg
         norm = cls_target.sum().clamp(min=1.0)
 
         pos = F.one_hot(t.labels, self.nc).bool() & t.fg[..., None]
-        cls = binary_loss(self.cls, cls_logits, cls_target, self.focal_alpha, self.gamma, pos=pos,
-                          reduction="none").sum((1, 2))                           # (B,)
-        zeros = graph_zero(flat) + flat.new_zeros(batch)                          # (B,), in the graph
+        cls = binary_loss(
+            self.cls, cls_logits, cls_target, self.focal_alpha, self.gamma, pos=pos, reduction="none"
+        ).sum((1, 2))  # (B,)
+        zeros = graph_zero(flat) + flat.new_zeros(batch)  # (B,), in the graph
         box, dfl = zeros, zeros
         if t.num_fg:
-            img = t.fg.nonzero()[:, 0]                                            # (P,) image of each positive
-            weight = cls_target[t.fg].sum(-1)                                     # (P,)
+            img = t.fg.nonzero()[:, 0]  # (P,) image of each positive
+            weight = cls_target[t.fg].sum(-1)  # (P,)
             iou_loss = BOX_LOSS_FNS[self.box](pred_boxes[t.fg], t.boxes[t.fg]) * weight
             target_bins = (box_to_distance(points, t.boxes) / point_strides[:, None])[t.fg]  # (P, 4) strides
             target_bins = target_bins.clamp(0, self.reg_max - 1 - 0.01)
@@ -117,8 +158,11 @@ class AnchorFreeLoss:
         box, dfl, cls = (x / norm * batch for x in (box, dfl, cls))
         loc = self.box_gain * box + self.dfl_gain * dfl
         cls = self.cls_gain * cls
-        self.last_parts = {"iou": (self.box_gain * box).sum().detach(), "dfl": (self.dfl_gain * dfl).sum().detach(),
-                           "num_fg": t.num_fg}
+        self.last_parts = {
+            "iou": (self.box_gain * box).sum().detach(),
+            "dfl": (self.dfl_gain * dfl).sum().detach(),
+            "num_fg": t.num_fg,
+        }
         # each image's share, averaging over images to the total (what hard-example mining ranks)
         self.last_per_image = ((loc + cls) * batch).detach()
         # (+ 0.0 turns graph_zero's -0.0, from a negative first logit, into 0.0 for the logs)
@@ -127,5 +171,7 @@ class AnchorFreeLoss:
     def _check(self, raw: Sequence[Tensor]) -> None:
         for i, p in enumerate(raw):
             if p.dim() != 4 or p.shape[-1] != 4 * self.reg_max + self.nc:
-                raise ValueError(f"level {i}: raw output shape {tuple(p.shape)} is not (B, H, W, 4 * reg_max="
-                                 f"{4 * self.reg_max} + nc={self.nc}) (an anchor-free head's output)")
+                raise ValueError(
+                    f"level {i}: raw output shape {tuple(p.shape)} is not (B, H, W, 4 * reg_max="
+                    f"{4 * self.reg_max} + nc={self.nc}) (an anchor-free head's output)"
+                )

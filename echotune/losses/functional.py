@@ -1,11 +1,11 @@
 """Small loss helpers shared by the detection and view losses."""
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import (complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss,
-                             sigmoid_focal_loss)
+from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss, sigmoid_focal_loss
 
 # The loss vocabularies (TrainConfig.loss_box / loss_obj / loss_cls validate against them, the search spaces offer
 # them). Their order is the order the spaces' categorical parameters hold in stored Optuna studies.
@@ -48,8 +48,14 @@ def smooth_one_hot(cls: Tensor, nc: int, eps: float) -> Tensor:
     return F.one_hot(cls, nc).float() * (1.0 - eps) + eps / 2
 
 
-def varifocal_loss(logits: Tensor, q: Tensor, pos: Tensor | None = None, alpha: float = 0.75,
-                   gamma: float = 2.0, reduction: str = "mean") -> Tensor:
+def varifocal_loss(
+    logits: Tensor,
+    q: Tensor,
+    pos: Tensor | None = None,
+    alpha: float = 0.75,
+    gamma: float = 2.0,
+    reduction: str = "mean",
+) -> Tensor:
     """Varifocal loss (Zhang et al., CVPR 2021), mean over elements (reduction="none": per element).
 
     logits, q: same shape; q = IoU-aware soft target (the IoU for the positive class, 0 elsewhere). BCE with soft
@@ -64,8 +70,15 @@ def varifocal_loss(logits: Tensor, q: Tensor, pos: Tensor | None = None, alpha: 
     return loss.mean() if reduction == "mean" else loss
 
 
-def binary_loss(kind: str, logits: Tensor, target: Tensor, alpha: float, gamma: float,
-                pos: Tensor | None = None, reduction: str = "mean") -> Tensor:
+def binary_loss(
+    kind: str,
+    logits: Tensor,
+    target: Tensor,
+    alpha: float,
+    gamma: float,
+    pos: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
     """Sigmoid loss of `kind` in BINARY_LOSSES; logits and (soft) target of the same shape.
     reduction "mean" (a scalar) or "none" (per element, same shape as logits)."""
     check_choice("loss", kind, BINARY_LOSSES)

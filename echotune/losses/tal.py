@@ -10,6 +10,7 @@ so the class score learns localisation quality (it is the detection score: this 
 Vectorised over the batch: GTs are padded per image to the batch's largest count M, with a mask. Shapes: B images,
 N anchor points, M GT slots, nc classes. Everything here is a target: it runs without gradients.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ def pad_targets(targets: dict, device: torch.device) -> tuple[Tensor, Tensor, Te
     out_labels = torch.zeros(len(boxes), m, dtype=torch.int64, device=device)
     mask = torch.zeros(len(boxes), m, dtype=torch.bool, device=device)
     for i, (b, c) in enumerate(zip(boxes, classes)):
-        out_boxes[i, :len(b)], out_labels[i, :len(b)] = b, c
-        mask[i, :len(b)] = ((b[:, 2:] - b[:, :2]) > 0).all(1)
+        out_boxes[i, : len(b)], out_labels[i, : len(b)] = b, c
+        mask[i, : len(b)] = ((b[:, 2:] - b[:, :2]) > 0).all(1)
     return out_boxes, out_labels, mask
 
 
@@ -74,9 +75,17 @@ def points_inside(points: Tensor, gt: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def task_aligned_assign(scores: Tensor, pred_boxes: Tensor, points: Tensor, gt_boxes: Tensor, gt_labels: Tensor,
-                        gt_mask: Tensor, topk: int = DEFAULT_TOPK, alpha: float = DEFAULT_ALPHA,
-                        beta: float = DEFAULT_BETA) -> AlignedTargets:
+def task_aligned_assign(
+    scores: Tensor,
+    pred_boxes: Tensor,
+    points: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_mask: Tensor,
+    topk: int = DEFAULT_TOPK,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
+) -> AlignedTargets:
     """scores (B, N, nc) sigmoid probabilities, pred_boxes (B, N, 4) xyxy px, points (N, 2) px; gt_* from
     pad_targets. Returns the per-point targets (see the module docstring)."""
     b, n, _ = scores.shape
@@ -85,30 +94,30 @@ def task_aligned_assign(scores: Tensor, pred_boxes: Tensor, points: Tensor, gt_b
         zeros = torch.zeros(b, n, dtype=torch.int64, device=scores.device)
         return AlignedTargets(zeros.bool(), zeros, zeros, scores.new_zeros(b, n, 4), scores.new_zeros(b, n))
     scores, pred_boxes = scores.float(), pred_boxes.float()
-    candidate = points_inside(points, gt_boxes) & gt_mask[:, :, None]                   # (B, M, N)
-    iou = pairwise_iou(gt_boxes, pred_boxes) * candidate                                 # (B, M, N)
+    candidate = points_inside(points, gt_boxes) & gt_mask[:, :, None]  # (B, M, N)
+    iou = pairwise_iou(gt_boxes, pred_boxes) * candidate  # (B, M, N)
     cls_score = scores.gather(2, gt_labels[:, None, :].expand(b, n, m)).transpose(1, 2)  # (B, M, N)
     align = cls_score.pow(alpha) * iou.pow(beta) * candidate
 
     # top-k by the metric; non-candidates rank below every candidate (also below candidates with t = 0)
     k = min(topk, n)
     ranked = torch.where(candidate, align, torch.full_like(align, -1.0))
-    top = ranked.topk(k, dim=-1).indices                                                 # (B, M, k)
-    pos = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate                # (B, M, N)
+    top = ranked.topk(k, dim=-1).indices  # (B, M, k)
+    pos = torch.zeros_like(candidate).scatter_(-1, top, True) & candidate  # (B, M, N)
 
     # a point claimed by several GTs keeps the one with the highest IoU
-    claimed = pos.sum(1, keepdim=True) > 1                                               # (B, 1, N)
-    best = torch.where(pos, iou, torch.full_like(iou, -1.0)).argmax(1)                  # (B, N)
-    best_only = torch.nn.functional.one_hot(best, m).transpose(1, 2).bool()             # (B, M, N)
+    claimed = pos.sum(1, keepdim=True) > 1  # (B, 1, N)
+    best = torch.where(pos, iou, torch.full_like(iou, -1.0)).argmax(1)  # (B, N)
+    best_only = torch.nn.functional.one_hot(best, m).transpose(1, 2).bool()  # (B, M, N)
     pos = torch.where(claimed, best_only & pos, pos)
 
-    fg = pos.any(1)                                                                      # (B, N)
-    gt_index = pos.float().argmax(1)                                                     # (B, N), 0 if not fg
+    fg = pos.any(1)  # (B, N)
+    gt_index = pos.float().argmax(1)  # (B, N), 0 if not fg
     labels = gt_labels.gather(1, gt_index)
     boxes = gt_boxes.gather(1, gt_index[..., None].expand(b, n, 4))
 
     align = align * pos
-    align_max = align.amax(-1, keepdim=True)                                             # (B, M, 1)
-    iou_max = (iou * pos).amax(-1, keepdim=True)                                         # (B, M, 1)
-    score = (align * iou_max / (align_max + _EPS)).amax(1)                               # (B, N)
+    align_max = align.amax(-1, keepdim=True)  # (B, M, 1)
+    iou_max = (iou * pos).amax(-1, keepdim=True)  # (B, M, 1)
+    score = (align * iou_max / (align_max + _EPS)).amax(1)  # (B, N)
     return AlignedTargets(fg, gt_index * fg, labels * fg, boxes * fg[..., None], score)

@@ -4,9 +4,10 @@ Every kind works on soft targets q (B, V), so hard labels and mixup rows share o
 label (int -1, or an all-zero soft row) are ignored; the loss is the mean over labelled images. Soft rows are used as
 given (not renormalised): a mixup of a labelled and an unlabelled image, q = lam * onehot, counts with weight lam.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +50,15 @@ def soft_view_targets(views: Tensor, n_views: int) -> tuple[Tensor, Tensor]:
 class ViewLoss:
     """`loss(view_logits (B, V), views)` -> scalar tensor."""
 
-    def __init__(self, n_views: int, kind: str = "ce", smoothing: float = 0.1, focal_gamma: float = 2.0,
-                 class_counts: Sequence[int] | None = None, cb_beta: float = 0.999):
+    def __init__(
+        self,
+        n_views: int,
+        kind: str = "ce",
+        smoothing: float = 0.1,
+        focal_gamma: float = 2.0,
+        class_counts: Sequence[int] | None = None,
+        cb_beta: float = 0.999,
+    ):
         self.n_views = n_views
         self.kind = check_choice("kind", kind, VIEW_LOSSES)
         if not 0.0 <= smoothing < 1.0:
@@ -70,7 +78,7 @@ class ViewLoss:
         self.last_per_image = view_logits.new_zeros(len(view_logits)).float()  # (B,) detached, 0 if unlabelled
         if not labelled.any():
             return graph_zero(view_logits)
-        logits, q = view_logits[labelled].float(), q[labelled]                # (N, V)
+        logits, q = view_logits[labelled].float(), q[labelled]  # (N, V)
         weight = None if self.weight is None else self.weight.to(logits.device)
         # Per-image -sum_c w_c q_c log p_c, with q smoothed towards uniform for "label_smoothing".
         loss = F.cross_entropy(logits, q, weight=weight, label_smoothing=self.smoothing, reduction="none")

@@ -1,9 +1,16 @@
 """Honest evaluation metrics: COCO mAP (pycocotools' matching), P/R/F1 in the Ultralytics convention at an
 operating confidence, view metrics, the search score, and bootstrap intervals over source videos."""
+
 from __future__ import annotations
 
-from echotune.metrics.bootstrap import (Estimate, bootstrap_ci, bootstrap_draws, format_estimates, paired_bootstrap,
-                                        percentile_interval)
+from echotune.metrics.bootstrap import (
+    Estimate,
+    bootstrap_ci,
+    bootstrap_draws,
+    format_estimates,
+    paired_bootstrap,
+    percentile_interval,
+)
 from echotune.metrics.detection import DetectionMetrics, detection_metrics
 from echotune.metrics.evaluation import EvaluationSet
 from echotune.metrics.score import (

@@ -1,8 +1,10 @@
 """Array helpers shared by the metric modules: numpy/torch -> validated numpy arrays, class means."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -25,6 +25,7 @@ repeated list (copies with new image ids) gives the same numbers, computed here 
 With ``counts`` all 1 the per-class APs equal ``COCOeval.accumulate``'s up to float summation order
 (|diff| < 1e-15). Cost: see :mod:`echotune.metrics.bootstrap`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +63,7 @@ class CocoAveragePrecision:
         b = len(counts)
         out = np.zeros((b, len(self.tables), len(IOU_THRESHOLDS)))
         for k, table in enumerate(self.tables):
-            gt = n_gt[:, k:k + 1]
+            gt = n_gt[:, k : k + 1]
             safe_gt = np.where(gt > 0, gt, 1.0)
             n_ranked = counts @ table.rank_counts  # (B, U): detections at or above each TP position
             for t, (cols, images) in enumerate(zip(table.columns, table.tp_image)):

@@ -21,10 +21,11 @@ once) 0.36 s; then 1,000 resamples take 0.13-0.18 s for :func:`bootstrap_ci` and
 :func:`paired_bootstrap`. Re-running pycocotools per resample would cost 0.4 s (restricted COCOeval, as
 ``detection_metrics`` used to) to 1.2-1.5 s (default COCOeval) each, i.e. 7-25 minutes per 1,000.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def _check(n_resamples: int, level: float, es: EvaluationSet) -> None:
 
 def _resampled(es: EvaluationSet, conf: float, counts: np.ndarray, weights) -> dict[str, np.ndarray]:
     """:meth:`EvaluationSet.resampled` over all rows of ``counts``, in chunks of ``CHUNK``."""
-    parts = [es.resampled(counts[i:i + CHUNK], conf, weights) for i in range(0, len(counts), CHUNK)]
+    parts = [es.resampled(counts[i : i + CHUNK], conf, weights) for i in range(0, len(counts), CHUNK)]
     return {name: np.concatenate([p[name] for p in parts]) for name in METRIC_NAMES}
 
 
@@ -87,8 +88,13 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]
     return float(low), float(high)
 
 
-def bootstrap_draws(es: EvaluationSet, conf: float | None, n_resamples: int = 1000, seed: int = 0,
-                    weights: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+def bootstrap_draws(
+    es: EvaluationSet,
+    conf: float | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, np.ndarray]:
     """The resampled metrics themselves: ``{name: (n_resamples,) values}`` for ``METRIC_NAMES``.
 
     Resample r draws the same videos for every evaluation set of the same images and ``seed``, so the draws of
@@ -101,8 +107,14 @@ def bootstrap_draws(es: EvaluationSet, conf: float | None, n_resamples: int = 10
     return _resampled(es, conf, resample_counts(es.group_index, es.n_groups, n_resamples, seed), weights)
 
 
-def bootstrap_ci(es: EvaluationSet, conf: float | None, n_resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95, weights: Mapping[str, float] | None = None) -> dict[str, Estimate]:
+def bootstrap_ci(
+    es: EvaluationSet,
+    conf: float | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Estimate]:
     """Percentile bootstrap intervals over source videos: ``{name: Estimate}`` for ``METRIC_NAMES``.
 
     ``conf``: the operating confidence for precision/recall/f1, held fixed across resamples (None: chosen once
@@ -116,19 +128,31 @@ def bootstrap_ci(es: EvaluationSet, conf: float | None, n_resamples: int = 1000,
     return {name: Estimate(float(full[name][0]), *percentile_interval(samples[name], level)) for name in METRIC_NAMES}
 
 
-def paired_bootstrap(es_a: EvaluationSet, es_b: EvaluationSet, conf_a: float | None, conf_b: float | None,
-                     n_resamples: int = 1000, seed: int = 0, level: float = 0.95,
-                     weights: Mapping[str, float] | None = None) -> dict[str, Estimate]:
+def paired_bootstrap(
+    es_a: EvaluationSet,
+    es_b: EvaluationSet,
+    conf_a: float | None,
+    conf_b: float | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    weights: Mapping[str, float] | None = None,
+) -> dict[str, Estimate]:
     """Paired bootstrap of the difference a - b: ``{name: Estimate(value=metric_a - metric_b, low, high)}``.
 
     Both sets must cover the same images in the same order (same groups, GT counts and view labels; else
     ValueError); each resample applies the same video draw to both. Confidences as in :func:`bootstrap_ci`.
     """
     _check(n_resamples, level, es_a)
-    if (es_a.groups != es_b.groups or not np.array_equal(es_a.matches.gt_counts, es_b.matches.gt_counts)
-            or not np.array_equal(es_a.view_true, es_b.view_true)):
-        raise ValueError("paired_bootstrap needs two evaluations of the same images in the same order "
-                         "(groups, GT per image and class, and view labels must agree)")
+    if (
+        es_a.groups != es_b.groups
+        or not np.array_equal(es_a.matches.gt_counts, es_b.matches.gt_counts)
+        or not np.array_equal(es_a.view_true, es_b.view_true)
+    ):
+        raise ValueError(
+            "paired_bootstrap needs two evaluations of the same images in the same order "
+            "(groups, GT per image and class, and view labels must agree)"
+        )
     conf_a = es_a.choose_conf() if conf_a is None else float(conf_a)
     conf_b = es_b.choose_conf() if conf_b is None else float(conf_b)
     ones = np.ones((1, es_a.n_images))

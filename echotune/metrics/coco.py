@@ -26,6 +26,7 @@ pycocotools details handled here:
 * ``loadRes`` fails on an empty result list, so "no predictions" (and "no GT", where nothing can count)
   skip COCOeval and keep no detections at all.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -55,7 +56,7 @@ class ClassMatches:
     tp: np.ndarray
 
     @classmethod
-    def empty(cls) -> "ClassMatches":
+    def empty(cls) -> ClassMatches:
         return cls(np.zeros(0), np.zeros(0, np.int64), np.zeros((len(IOU_THRESHOLDS), 0), bool))
 
 
@@ -88,10 +89,16 @@ def _gt_dataset(targets: list[ImageBoxes], num_classes: int) -> dict:
     annotations = []
     for img_id, t in enumerate(targets):
         for (x, y, w, h), label in zip(_xywh(t.boxes).tolist(), t.labels.tolist()):
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": img_id, "category_id": label,
-                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0,
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": label,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
     return {
         "images": [{"id": i} for i in range(len(targets))],
         "categories": [{"id": c, "name": str(c)} for c in range(num_classes)],
@@ -108,8 +115,7 @@ def _results(predictions: list[ImageBoxes]) -> list[dict]:
     labels = np.concatenate([p.labels for p in predictions]).tolist()
     scores = np.concatenate([p.scores for p in predictions]).tolist()
     return [
-        {"image_id": i, "category_id": c, "bbox": b, "score": s}
-        for i, c, b, s in zip(img_ids, labels, boxes, scores)
+        {"image_id": i, "category_id": c, "bbox": b, "score": s} for i, c, b, s in zip(img_ids, labels, boxes, scores)
     ]
 
 
@@ -152,11 +158,13 @@ def coco_matches(predictions: list[ImageBoxes], targets: list[ImageBoxes], num_c
     eval_imgs = _evaluate(_gt_dataset(targets, num_classes), results)
     classes = []
     for c in range(num_classes):
-        kept = [e for e in eval_imgs[c * n:(c + 1) * n] if e is not None]
+        kept = [e for e in eval_imgs[c * n : (c + 1) * n] if e is not None]
         for e in kept:
             if np.any(e["gtIgnore"]) or np.any(e["dtIgnore"]):
-                raise ValueError(f"image {e['image_id']}: a box larger than 1e5 x 1e5 px is outside COCO's "
-                                 "area range 'all'; ignored boxes are not supported")
+                raise ValueError(
+                    f"image {e['image_id']}: a box larger than 1e5 x 1e5 px is outside COCO's "
+                    "area range 'all'; ignored boxes are not supported"
+                )
         kept = [e for e in kept if len(e["dtScores"])]
         classes.append(_class_matches(kept))
     return CocoMatches(gt_counts, tuple(classes))

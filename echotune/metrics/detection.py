@@ -13,10 +13,12 @@ Speed (measured on the 2-core CPU box, one thread, other jobs running): 100 imag
 (4 classes, 0-3 GT per image) take 0.37-0.55 s (best of 5: 0.37 s), nearly all of it pycocotools'
 matching (loadRes + evaluate); the numpy part (AP, choosing the confidence, P/R/F1) is a few milliseconds.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,16 +69,23 @@ def summarize_detection(matches: CocoMatches, ap: CocoAveragePrecision, conf: fl
     return DetectionMetrics(
         map50=float(mean_over_classes(ap_ct[None, :, 0])[0]),
         map50_95=float(mean_over_classes(ap_ct.mean(axis=1)[None])[0]),
-        precision=float(mean_over_classes(p[None])[0]), recall=float(mean_over_classes(r[None])[0]),
-        f1=float(mean_over_classes(f1[None])[0]), conf=conf,
-        ap50_per_class=per_class(ap_ct[:, 0]), ap_per_class=per_class(ap_ct.mean(axis=1)),
-        precision_per_class=per_class(p), recall_per_class=per_class(r), f1_per_class=per_class(f1),
+        precision=float(mean_over_classes(p[None])[0]),
+        recall=float(mean_over_classes(r[None])[0]),
+        f1=float(mean_over_classes(f1[None])[0]),
+        conf=conf,
+        ap50_per_class=per_class(ap_ct[:, 0]),
+        ap_per_class=per_class(ap_ct.mean(axis=1)),
+        precision_per_class=per_class(p),
+        recall_per_class=per_class(r),
+        f1_per_class=per_class(f1),
         gt_per_class={c: int(gt[c]) for c in classes},
     )
 
 
 def detection_metrics(
-    predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]], num_classes: int,
+    predictions: Sequence[Mapping[str, Any]],
+    targets: Sequence[Mapping[str, Any]],
+    num_classes: int,
     conf: float | None = None,
 ) -> DetectionMetrics:
     """Compute :class:`DetectionMetrics` for one dataset pass.

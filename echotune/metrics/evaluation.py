@@ -7,9 +7,11 @@ on the data as it is (:meth:`EvaluationSet.detection`, :meth:`EvaluationSet.view
 so that :mod:`echotune.metrics.bootstrap` can resample whole videos (frames of one video are not
 independent).
 """
+
 from __future__ import annotations
 
-from typing import Any, Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +40,14 @@ class EvaluationSet:
     ``group_index`` (N,) int64 index into ``group_names`` (order of first appearance).
     """
 
-    def __init__(self, matches: CocoMatches, view_true: np.ndarray, view_pred: np.ndarray, num_views: int,
-                 groups: Sequence[Hashable]):
+    def __init__(
+        self,
+        matches: CocoMatches,
+        view_true: np.ndarray,
+        view_pred: np.ndarray,
+        num_views: int,
+        groups: Sequence[Hashable],
+    ):
         self.matches = matches
         self.view_true, self.view_pred, self.num_views = view_true, view_pred, num_views
         self.groups = tuple(groups)
@@ -50,10 +58,15 @@ class EvaluationSet:
 
     @classmethod
     def build(
-        cls, predictions: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, Any]],
-        view_logits_or_pred: Any, view_targets: Any, num_classes: int, num_views: int,
+        cls,
+        predictions: Sequence[Mapping[str, Any]],
+        targets: Sequence[Mapping[str, Any]],
+        view_logits_or_pred: Any,
+        view_targets: Any,
+        num_classes: int,
+        num_views: int,
         groups: Sequence[Hashable] | None = None,
-    ) -> "EvaluationSet":
+    ) -> EvaluationSet:
         """Validate one pass and match it once.
 
         ``predictions`` / ``targets``: as :func:`echotune.metrics.detection_metrics`; ``view_logits_or_pred``
@@ -93,13 +106,15 @@ class EvaluationSet:
     def view(self) -> ViewMetrics:
         return summarize_views(self.view_true, self.view_pred, self.num_views)
 
-    def metrics(self, conf: float | None = None, prefix: str = VAL_PREFIX,
-                weights: Mapping[str, float] | None = None) -> dict[str, float]:
+    def metrics(
+        self, conf: float | None = None, prefix: str = VAL_PREFIX, weights: Mapping[str, float] | None = None
+    ) -> dict[str, float]:
         """The flat dict of :func:`echotune.metrics.metrics_dict` (incl. ``{prefix}conf``)."""
         return metrics_dict(self.detection(conf), self.view(), prefix, weights)
 
-    def resampled(self, counts: np.ndarray, conf: float,
-                  weights: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+    def resampled(
+        self, counts: np.ndarray, conf: float, weights: Mapping[str, float] | None = None
+    ) -> dict[str, np.ndarray]:
         """Metrics for image multiplicities ``counts`` (B, N) at the fixed confidence ``conf``.
 
         Row b is what this class computes on the list where image i appears ``counts[b, i]`` times:
@@ -113,9 +128,13 @@ class EvaluationSet:
         p, r, f1 = prf_at(self.matches, conf, counts)
         confusion = weighted_confusions(self.view_true, self.view_pred, self.num_views, counts)
         out = {
-            "map50": mean_over_classes(ap[:, :, 0]), "map50_95": mean_over_classes(ap.mean(axis=2)),
-            "precision": mean_over_classes(p), "recall": mean_over_classes(r), "f1": mean_over_classes(f1),
-            "view_acc": accuracy_batch(confusion), "view_f1": macro_f1_batch(confusion),
+            "map50": mean_over_classes(ap[:, :, 0]),
+            "map50_95": mean_over_classes(ap.mean(axis=2)),
+            "precision": mean_over_classes(p),
+            "recall": mean_over_classes(r),
+            "f1": mean_over_classes(f1),
+            "view_acc": accuracy_batch(confusion),
+            "view_f1": macro_f1_batch(confusion),
             "view_kappa": kappa_batch(confusion),
         }
         out["score"] = combine_score(out, weights)

@@ -30,6 +30,7 @@ or above x) and the *first* copy of the next detection below x (those sums plus 
 detections of images with count 0 are absent. The same float operations as ``np.interp`` are used, so with
 ``counts`` all 1 the values equal ``np.interp`` on the curves bit for bit.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,10 +6,12 @@ says the commonest one, gets 0 whatever the view mix; macro-F1 gave such a model
 detected nothing scored 0.17 and could win a search). A model that detects nothing and guesses views therefore
 scores about 0; see tests/metrics/test_score.py for the floor.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -20,8 +22,17 @@ from echotune.metrics.view import ViewMetrics
 DEFAULT_WEIGHTS: dict[str, float] = {"map50": 0.25, "map50_95": 0.25, "view_kappa": 0.5, "view_f1": 0.0}
 METRIC_NAMES = ("map50", "map50_95", "precision", "recall", "f1", "view_acc", "view_f1", "view_kappa", "score")
 # (name, display label) for tables and reports, in METRIC_NAMES order
-METRIC_LABELS = (("map50", "mAP50"), ("map50_95", "mAP50-95"), ("precision", "P"), ("recall", "R"), ("f1", "F1"),
-                 ("view_acc", "view_acc"), ("view_f1", "view_f1"), ("view_kappa", "kappa"), ("score", "score"))
+METRIC_LABELS = (
+    ("map50", "mAP50"),
+    ("map50_95", "mAP50-95"),
+    ("precision", "P"),
+    ("recall", "R"),
+    ("f1", "F1"),
+    ("view_acc", "view_acc"),
+    ("view_f1", "view_f1"),
+    ("view_kappa", "kappa"),
+    ("score", "score"),
+)
 # What the search selects on (Optuna's value, ASHA's rungs, the leaderboard's rank): the best val/score over the
 # epochs trained so far, reported by the engine each epoch. The model handed back is that epoch's checkpoint, so
 # the number a trial is judged by is the number of the model it would hand back.
@@ -37,8 +48,10 @@ TASKS = ("det", "view")  # the two tasks, in the order the balancers (echotune.b
 TASK_WEIGHT_METRICS = {task: f"gradnorm/w_{task}" for task in TASKS}
 # What a search can optimise (`--objectives`): score is SELECTION_METRIC, the number ASHA's rungs compare, Optuna
 # is told and the leaderboard ranks by; the others are the last epoch's values.
-OBJECTIVES = {"score": SELECTION_METRIC, **{name: SHORT_METRICS[name] for name in
-                                            ("map50", "map50_95", "view_acc", "view_f1", "view_kappa", "f1")}}
+OBJECTIVES = {
+    "score": SELECTION_METRIC,
+    **{name: SHORT_METRICS[name] for name in ("map50", "map50_95", "view_acc", "view_f1", "view_kappa", "f1")},
+}
 
 Value = TypeVar("Value", float, np.ndarray)
 
@@ -93,9 +106,16 @@ def metrics_dict(
     view_acc, view_f1, view_kappa, score), then ``{prefix}conf``, the operating confidence of precision/recall/f1 (store
     the val-chosen one to apply it to test)."""
     values = {
-        "map50": det.map50, "map50_95": det.map50_95, "precision": det.precision, "recall": det.recall,
-        "f1": det.f1, "view_acc": view.accuracy, "view_f1": view.macro_f1,
-        "view_kappa": view.kappa, "score": validation_score(det, view, weights), "conf": det.conf,
+        "map50": det.map50,
+        "map50_95": det.map50_95,
+        "precision": det.precision,
+        "recall": det.recall,
+        "f1": det.f1,
+        "view_acc": view.accuracy,
+        "view_f1": view.macro_f1,
+        "view_kappa": view.kappa,
+        "score": validation_score(det, view, weights),
+        "conf": det.conf,
     }
     out = {f"{prefix}{k}": float(v) for k, v in values.items()}
     bad = [k for k, v in out.items() if not math.isfinite(v)]
@@ -111,9 +131,12 @@ def per_class_metrics(
     for every class with GT, in class-id order (``gt`` is the number of GT boxes, an int)."""
     return {
         names[c]: {
-            "ap50": det.ap50_per_class[c], "ap50_95": det.ap_per_class[c],
-            "precision": det.precision_per_class[c], "recall": det.recall_per_class[c],
-            "f1": det.f1_per_class[c], "gt": det.gt_per_class[c],
+            "ap50": det.ap50_per_class[c],
+            "ap50_95": det.ap_per_class[c],
+            "precision": det.precision_per_class[c],
+            "recall": det.recall_per_class[c],
+            "f1": det.f1_per_class[c],
+            "gt": det.gt_per_class[c],
         }
         for c in sorted(det.gt_per_class)
     }

@@ -1,5 +1,6 @@
 """View-classification metrics: accuracy, macro-F1 and Cohen's kappa (sklearn-style, by hand: the batched forms
 work on many count-weighted confusions at once, for bootstrap resamples) and the confusion matrix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def kappa_batch(confusion: np.ndarray) -> np.ndarray:
     total = confusion.sum(axis=(-2, -1))
     safe_total = np.where(total > 0, total, 1.0)
     observed = np.trace(confusion, axis1=-2, axis2=-1) / safe_total
-    expected = (confusion.sum(axis=-1) * confusion.sum(axis=-2)).sum(axis=-1) / safe_total ** 2
+    expected = (confusion.sum(axis=-1) * confusion.sum(axis=-2)).sum(axis=-1) / safe_total**2
     informative = (total > 0) & (expected < 1.0 - 1e-12)
     return np.divide(observed - expected, 1.0 - expected, out=np.zeros(np.shape(total)), where=informative)
 
@@ -122,8 +123,9 @@ def summarize_views(true: np.ndarray, pred: np.ndarray, num_views: int) -> ViewM
     count = int(keep.sum())
     if count == 0:
         return ViewMetrics(0.0, 0.0, 0.0, confusion, 0)
-    return ViewMetrics(float(np.trace(confusion) / count), macro_f1(confusion), float(kappa_batch(confusion)),
-                       confusion, count)
+    return ViewMetrics(
+        float(np.trace(confusion) / count), macro_f1(confusion), float(kappa_batch(confusion)), confusion, count
+    )
 
 
 def view_metrics(logits_or_pred: Any, targets: Any, num_views: int) -> ViewMetrics:

@@ -2,6 +2,7 @@
 
 Only matplotlib's object API is used (``Figure``, never pyplot): no global figure state, no GUI backend.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,17 @@ from matplotlib.figure import Figure
 from echotune.atomic import atomic_write_bytes
 from echotune.results.layout import HP_PREFIX
 
-__all__ = ["DPI", "FIGSIZE", "display_name", "label_axes", "legend_outside", "new_figure", "palette_color",
-           "require_columns", "save_figure"]
+__all__ = [
+    "DPI",
+    "FIGSIZE",
+    "display_name",
+    "label_axes",
+    "legend_outside",
+    "new_figure",
+    "palette_color",
+    "require_columns",
+    "save_figure",
+]
 
 FIGSIZE = (8.0, 4.5)
 DPI = 110
@@ -73,5 +83,3 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return atomic_write_bytes(path, buffer.getvalue())
-
-

@@ -4,6 +4,7 @@ Self-contained means one file to copy or attach: no external CSS, scripts or fon
 ``data:image/png;base64`` URIs. All text goes through ``html.escape`` (trial names and hyperparameter values are
 data, not markup). The module is not called ``html.py`` so that it never shadows the standard library's ``html``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -39,6 +40,7 @@ figcaption { color: #5a6570; font-size: 0.9em; }
 @dataclass
 class Section:
     """A titled part of the page: paragraphs of ``text`` (blank-line separated), then tables, then images."""
+
     title: str
     text: str = ""
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # (caption, table)
@@ -59,8 +61,7 @@ def format_cell(value) -> str:
 def _is_numeric_column(values: pd.Series) -> bool:
     """Judged by value, not dtype: a hyperparameter column holding floats and None has dtype object."""
     present = values.dropna()
-    return len(present) > 0 and all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
-                                    for v in present)
+    return len(present) > 0 and all(isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_) for v in present)
 
 
 def _cells(tag: str, texts: list[str], numeric: list[bool]) -> str:
@@ -72,10 +73,14 @@ def _table(caption: str, frame: pd.DataFrame) -> str:
     """A table with numeric columns right-aligned and every cell escaped."""
     numeric = [_is_numeric_column(frame.iloc[:, i]) for i in range(frame.shape[1])]
     head = _cells("th", [str(c) for c in frame.columns], numeric)
-    rows = "\n".join(f"<tr>{_cells('td', [format_cell(v) for v in row], numeric)}</tr>"
-                     for row in frame.itertuples(index=False, name=None))
-    return (f'<div class="table-wrap"><table>\n<caption>{html.escape(caption)}</caption>\n'
-            f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>")
+    rows = "\n".join(
+        f"<tr>{_cells('td', [format_cell(v) for v in row], numeric)}</tr>"
+        for row in frame.itertuples(index=False, name=None)
+    )
+    return (
+        f'<div class="table-wrap"><table>\n<caption>{html.escape(caption)}</caption>\n'
+        f"<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table></div>"
+    )
 
 
 def _image(caption: str, path: Path) -> str:
@@ -100,13 +105,16 @@ def render_html(title: str, subtitle: str, sections: list[Section], banner: str 
     shown in a box under the title, one paragraph per line (e.g. the leaky-splits flag); none when empty."""
     contents = "".join(f'<li><a href="#s{i}">{html.escape(s.title)}</a></li>' for i, s in enumerate(sections))
     body = "\n".join(_section(i, s) for i, s in enumerate(sections))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
-            f'<h1>{html.escape(title)}</h1>\n<p class="subtitle">{html.escape(subtitle)}</p>\n'
-            + "".join(f'<p class="banner" role="alert">{html.escape(line)}</p>\n' for line in banner.splitlines()
-                      if line.strip()) +
-            f"<nav><ol>{contents}</ol></nav>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style></head>\n<body>\n"
+        f'<h1>{html.escape(title)}</h1>\n<p class="subtitle">{html.escape(subtitle)}</p>\n'
+        + "".join(
+            f'<p class="banner" role="alert">{html.escape(line)}</p>\n' for line in banner.splitlines() if line.strip()
+        )
+        + f"<nav><ol>{contents}</ol></nav>\n{body}\n</body></html>\n"
+    )
 
 
 def write_html(path: str | Path, title: str, subtitle: str, sections: list[Section], banner: str = "") -> Path:

@@ -17,6 +17,7 @@ The schedule a member ended with is, for each stage, the values of that stage's 
 in effect when the stage's last epoch was trained, along its weights' chain: a stage-1 learning rate mutated
 after stage 1 ended trained nothing, so it is not the one shown.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ from pathlib import Path
 from echotune.engine.config import MUTABLE_KEYS_BY_STAGE
 from echotune.engine.schedule import split_epochs
 from echotune.results.documents import read_json_lines
-from echotune.results.layout import (PBT_GLOBAL_FILE, PBT_PERTURBED_MARK, PBT_POLICY_FILE, PBT_SYNCED_FILE, RESULT_FILE,
-                                     trial_folder_name)
+from echotune.results.layout import (
+    PBT_GLOBAL_FILE,
+    PBT_PERTURBED_MARK,
+    PBT_POLICY_FILE,
+    PBT_SYNCED_FILE,
+    RESULT_FILE,
+    trial_folder_name,
+)
 from echotune.results.search_record import read_search_record
 
 ARROW = "←"
@@ -36,6 +43,7 @@ ARROW = "←"
 @dataclass(frozen=True)
 class PolicyLine:
     """One exploit as Ray logs it (tags, not trial ids)."""
+
     member_tag: str
     donor_tag: str
     member_epoch: int
@@ -71,8 +79,9 @@ def read_policy(path: str | Path) -> list[PolicyLine]:
     for entry in read_json_lines(path):
         try:
             member, donor, member_epoch, donor_epoch, donor_config, new_config = entry
-            lines.append(PolicyLine(str(member), str(donor), int(member_epoch), int(donor_epoch), donor_config,
-                                    new_config))
+            lines.append(
+                PolicyLine(str(member), str(donor), int(member_epoch), int(donor_epoch), donor_config, new_config)
+            )
         except (ValueError, TypeError):
             break
     return lines
@@ -106,12 +115,14 @@ def stage_schedule(config_at_epoch, epochs: int, stage_split) -> dict[str, dict[
     return schedule
 
 
-def member_schedule(chain: list[PolicyLine], config: dict,
-                    reported: dict[int, dict] | None = None) -> dict[str, dict[str, float]]:
+def member_schedule(
+    chain: list[PolicyLine], config: dict, reported: dict[int, dict] | None = None
+) -> dict[str, dict[str, float]]:
     """The schedule of a member whose weights went through `chain` and whose config is now `config`. `reported`:
     {epoch: the config the member reported that epoch with} (its result.json), the ground truth where it exists:
     a driver killed between an exploit's policy line and Ray's next state snapshot resumes the member under its
     old config, while the policy file keeps the line."""
+
     def config_at(epoch: int) -> dict:  # epoch t was trained under the config set by the last clone before it
         if reported and epoch in reported:
             return reported[epoch]
@@ -120,6 +131,7 @@ def member_schedule(chain: list[PolicyLine], config: dict,
             if line.donor_epoch < epoch:
                 current = line.new_config
         return current
+
     return stage_schedule(config_at, int(config["epochs"]), config["stage_split"])
 
 
@@ -143,8 +155,11 @@ def reported_configs(experiment_dir: str | Path, trial_id: str) -> dict[int, dic
     """{epoch: config} from the member's result.json; the last report of an epoch wins (a resumed member may
     report an epoch again); {} without the file."""
     results = read_json_lines(Path(experiment_dir) / trial_folder_name(trial_id) / RESULT_FILE)
-    return {int(r["epoch"]): r["config"] for r in results
-            if isinstance(r, dict) and "epoch" in r and isinstance(r.get("config"), dict)}
+    return {
+        int(r["epoch"]): r["config"]
+        for r in results
+        if isinstance(r, dict) and "epoch" in r and isinstance(r.get("config"), dict)
+    }
 
 
 def is_pbt_search(experiment_dir: str | Path) -> bool:
@@ -167,8 +182,9 @@ def lineage_columns(member: MemberLineage | None) -> dict:
 
 def format_schedule(schedule: dict[str, dict[str, float]]) -> str:
     """'stage1 lr_stage1=0.0049 aug_strength_stage1=0.2 | stage2 ...'"""
-    return " | ".join(f"{stage} " + " ".join(f"{k}={v:.3g}" for k, v in values.items())
-                      for stage, values in schedule.items())
+    return " | ".join(
+        f"{stage} " + " ".join(f"{k}={v:.3g}" for k, v in values.items()) for stage, values in schedule.items()
+    )
 
 
 def lineage_lines(rows) -> list[str]:
@@ -179,5 +195,8 @@ def lineage_lines(rows) -> list[str]:
     if not members:
         return []
     width = max(len(str(r["trial_id"])) for r in members)
-    return [f"  {r['trial_id']:<{width}}  {r.get('pbt_lineage') or 'never cloned into':<{width * 2 + 8}}  "
-            f"{format_schedule(json.loads(r['pbt_final_config']))}" for r in members]
+    return [
+        f"  {r['trial_id']:<{width}}  {r.get('pbt_lineage') or 'never cloned into':<{width * 2 + 8}}  "
+        f"{format_schedule(json.loads(r['pbt_final_config']))}"
+        for r in members
+    ]

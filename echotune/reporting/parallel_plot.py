@@ -1,4 +1,5 @@
 """Parallel coordinates of the trials' hyperparameters, coloured by score (numeric, log and categorical axes)."""
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,9 @@ def _parallel_axis(values: pd.Series, name: str, allow_log: bool = True) -> _Par
     return _ParallelAxis(label, y, ticks)
 
 
-def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str],
-                                metric: str = BEST_SCORE_COLUMN) -> Figure:
+def parallel_coordinates_figure(
+    leaderboard: pd.DataFrame, params: Sequence[str], metric: str = BEST_SCORE_COLUMN
+) -> Figure:
     """One vertical axis per hyperparameter column plus ``metric``; one polyline per scored trial, coloured by it."""
     what = "parallel coordinates"
     params = list(params)
@@ -88,17 +90,33 @@ def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str]
     fig, (ax,) = new_figure(f"Hyperparameters of all scored trials, coloured by {metric}", figsize=(width, FIGSIZE[1]))
     scores = scored[metric].to_numpy(dtype=float)
     lo, hi = scores.min(), scores.max()
-    lines = LineCollection([np.column_stack([xs, row]) for row in positions], cmap="viridis",
-                           norm=Normalize(lo, hi if hi > lo else lo + 1e-12), linewidths=1.6, alpha=0.85)
+    lines = LineCollection(
+        [np.column_stack([xs, row]) for row in positions],
+        cmap="viridis",
+        norm=Normalize(lo, hi if hi > lo else lo + 1e-12),
+        linewidths=1.6,
+        alpha=0.85,
+    )
     lines.set_array(scores)
     ax.add_collection(lines)
     for x, axis in zip(xs, axes):
         ax.axvline(x, color="0.2", linewidth=1)
         for y, text in axis.ticks:
-            ax.text(x + 0.04, y, text, fontsize=8, ha="left", va="center",
-                    bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8))
-    ax.set_xticks(xs, [axis.label for axis in axes], rotation=25 if len(axes) > 6 else 0,
-                  ha="right" if len(axes) > 6 else "center")
+            ax.text(
+                x + 0.04,
+                y,
+                text,
+                fontsize=8,
+                ha="left",
+                va="center",
+                bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none", alpha=0.8),
+            )
+    ax.set_xticks(
+        xs,
+        [axis.label for axis in axes],
+        rotation=25 if len(axes) > 6 else 0,
+        ha="right" if len(axes) > 6 else "center",
+    )
     ax.set_xlim(-0.2, xs[-1] + 0.6)
     ax.set_ylim(NA_LEVEL - 0.07, 1.07)
     ax.set_yticks([])
@@ -107,5 +125,3 @@ def parallel_coordinates_figure(leaderboard: pd.DataFrame, params: Sequence[str]
     label_axes(ax, "", "position on each axis (min → max)")
     fig.colorbar(lines, ax=ax, label=metric, pad=0.01)
     return fig
-
-

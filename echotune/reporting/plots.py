@@ -4,6 +4,7 @@
 Every builder returns a ``Figure`` (matplotlib's object API only, see figure_style.py) or raises ``ValueError``
 with a reason when it has nothing to draw; the caller reports that reason as "skipped".
 """
+
 from __future__ import annotations
 
 import math
@@ -17,20 +18,38 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from echotune.metrics.score import SCORE_METRIC, TASK_WEIGHT_METRICS, TRAIN_LOSS
-from echotune.reporting.figure_style import (FIGSIZE, display_name, label_axes, legend_outside, new_figure,
-                                             palette_color, require_columns, save_figure)
+from echotune.reporting.figure_style import (
+    FIGSIZE,
+    display_name,
+    label_axes,
+    legend_outside,
+    new_figure,
+    palette_color,
+    require_columns,
+    save_figure,
+)
 from echotune.reporting.parallel_plot import NA_LEVEL, parallel_coordinates_figure
 
 BASELINE_LABEL = "original study's baseline (best of its trial)"
-__all__ = ["BASELINE_LABEL", "NA_LEVEL", "best_so_far_figure", "gradnorm_weights_figure", "importance_figure",
-           "learning_curves_figure", "parallel_coordinates_figure", "pareto_figure", "save_figure"]
+__all__ = [
+    "BASELINE_LABEL",
+    "NA_LEVEL",
+    "best_so_far_figure",
+    "gradnorm_weights_figure",
+    "importance_figure",
+    "learning_curves_figure",
+    "parallel_coordinates_figure",
+    "pareto_figure",
+    "save_figure",
+]
 
 
 # ---------------------------------------------------------------- search progress
 
 
-def best_so_far_figure(history: pd.DataFrame, baseline_score: float | None = None,
-                       metric: str = SCORE_METRIC) -> Figure:
+def best_so_far_figure(
+    history: pd.DataFrame, baseline_score: float | None = None, metric: str = SCORE_METRIC
+) -> Figure:
     """Best ``metric`` so far against cumulative trial-epochs (all trials of an experiment in report order).
 
     The x axis counts every epoch result, scored or not, because each one cost compute.
@@ -189,8 +208,9 @@ def pareto_figure(points: pd.DataFrame, x: str, y: str) -> Figure:
         ax.scatter(front[x], front[y], color=palette_color(3), s=45, zorder=3, label=f"Pareto front ({len(front)})")
         for _, row in front.iterrows():
             if "trial_id" in front.columns and pd.notna(row["trial_id"]):
-                ax.annotate(str(row["trial_id"]), (row[x], row[y]), xytext=(4, 4), textcoords="offset points",
-                            fontsize=8)
+                ax.annotate(
+                    str(row["trial_id"]), (row[x], row[y]), xytext=(4, 4), textcoords="offset points", fontsize=8
+                )
     label_axes(ax, x, y)
     legend_outside(fig, *ax.get_legend_handles_labels(), below=True)
     return fig

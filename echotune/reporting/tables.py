@@ -4,6 +4,7 @@ comparison, and their text / markdown / CSV renderings.
 Input everywhere is the leaderboard as a pandas DataFrame (`leaderboard_frame(rows)`; columns of
 search.trial_table.SCHEMA), one row per trial, possibly from several experiments.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,14 +13,33 @@ import pandas as pd
 
 from echotune.metrics import METRIC_LABELS, SHORT_METRICS
 from echotune.metrics import VAL_METRICS as METRICS
-from echotune.results.layout import (BEST_PREFIX, BEST_SCORE_COLUMN, FAILED_STATUSES, HP_PREFIX, INTERRUPTED,
-                                     LIVE_STATUSES)
+from echotune.results.layout import (
+    BEST_PREFIX,
+    BEST_SCORE_COLUMN,
+    FAILED_STATUSES,
+    HP_PREFIX,
+    INTERRUPTED,
+    LIVE_STATUSES,
+)
 
 DISPLAY = {SHORT_METRICS[name]: label for name, label in METRIC_LABELS}  # val/map50 -> mAP50, ...
 TABLE_FORMATS = ("table", "markdown", "csv", "json")
 # Shown first when there is no importance ranking yet: the choices that change a model most.
-KEY_PARAMS = ("optimizer", "lr_stage1", "model_scale", "gn_alpha", "classifier", "loss_view", "aug_policy",
-              "loss_box", "loss_obj", "weight_decay", "lr_stage2", "view_level", "balance")
+KEY_PARAMS = (
+    "optimizer",
+    "lr_stage1",
+    "model_scale",
+    "gn_alpha",
+    "classifier",
+    "loss_view",
+    "aug_policy",
+    "loss_box",
+    "loss_obj",
+    "weight_decay",
+    "lr_stage2",
+    "view_level",
+    "balance",
+)
 
 
 def metric_column(name: str) -> str:
@@ -69,8 +89,10 @@ def top_table(ranked: pd.DataFrame, by: str = "score", top: int = 10, params: li
         table["experiment"] = shown["experiment"]
     table["arch"] = [arch_label(r) for _, r in shown.iterrows()]
     retries = shown["retries"] if "retries" in shown else [0] * len(shown)  # parquets written before the column
-    table["status"] = [s + (" (baseline)" if b else "") + (f" (retried {int(n)}x)" if n and n == n else "")
-                       for s, b, n in zip(shown["status"], shown["is_baseline"].fillna(False), retries)]
+    table["status"] = [
+        s + (" (baseline)" if b else "") + (f" (retried {int(n)}x)" if n and n == n else "")
+        for s, b, n in zip(shown["status"], shown["is_baseline"].fillna(False), retries)
+    ]
     table["epochs"] = [f"{t}/{p}" for t, p in zip(shown["epochs_trained"], shown["epochs_planned"])]
     for metric, label in DISPLAY.items():
         if BEST_PREFIX + metric in shown:  # parquets written before a metric existed (view_kappa) lack its column
@@ -88,17 +110,29 @@ def baseline_gain(ranked: pd.DataFrame, by: str = "score") -> list[dict]:
     column = metric_column(by)
     gains = []
     for experiment, group in ranked.groupby("experiment", sort=False):
-        full = group[group[column].notna() & (group["epochs_trained"] >= group["epochs_planned"])
-                     & ~group["status"].isin(FAILED_STATUSES)]
+        full = group[
+            group[column].notna()
+            & (group["epochs_trained"] >= group["epochs_planned"])
+            & ~group["status"].isin(FAILED_STATUSES)
+        ]
         baseline = full[full["is_baseline"].fillna(False).astype(bool)]
         if baseline.empty:
             continue
         best, base = full.iloc[0], baseline.iloc[0]
         gain = float(best[column] - base[column])
-        gains.append({"experiment": experiment, "metric": column, "epochs": int(base["epochs_trained"]),
-                      "best_trial": best["trial_id"], "best": float(best[column]), "baseline_trial": base["trial_id"],
-                      "baseline": float(base[column]), "gain": gain,
-                      "relative_gain": gain / base[column] if base[column] else math.nan})
+        gains.append(
+            {
+                "experiment": experiment,
+                "metric": column,
+                "epochs": int(base["epochs_trained"]),
+                "best_trial": best["trial_id"],
+                "best": float(best[column]),
+                "baseline_trial": base["trial_id"],
+                "baseline": float(base[column]),
+                "gain": gain,
+                "relative_gain": gain / base[column] if base[column] else math.nan,
+            }
+        )
     return gains
 
 
@@ -111,16 +145,21 @@ def architecture_comparison(ranked: pd.DataFrame, by: str = "score") -> pd.DataF
     for label, group in frame.groupby("architecture", sort=True):
         scores = group[column].dropna()
         best = group.loc[scores.idxmax()] if len(scores) else None
-        out.append({"architecture": label, "trials": len(group),
-                    "finished": int((group["status"] == "TERMINATED").sum()),
-                    "stopped_early": int((group["status"] == "STOPPED_EARLY").sum()),
-                    "failed": int(group["status"].isin(FAILED_STATUSES).sum()),
-                    "unfinished": int(group["status"].isin((*LIVE_STATUSES, INTERRUPTED)).sum()),
-                    f"best {metric}": scores.max() if len(scores) else None,
-                    f"median {metric}": scores.median() if len(scores) else None,
-                    "best trial": best["trial_id"] if best is not None else None,
-                    "trial-epochs": int(group["epochs_trained"].fillna(0).sum()),
-                    "compute h": group["wall_time_s"].fillna(0).sum() / 3600})
+        out.append(
+            {
+                "architecture": label,
+                "trials": len(group),
+                "finished": int((group["status"] == "TERMINATED").sum()),
+                "stopped_early": int((group["status"] == "STOPPED_EARLY").sum()),
+                "failed": int(group["status"].isin(FAILED_STATUSES).sum()),
+                "unfinished": int(group["status"].isin((*LIVE_STATUSES, INTERRUPTED)).sum()),
+                f"best {metric}": scores.max() if len(scores) else None,
+                f"median {metric}": scores.median() if len(scores) else None,
+                "best trial": best["trial_id"] if best is not None else None,
+                "trial-epochs": int(group["epochs_trained"].fillna(0).sum()),
+                "compute h": group["wall_time_s"].fillna(0).sum() / 3600,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -151,6 +190,8 @@ def format_frame(frame: pd.DataFrame, fmt: str = "table") -> str:
         raise ValueError(f"unknown table format {fmt!r}; valid: table, markdown, csv")
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+
     def line(values):  # numbers right-aligned, text left-aligned
         return "  ".join(v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)).rstrip()
+
     return "\n".join([line(header), *(line(r) for r in cells)])

@@ -16,6 +16,7 @@ export.py are the same commands under their old names, with their old options.
 Only this package parses command lines; the Ray machinery it drives lives beside it in search/ (orchestrate,
 tuner, scheduler, pbt, final_round, ...), the training engine in echotune/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,25 @@ from echotune.search.cli.command import add_command
 
 PROG = "echotune"
 # In the order `echotune --help` lists them: a workflow's order.
-COMMANDS = {"search": search, "train": train, "check": check, "resplit": resplit, "leaderboard": leaderboard,
-            "ensemble": ensemble, "predict": predict, "export": export}
+COMMANDS = {
+    "search": search,
+    "train": train,
+    "check": check,
+    "resplit": resplit,
+    "leaderboard": leaderboard,
+    "ensemble": ensemble,
+    "predict": predict,
+    "export": export,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="EchoTune: hyperparameter search for multi-task echocardiography models "
-                               "(regurgitation-jet detection + view classification).",
-        epilog=f"`{PROG} COMMAND --help` lists a command's options.")
+        prog=PROG,
+        description="EchoTune: hyperparameter search for multi-task echocardiography models "
+        "(regurgitation-jet detection + view classification).",
+        epilog=f"`{PROG} COMMAND --help` lists a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {metadata.version('echotune')}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for name, module in COMMANDS.items():

@@ -9,6 +9,7 @@ Every search, training and ensemble runs the same check first and refuses bad da
 video with frames in more than one split) are a warning; fix them with `echotune resplit`.
 Exit codes: 0 the data is usable (maybe with warnings); 2 it is not (errors), or bad arguments.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,17 @@ from echotune.data.check import CheckedDataset, check_dataset
 from echotune.data.check_report import format_report
 from echotune.data.prepare import resolve_data_yaml
 from echotune.data.problems import DataError
-from echotune.search.cli.command import (EXIT_BAD_INPUT, EXIT_OK, add_cache_dir, add_data, add_max_problems,
-                                         add_strict, add_video_id_pattern, fail, note)
+from echotune.search.cli.command import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    add_cache_dir,
+    add_data,
+    add_max_problems,
+    add_strict,
+    add_video_id_pattern,
+    fail,
+    note,
+)
 
 
 def add_arguments(parser) -> None:
@@ -36,11 +46,11 @@ def validate_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--max-problems must be >= 0, got {args.max_problems}")
 
 
-def load_dataset(data: str | None, cache_dir: Path | None, strict: bool,
-                 video_id_pattern: str | None) -> CheckedDataset:
+def load_dataset(
+    data: str | None, cache_dir: Path | None, strict: bool, video_id_pattern: str | None
+) -> CheckedDataset:
     """--data (else the synthetic set, generated on first use), checked; DataError for an unusable data.yaml."""
-    return check_dataset(resolve_data_yaml(data, cache_dir, log=note), strict=strict,
-                         video_id_pattern=video_id_pattern)
+    return check_dataset(resolve_data_yaml(data, cache_dir, log=note), strict=strict, video_id_pattern=video_id_pattern)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

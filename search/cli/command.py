@@ -10,6 +10,7 @@ A subcommand module has a docstring (first paragraph: the summary; the rest: the
 `add_arguments(parser)` and `run(args, parser) -> int`; `echotune` (search/cli/__init__.py) and the old scripts
 (search/*.py) both build their parsers from those.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,16 +42,21 @@ def epilog(doc: str) -> str:
 
 def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """A stand-alone parser for one command (an old script, or a subcommand called on its own)."""
-    return argparse.ArgumentParser(prog=prog, description=summary(doc), epilog=epilog(doc),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=prog, description=summary(doc), epilog=epilog(doc), formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def add_command(subparsers, name: str, module) -> argparse.ArgumentParser:
     """`echotune NAME`: the subcommand's parser from its module's docstring and add_arguments; parsing it sets
     args.run to the module's run."""
-    parser = subparsers.add_parser(name, help=summary(module.__doc__), description=summary(module.__doc__),
-                                   epilog=epilog(module.__doc__),
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        name,
+        help=summary(module.__doc__),
+        description=summary(module.__doc__),
+        epilog=epilog(module.__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     module.add_arguments(parser)
     parser.set_defaults(run=module.run, parser=parser)
     return parser
@@ -83,8 +89,11 @@ def field_defaults(cls) -> dict:
 
 def parameter_defaults(function) -> dict:
     """{parameter: default} of a function's keyword parameters: a CLI's defaults are the function's own."""
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 # ---------------------------------------------------------------- argument types
@@ -122,42 +131,64 @@ def add_data(parser, help: str = "data.yaml (default: the embedded synthetic ech
 
 
 def add_cache_dir(parser) -> None:
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where the synthetic set is cached (default: $ECHOTUNE_CACHE or {default_cache_dir()})")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help=f"where the synthetic set is cached (default: $ECHOTUNE_CACHE or {default_cache_dir()})",
+    )
 
 
 def add_strict(parser) -> None:
-    parser.add_argument("--strict", action="store_true",
-                        help="images without a view line (or without a label file) are errors, not warnings")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="images without a view line (or without a label file) are errors, not warnings",
+    )
 
 
 def add_max_problems(parser) -> None:
-    parser.add_argument("--max-problems", type=int, default=25, metavar="N",
-                        help="problems listed per kind in the data report (0 = all; counts are always complete)")
+    parser.add_argument(
+        "--max-problems",
+        type=int,
+        default=25,
+        metavar="N",
+        help="problems listed per kind in the data report (0 = all; counts are always complete)",
+    )
 
 
-def add_video_id_pattern(parser, default_help: str = "data.yaml's video_id_pattern, else the built-in names "
-                         "<video>.mp4-<frame>.png and Roboflow's <video>_mp4-<frame>_png.rf.<hash>.jpg") -> None:
-    parser.add_argument("--video-id-pattern", type=regex, metavar="REGEX",
-                        help="source-video id of a frame for this command, replacing data.yaml's video_id_pattern: "
-                             "re.search on the file name, the group named video, else group 1, else the whole "
-                             f"match (default: {default_help})")
+def add_video_id_pattern(
+    parser,
+    default_help: str = "data.yaml's video_id_pattern, else the built-in names "
+    "<video>.mp4-<frame>.png and Roboflow's <video>_mp4-<frame>_png.rf.<hash>.jpg",
+) -> None:
+    parser.add_argument(
+        "--video-id-pattern",
+        type=regex,
+        metavar="REGEX",
+        help="source-video id of a frame for this command, replacing data.yaml's video_id_pattern: "
+        "re.search on the file name, the group named video, else group 1, else the whole "
+        f"match (default: {default_help})",
+    )
 
 
 def add_allow_leaky_splits(parser, what: str) -> None:
-    parser.add_argument("--allow-leaky-splits", action="store_true",
-                        help=f"{what} even though a source video has frames in more than one split (refused by "
-                             "default: the scores would be optimistic); the results are flagged as leaky")
+    parser.add_argument(
+        "--allow-leaky-splits",
+        action="store_true",
+        help=f"{what} even though a source video has frames in more than one split (refused by "
+        "default: the scores would be optimistic); the results are flagged as leaky",
+    )
 
 
 def add_seed(parser, default: int | None, help: str = "random seed") -> None:
-    parser.add_argument("--seed", type=int, default=default,
-                        help=help if default is None else f"{help} (default {default})")
+    parser.add_argument(
+        "--seed", type=int, default=default, help=help if default is None else f"{help} (default {default})"
+    )
 
 
 def add_device(parser, default: str | None = "auto") -> None:
-    parser.add_argument("--device", default=default,
-                        help=f"auto, cpu, cuda or cuda:N (default {default or 'auto'})")
+    parser.add_argument("--device", default=default, help=f"auto, cpu, cuda or cuda:N (default {default or 'auto'})")
 
 
 def add_img_size(parser, help: str, type=int) -> None:
@@ -181,14 +212,21 @@ def add_out(parser, *aliases: str, help: str, default: Path | None = None) -> No
 
 
 def add_top_k(parser, *aliases: str, default: int, help: str) -> None:
-    parser.add_argument("--top-k", *aliases, dest="top_k", type=int, default=default, metavar="K",
-                        help=f"{help} (default {default})")
+    parser.add_argument(
+        "--top-k", *aliases, dest="top_k", type=int, default=default, metavar="K", help=f"{help} (default {default})"
+    )
 
 
 def add_resume(parser, named: str, given: str, metavar: str) -> None:
     """`--resume` [PATH]: alone, continue the run this command line names (`named`); with PATH, that run."""
-    parser.add_argument("--resume", nargs="?", const=RESUME_NAMED, default=None, metavar=metavar,
-                        help=f"continue an interrupted run: alone, {named}; with {metavar}, {given}")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=RESUME_NAMED,
+        default=None,
+        metavar=metavar,
+        help=f"continue an interrupted run: alone, {named}; with {metavar}, {given}",
+    )
 
 
 # ---------------------------------------------------------------- what a command prints

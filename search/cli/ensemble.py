@@ -14,6 +14,7 @@ Leaky splits (a source video with frames in more than one split) are refused bef
 Exit codes: 0 success; 2 bad input (arguments, experiment folder, leaderboard, checkpoints or dataset, leaky
 splits not allowed; or the ensemble folder cannot be written).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,32 +23,58 @@ from pathlib import Path
 from echotune.data.check import CheckedDataset, check_dataset
 from echotune.data.prepare import resolve_data_yaml
 from echotune.ensemble.build import build_ensemble
-from echotune.results.layout import ENSEMBLE_DIR
 from echotune.ensemble.fusion import FUSIONS
 from echotune.ensemble.tta import TTA_MODES
-from echotune.search.cli.command import (EXIT_OK, add_allow_leaky_splits, add_cache_dir, add_data,
-                                         add_device, add_out, add_seed, add_top_k, add_video_id_pattern,
-                                         cannot_write, fail, note, parameter_defaults)
+from echotune.results.layout import ENSEMBLE_DIR
+from echotune.search.cli.command import (
+    EXIT_OK,
+    add_allow_leaky_splits,
+    add_cache_dir,
+    add_data,
+    add_device,
+    add_out,
+    add_seed,
+    add_top_k,
+    add_video_id_pattern,
+    cannot_write,
+    fail,
+    note,
+    parameter_defaults,
+)
 
 DEFAULTS = parameter_defaults(build_ensemble)  # the options' defaults are build_ensemble's own
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("experiment", type=Path, metavar="EXPERIMENT_DIR",
-                        help="experiment folder of a search, e.g. results/gradnorm")
+    parser.add_argument(
+        "experiment", type=Path, metavar="EXPERIMENT_DIR", help="experiment folder of a search, e.g. results/gradnorm"
+    )
     add_top_k(parser, default=DEFAULTS["top_k"], help="members: the best K trials")
-    parser.add_argument("--diverse", action="store_true",
-                        help="at most one member per architecture; skip configs identical apart from the seed")
-    parser.add_argument("--tta", choices=TTA_MODES, default=DEFAULTS["tta"],
-                        help=f"test-time augmentation (default {DEFAULTS['tta']})")
-    parser.add_argument("--fusion", choices=FUSIONS, default=DEFAULTS["fusion"],
-                        help=f"box fusion (default {DEFAULTS['fusion']})")
-    parser.add_argument("--tune-on", default=DEFAULTS["tune_on"],
-                        help=f"split to tune weights/thresholds on (default {DEFAULTS['tune_on']}; never test)")
-    parser.add_argument("--split", default=DEFAULTS["split"],
-                        help=f"split to evaluate on (default {DEFAULTS['split']})")
-    parser.add_argument("--tune-trials", type=int, default=DEFAULTS["tune_trials"],
-                        help=f"Optuna trials for the tuning (default {DEFAULTS['tune_trials']})")
+    parser.add_argument(
+        "--diverse",
+        action="store_true",
+        help="at most one member per architecture; skip configs identical apart from the seed",
+    )
+    parser.add_argument(
+        "--tta", choices=TTA_MODES, default=DEFAULTS["tta"], help=f"test-time augmentation (default {DEFAULTS['tta']})"
+    )
+    parser.add_argument(
+        "--fusion", choices=FUSIONS, default=DEFAULTS["fusion"], help=f"box fusion (default {DEFAULTS['fusion']})"
+    )
+    parser.add_argument(
+        "--tune-on",
+        default=DEFAULTS["tune_on"],
+        help=f"split to tune weights/thresholds on (default {DEFAULTS['tune_on']}; never test)",
+    )
+    parser.add_argument(
+        "--split", default=DEFAULTS["split"], help=f"split to evaluate on (default {DEFAULTS['split']})"
+    )
+    parser.add_argument(
+        "--tune-trials",
+        type=int,
+        default=DEFAULTS["tune_trials"],
+        help=f"Optuna trials for the tuning (default {DEFAULTS['tune_trials']})",
+    )
     add_seed(parser, DEFAULTS["seed"], help="seed of the tuning sampler")
     add_device(parser, DEFAULTS["device"])
     add_out(parser, help=f"output folder for manifest.yaml and metrics.json (default EXPERIMENT_DIR/{ENSEMBLE_DIR})")
@@ -57,8 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_allow_leaky_splits(parser, "build")
 
 
-def resolve_data(experiment: Path, data: str | None, cache_dir: Path | None,
-                 video_id_pattern: str | None = None) -> CheckedDataset:
+def resolve_data(
+    experiment: Path, data: str | None, cache_dir: Path | None, video_id_pattern: str | None = None
+) -> CheckedDataset:
     """--data, else search.json's data_yaml, else the synthetic set; checked, errors raised as DataError.
     `video_id_pattern`: given, else the search's own (search.json) when the dataset is the search's."""
     if data is None:
@@ -81,13 +109,26 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = args.out or args.experiment / ENSEMBLE_DIR
     try:
         if not args.experiment.is_dir():
-            raise FileNotFoundError(f"{args.experiment}: no such experiment folder (expected results/<name> "
-                                    "written by echotune search)")
+            raise FileNotFoundError(
+                f"{args.experiment}: no such experiment folder (expected results/<name> written by echotune search)"
+            )
         data = resolve_data(args.experiment, args.data, args.cache_dir, args.video_id_pattern)
-        build_ensemble(args.experiment, data, top_k=args.top_k, diverse=args.diverse, tta=args.tta,
-                       fusion=args.fusion, tune_on=args.tune_on, split=args.split, tune_trials=args.tune_trials,
-                       seed=args.seed, device=args.device, allow_leaky_splits=args.allow_leaky_splits,
-                       log=lambda m: print(m, flush=True), out_dir=out)
+        build_ensemble(
+            args.experiment,
+            data,
+            top_k=args.top_k,
+            diverse=args.diverse,
+            tta=args.tta,
+            fusion=args.fusion,
+            tune_on=args.tune_on,
+            split=args.split,
+            tune_trials=args.tune_trials,
+            seed=args.seed,
+            device=args.device,
+            allow_leaky_splits=args.allow_leaky_splits,
+            log=lambda m: print(m, flush=True),
+            out_dir=out,
+        )
     except (ValueError, FileNotFoundError) as exc:  # DataError is a ValueError
         return fail(exc)
     except OSError as exc:  # writing the manifest or metrics: e.g. a full disk or a read-only experiment folder

@@ -18,15 +18,36 @@ PyTorch model, and prints the max abs difference per output and whether the post
 Exit codes: 0 success; 1 an exported file differs from PyTorch beyond the tolerance; 2 bad input (missing or
 unreadable checkpoint, bad manifest or data.yaml, ONNX packages not installed, --out cannot be written).
 """
+
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from echotune.model_export import (EXPORTERS, FORMATS, OPSET, RAW_ATOL, check_export, check_images, ensemble_index,
-                                   export_model, load_for_export, resolve_sources, write_sidecar)
-from echotune.search.cli.command import (EXIT_FAILED, EXIT_OK, add_cache_dir, add_data, add_img_size, add_out,
-                                         cannot_write, fail, note)
+from echotune.model_export import (
+    EXPORTERS,
+    FORMATS,
+    OPSET,
+    RAW_ATOL,
+    check_export,
+    check_images,
+    ensemble_index,
+    export_model,
+    load_for_export,
+    resolve_sources,
+    write_sidecar,
+)
+from echotune.search.cli.command import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_cache_dir,
+    add_data,
+    add_img_size,
+    add_out,
+    cannot_write,
+    fail,
+    note,
+)
 
 DEFAULT_CHECK_IMAGES = 8
 ENSEMBLE_INDEX = "ensemble.json"
@@ -34,21 +55,42 @@ ENSEMBLE_INDEX = "ensemble.json"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="checkpoint file, training/trial folder, or ensemble folder")
-    parser.add_argument("--format", default=",".join(FORMATS),
-                        help=f"comma-separated, from {', '.join(FORMATS)} (default: both)")
+    parser.add_argument(
+        "--format", default=",".join(FORMATS), help=f"comma-separated, from {', '.join(FORMATS)} (default: both)"
+    )
     add_out(parser, help="output folder (default: PATH's folder / export)")
     add_img_size(parser, help="input side S, a multiple of 32 (default: the training size)")
-    parser.add_argument("--check", type=int, default=DEFAULT_CHECK_IMAGES, metavar="N_IMAGES",
-                        help=f"images to check the files on (default {DEFAULT_CHECK_IMAGES}; 0 skips the check)")
-    add_data(parser, help="data.yaml: the check's images (val split) and names for a checkpoint that stores none "
-                          "(default: the checkpoint's dataset)")
-    parser.add_argument("--exporter", choices=EXPORTERS, default="legacy",
-                        help="ONNX exporter: legacy (torch.onnx dynamo=False, default) or dynamo (needs onnxscript)")
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=DEFAULT_CHECK_IMAGES,
+        metavar="N_IMAGES",
+        help=f"images to check the files on (default {DEFAULT_CHECK_IMAGES}; 0 skips the check)",
+    )
+    add_data(
+        parser,
+        help="data.yaml: the check's images (val split) and names for a checkpoint that stores none "
+        "(default: the checkpoint's dataset)",
+    )
+    parser.add_argument(
+        "--exporter",
+        choices=EXPORTERS,
+        default="legacy",
+        help="ONNX exporter: legacy (torch.onnx dynamo=False, default) or dynamo (needs onnxscript)",
+    )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
-    parser.add_argument("--atol", type=float, default=RAW_ATOL,
-                        help=f"raw-output tolerance: atol * max(1, max |PyTorch|) (default {RAW_ATOL:g})")
-    parser.add_argument("--runtime", choices=("auto", "onnxruntime", "reference"), default="auto",
-                        help="what runs the ONNX file for the check (default: onnxruntime when installed)")
+    parser.add_argument(
+        "--atol",
+        type=float,
+        default=RAW_ATOL,
+        help=f"raw-output tolerance: atol * max(1, max |PyTorch|) (default {RAW_ATOL:g})",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "onnxruntime", "reference"),
+        default="auto",
+        help="what runs the ONNX file for the check (default: onnxruntime when installed)",
+    )
     add_cache_dir(parser)
 
 
@@ -76,14 +118,19 @@ def export_all(args, formats: list[str]) -> bool:
     out = args.out or (args.path if args.path.is_dir() else args.path.parent) / "export"
     specs, all_ok, images_cache = {}, True, {}
     for source in sources:
-        model, spec = load_for_export(source.checkpoint, args.img_size, source.names, source.view_names, args.data,
-                                      source.trial_id, log=note)
+        model, spec = load_for_export(
+            source.checkpoint, args.img_size, source.names, source.view_names, args.data, source.trial_id, log=note
+        )
         size = spec["input"]["shape"][-1]
         who = f"trial {source.trial_id}: " if source.trial_id else ""
-        print(f"Exporting {who}{source.checkpoint} ({spec['source']['config'].get('arch')}, "
-              f"{spec['head']['kind']} head, {size} px input) to {out}", flush=True)
-        paths = export_model(model, spec, out, source.name, formats, args.opset, args.exporter,
-                             log=lambda m: print(f"  {m}", flush=True))
+        print(
+            f"Exporting {who}{source.checkpoint} ({spec['source']['config'].get('arch')}, "
+            f"{spec['head']['kind']} head, {size} px input) to {out}",
+            flush=True,
+        )
+        paths = export_model(
+            model, spec, out, source.name, formats, args.opset, args.exporter, log=lambda m: print(f"  {m}", flush=True)
+        )
         if args.check > 0:
             data_yaml = check_data_yaml(args.data, spec, manifest, args.cache_dir)
             if (data_yaml, size) not in images_cache:

@@ -16,6 +16,7 @@ the images.
 Exit codes: 0 success; 2 bad input (no manifest/checkpoint, bad manifest, no readable image, --out cannot be
 written).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,21 +25,31 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from echotune.results.layout import ENSEMBLE_DIR
 from echotune.ensemble.export import list_images, predict_images
 from echotune.ensemble.manifest import MANIFEST_FILE
 from echotune.ensemble.predictor import EnsemblePredictor
+from echotune.results.layout import ENSEMBLE_DIR
 from echotune.search.cli.command import EXIT_OK, add_data, add_device, add_out, cannot_write, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("model", nargs="?", type=Path, metavar="MODEL",
-                       help="an ensemble folder or manifest.yaml, an experiment folder (its ensemble), or a checkpoint")
-    model.add_argument("--ensemble", type=Path, metavar="DIR",
-                       help="an ensemble folder (results/<name>/ensemble) or its manifest.yaml")
-    model.add_argument("--checkpoint", type=Path, metavar="FILE",
-                       help="an engine checkpoint (last.pt / best.pt) or a Ray checkpoint folder holding last.pt")
+    model.add_argument(
+        "model",
+        nargs="?",
+        type=Path,
+        metavar="MODEL",
+        help="an ensemble folder or manifest.yaml, an experiment folder (its ensemble), or a checkpoint",
+    )
+    model.add_argument(
+        "--ensemble", type=Path, metavar="DIR", help="an ensemble folder (results/<name>/ensemble) or its manifest.yaml"
+    )
+    model.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="an engine checkpoint (last.pt / best.pt) or a Ray checkpoint folder holding last.pt",
+    )
     parser.add_argument("--source", type=Path, required=True, help="an image file or a folder of images")
     add_out(parser, default=Path("predictions"), help="output folder (default ./predictions)")
     parser.add_argument("--conf", type=float, default=0.25, help="keep boxes scoring at least this (0.25)")
@@ -73,15 +84,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             raise FileNotFoundError(f"--source {args.source}: no image files found")
         predictor = load_predictor(args, log)
         # a progress bar over the images on stderr, only on a terminal (disable=None); the predictions are the same
-        with tqdm(images, desc="predicting", unit="image", file=sys.stderr, disable=None, leave=False,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            images, desc="predicting", unit="image", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True
+        ) as bar:
             summary = predict_images(predictor, bar, args.out, args.conf, log)
     except (ValueError, FileNotFoundError) as exc:
         return fail(exc)
     except OSError as exc:  # writing the predictions: e.g. a full disk or a read-only --out
         return cannot_write(args.out, exc)
-    print(f"Predicted {len(summary.written)} image(s) into {args.out} ({summary.csv_path.name}); "
-          f"skipped {len(summary.skipped)} unreadable")
+    print(
+        f"Predicted {len(summary.written)} image(s) into {args.out} ({summary.csv_path.name}); "
+        f"skipped {len(summary.skipped)} unreadable"
+    )
     if not summary.written:
         return fail(f"none of the {len(images)} image(s) under {args.source} could be read")
     return EXIT_OK

@@ -11,6 +11,7 @@ is written into the new data.yaml, so later commands derive the same ids). The d
 with errors is refused with its report.
 Exit codes: 0 written; 2 bad input (arguments, dataset, images without a video id) or the folder cannot be written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,20 +32,34 @@ def ratios(text: str) -> tuple[float, float, float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.15,0.15; got {text!r}") from None
     if len(values) != 3 or any(v < 0 for v in values) or values[0] <= 0 or values[1] <= 0:
-        raise argparse.ArgumentTypeError(f"expected three non-negative numbers train,val,test with train and "
-                                         f"val > 0; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected three non-negative numbers train,val,test with train and val > 0; got {text!r}"
+        )
     return values
 
 
 def add_split_arguments(parser) -> None:
     """How to split and where to (a parser or an argument group); --split-out: run.py's name for --out."""
-    parser.add_argument("--ratios", type=ratios, default=DEFAULT_RATIOS, metavar="TRAIN,VAL,TEST",
-                        help="split ratios (default: %s)" % ",".join(f"{r:g}" for r in DEFAULT_RATIOS))
-    parser.add_argument("--folds", type=int, metavar="K", help="grouped K-fold: write fold --fold of K "
-                        "(a fixed test set by the test ratio is held out first)")
+    parser.add_argument(
+        "--ratios",
+        type=ratios,
+        default=DEFAULT_RATIOS,
+        metavar="TRAIN,VAL,TEST",
+        help=f"split ratios (default: {','.join(f'{r:g}' for r in DEFAULT_RATIOS)})",
+    )
+    parser.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="grouped K-fold: write fold --fold of K (a fixed test set by the test ratio is held out first)",
+    )
     parser.add_argument("--fold", type=int, default=0, metavar="I", help="which fold is val (0-based)")
-    add_out(parser, "--split-out", help="output folder for the new data.yaml and lists (default: beside the "
-                                       "data.yaml, resplit-seed<S> or folds<K>-fold<I>-seed<S>)")
+    add_out(
+        parser,
+        "--split-out",
+        help="output folder for the new data.yaml and lists (default: beside the "
+        "data.yaml, resplit-seed<S> or folds<K>-fold<I>-seed<S>)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,7 +111,8 @@ def write_resplit(args: argparse.Namespace, check: CheckedDataset) -> Path:
         with atomic_directory(out) as tmp:
             write_split(check, splits, tmp, description)
         written = out.resolve() / "data.yaml"
-    counts = ", ".join(f"{name} {len(samples)} images / {len({s.video for s in samples})} videos"
-                       for name, samples in splits.items())
+    counts = ", ".join(
+        f"{name} {len(samples)} images / {len({s.video for s in samples})} videos" for name, samples in splits.items()
+    )
     print(f"Wrote {written} ({description}): {counts}")
     return written

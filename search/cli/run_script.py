@@ -12,6 +12,7 @@ Exit codes: 0 success (data usable, maybe with warnings); 2 bad input (the data 
 leaky splits were not allowed, the results folder cannot be written, or no node of the Ray cluster can run a
 trial).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,15 @@ PROG = "python search/run.py"
 def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(PROG, __doc__)
     search.add_arguments(parser)
-    split = parser.add_argument_group("instead of a search: the data check, or a leak-free re-split (a new "
-                                      "data.yaml; no image is copied)")
+    split = parser.add_argument_group(
+        "instead of a search: the data check, or a leak-free re-split (a new data.yaml; no image is copied)"
+    )
     split.add_argument("--check-data", action="store_true", help="validate the dataset, print the report, exit")
-    split.add_argument("--resplit-by-video", action="store_true",
-                       help="pool all splits and re-split them so no source video is in two splits")
+    split.add_argument(
+        "--resplit-by-video",
+        action="store_true",
+        help="pool all splits and re-split them so no source video is in two splits",
+    )
     resplit.add_split_arguments(split)
     return parser
 

@@ -17,6 +17,7 @@ optimistic) before Ray starts: fix them with `echotune resplit`, or pass --allow
 Exit codes: 0 success; 2 bad input (the data check or arguments failed, leaky splits were not allowed, the results
 folder cannot be written, or no node of the Ray cluster can run a trial).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,26 @@ from echotune.data.problems import DataError
 from echotune.metrics import OBJECTIVES
 from echotune.results.layout import is_object_store
 from echotune.search.cli import check as data_check
-from echotune.search.cli.command import (EXIT_BAD_INPUT, EXIT_OK, add_allow_leaky_splits, add_epochs,
-                                         add_img_size, add_name, add_resume, add_seed, add_top_k, cannot_write, fail,
-                                         field_defaults, note, positive_int, seconds)
+from echotune.search.cli.command import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    add_allow_leaky_splits,
+    add_epochs,
+    add_img_size,
+    add_name,
+    add_resume,
+    add_seed,
+    add_top_k,
+    cannot_write,
+    fail,
+    field_defaults,
+    note,
+    positive_int,
+    seconds,
+)
 from echotune.search.cli.ensemble import DEFAULTS as ENSEMBLE_DEFAULTS
 from echotune.search.progress import DEFAULT_EVERY_S as DEFAULT_STATUS_EVERY_S
-from echotune.search.search_config import (DEFAULT_PBT_INTERVAL, SCHEDULERS, SEARCHERS, STORAGE_ENV, SearchConfig)
+from echotune.search.search_config import DEFAULT_PBT_INTERVAL, SCHEDULERS, SEARCHERS, STORAGE_ENV, SearchConfig
 from echotune.spaces import PROFILES, list_spaces
 
 
@@ -57,86 +72,187 @@ def pbt_interval_text(interval: int | None) -> str:
 def add_search_arguments(parser) -> None:
     """What to search and how (a parser or an argument group); every default is SearchConfig's."""
     default = field_defaults(SearchConfig)  # read now: storage's default comes from $ECHOTUNE_STORAGE
-    parser.add_argument("--space", default=default["space"],
-                        help=f"search space: {', '.join(list_spaces())} (default: {default['space']})")
-    parser.add_argument("--profile", default=default["profile"], choices=PROFILES,
-                        help="quick: laptop CPU scales and 160 px, the 8 parameters that mattered most (the rest at "
-                             "the original recipe's values); quick-all: the same sizes, every parameter; full: the "
-                             f"original study's 640 px, bigger models, every parameter (default: {default['profile']})")
+    parser.add_argument(
+        "--space",
+        default=default["space"],
+        help=f"search space: {', '.join(list_spaces())} (default: {default['space']})",
+    )
+    parser.add_argument(
+        "--profile",
+        default=default["profile"],
+        choices=PROFILES,
+        help="quick: laptop CPU scales and 160 px, the 8 parameters that mattered most (the rest at "
+        "the original recipe's values); quick-all: the same sizes, every parameter; full: the "
+        f"original study's 640 px, bigger models, every parameter (default: {default['profile']})",
+    )
     add_name(parser, help="experiment name: results go to STORAGE/NAME (default: the space name)")
-    parser.add_argument("--storage", default=default["storage"],
-                        help=f"results root: local dir, NFS path or s3://bucket/path (default: ${STORAGE_ENV} or "
-                             f"results; cluster.yaml sets it on every node; now: {default['storage']})")
-    parser.add_argument("--shared-storage", action="store_true",
-                        help="the local --storage path is mounted at the same place on every cluster node (NFS); "
-                             "needed to use a local path on a multi-node cluster (checked on every node)")
-    parser.add_argument("--num-samples", type=positive_int, default=default["num_samples"], metavar="N",
-                        help=f"trials to run (default {default['num_samples']}); with --scheduler pbt the "
-                             "population size")
-    add_epochs(parser, "--max-epochs", dest="max_epochs", type=positive_int, default=default["max_epochs"],
-               help=f"epochs per trial, over the three stages (default {default['max_epochs']})")
+    parser.add_argument(
+        "--storage",
+        default=default["storage"],
+        help=f"results root: local dir, NFS path or s3://bucket/path (default: ${STORAGE_ENV} or "
+        f"results; cluster.yaml sets it on every node; now: {default['storage']})",
+    )
+    parser.add_argument(
+        "--shared-storage",
+        action="store_true",
+        help="the local --storage path is mounted at the same place on every cluster node (NFS); "
+        "needed to use a local path on a multi-node cluster (checked on every node)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=default["num_samples"],
+        metavar="N",
+        help=f"trials to run (default {default['num_samples']}); with --scheduler pbt the population size",
+    )
+    add_epochs(
+        parser,
+        "--max-epochs",
+        dest="max_epochs",
+        type=positive_int,
+        default=default["max_epochs"],
+        help=f"epochs per trial, over the three stages (default {default['max_epochs']})",
+    )
     add_img_size(parser, help="override the profile's image size (a multiple of 32; default: the profile's)")
-    parser.add_argument("--cpus", "--cpus-per-trial", dest="cpus_per_trial", type=float,
-                        default=default["cpus_per_trial"], metavar="N",
-                        help=f"CPUs per trial (default {default['cpus_per_trial']:g})")
-    parser.add_argument("--gpus", "--gpus-per-trial", dest="gpus_per_trial", type=float,
-                        default=default["gpus_per_trial"], metavar="N",
-                        help="GPUs per trial, fractions allowed (0.5: two trials share a GPU); 0 trains on CPU "
-                             f"(default {default['gpus_per_trial']:g})")
-    parser.add_argument("--concurrency", type=positive_int, default=default["concurrency"], metavar="N",
-                        help=f"trials at once (default {default['concurrency']})")
-    parser.add_argument("--address", help="existing Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: "
-                                           "start Ray locally); see docs/cluster.md")
-    add_resume(parser, named="the search --name (in --storage)", given="the experiment folder STORAGE/NAME",
-               metavar="EXPERIMENT_DIR")
-    parser.add_argument("--dashboard", action="store_true",
-                        help="start Ray's dashboard with the local Ray (off by default; see --dashboard-host)")
-    parser.add_argument("--dashboard-host", default="127.0.0.1", metavar="HOST",
-                        help="interface the dashboard listens on (default 127.0.0.1: this machine only; the "
-                             "dashboard's job API runs any command, so expose it only on a network you trust)")
-    parser.add_argument("--objectives", type=objectives, default=default["objectives"], metavar="NAMES",
-                        help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} "
-                             f"(default: {','.join(default['objectives'])})")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default=default["scheduler"],
-                        help="asha: stop the weaker half at fixed epochs, every trial compared after the same "
-                             "training (default with one objective); fifo: no early stopping (default with "
-                             "several --objectives: ASHA prunes on one number, so it would decide the Pareto "
-                             "front); pbt: population-based training, --num-samples members sampled from the space "
-                             "(the baseline among them) train together; at each perturbation point the weakest "
-                             "quarter continues from a top member's checkpoint with mutated per-stage learning "
-                             "rates, augmentation strengths, label smoothing and mixup (no Optuna; one objective; "
-                             "all members live at once, so --concurrency does not apply)")
+    parser.add_argument(
+        "--cpus",
+        "--cpus-per-trial",
+        dest="cpus_per_trial",
+        type=float,
+        default=default["cpus_per_trial"],
+        metavar="N",
+        help=f"CPUs per trial (default {default['cpus_per_trial']:g})",
+    )
+    parser.add_argument(
+        "--gpus",
+        "--gpus-per-trial",
+        dest="gpus_per_trial",
+        type=float,
+        default=default["gpus_per_trial"],
+        metavar="N",
+        help="GPUs per trial, fractions allowed (0.5: two trials share a GPU); 0 trains on CPU "
+        f"(default {default['gpus_per_trial']:g})",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=default["concurrency"],
+        metavar="N",
+        help=f"trials at once (default {default['concurrency']})",
+    )
+    parser.add_argument(
+        "--address",
+        help="existing Ray cluster: auto, HOST:6379 or ray://HOST:10001 (default: "
+        "start Ray locally); see docs/cluster.md",
+    )
+    add_resume(
+        parser,
+        named="the search --name (in --storage)",
+        given="the experiment folder STORAGE/NAME",
+        metavar="EXPERIMENT_DIR",
+    )
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start Ray's dashboard with the local Ray (off by default; see --dashboard-host)",
+    )
+    parser.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="interface the dashboard listens on (default 127.0.0.1: this machine only; the "
+        "dashboard's job API runs any command, so expose it only on a network you trust)",
+    )
+    parser.add_argument(
+        "--objectives",
+        type=objectives,
+        default=default["objectives"],
+        metavar="NAMES",
+        help=f"comma-separated objectives for TPE: {', '.join(OBJECTIVES)} "
+        f"(default: {','.join(default['objectives'])})",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=default["scheduler"],
+        help="asha: stop the weaker half at fixed epochs, every trial compared after the same "
+        "training (default with one objective); fifo: no early stopping (default with "
+        "several --objectives: ASHA prunes on one number, so it would decide the Pareto "
+        "front); pbt: population-based training, --num-samples members sampled from the space "
+        "(the baseline among them) train together; at each perturbation point the weakest "
+        "quarter continues from a top member's checkpoint with mutated per-stage learning "
+        "rates, augmentation strengths, label smoothing and mixup (no Optuna; one objective; "
+        "all members live at once, so --concurrency does not apply)",
+    )
     # No default here: given or not matters (it is for --scheduler pbt only); SearchConfig's applies when absent.
-    parser.add_argument("--pbt-interval", type=pbt_interval, default=argparse.SUPPRESS, metavar="N|stages",
-                        help="--scheduler pbt: perturb every N epochs, or at the stage ends of the 30/50/20 split "
-                             f"(stages) (default: {pbt_interval_text(DEFAULT_PBT_INTERVAL)})")
-    parser.add_argument("--searcher", choices=SEARCHERS, default=default["searcher"],
-                        help=f"(default: {default['searcher']})")
-    parser.add_argument("--time-budget-s", type=float, default=default["time_budget_s"], metavar="SECONDS",
-                        help="stop launching trials after this many seconds")
-    parser.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false",
-                        help="start a fresh worker process for every trial instead of reusing a finished trial's "
-                             "(costs seconds per trial; on a cluster each trial is then placed anew, so trials "
-                             "spread over nodes as they free up)")
-    parser.add_argument("--status-every", type=seconds, default=DEFAULT_STATUS_EVERY_S, metavar="SECONDS",
-                        help="print a status line every SECONDS while trials run (trials running / pending / "
-                             "finished / pruned / failed, best so far, trial-epochs and ETA), the first as the search "
-                             "starts; redrawn in place on a terminal, plain lines otherwise "
-                             f"(default {DEFAULT_STATUS_EVERY_S:g}; 0 = off: the per-epoch and per-trial lines stay)")
-    add_top_k(parser, "--ensemble-top-k", default=ENSEMBLE_DEFAULTS["top_k"],
-              help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
-                   "(0 = no ensemble; more options: echotune ensemble)")
-    parser.add_argument("--no-recipe-point", dest="recipe_point", action="store_false",
-                        help="do not start the search from the detector recipe (spaces/original.py "
-                             "DETECTOR_RECIPE) as its second fixed trial after the baseline")
-    parser.add_argument("--final-top-k", type=int, default=default["final_top_k"], metavar="K",
-                        help="after the search, train the top K distinct configurations and the baseline again for "
-                             "--epochs with fresh seeds; the winner is the best mean val score over those runs, "
-                             "measured against the baseline's run on test (final.json; default "
-                             f"{default['final_top_k']}; 0 = no final round: the search's best trial wins)")
-    parser.add_argument("--final-seeds", type=positive_int, default=default["final_seeds"], metavar="N",
-                        help="seeds per final-round candidate: --seed+1 ... --seed+N, the same for every candidate "
-                             f"(default {default['final_seeds']})")
+    parser.add_argument(
+        "--pbt-interval",
+        type=pbt_interval,
+        default=argparse.SUPPRESS,
+        metavar="N|stages",
+        help="--scheduler pbt: perturb every N epochs, or at the stage ends of the 30/50/20 split "
+        f"(stages) (default: {pbt_interval_text(DEFAULT_PBT_INTERVAL)})",
+    )
+    parser.add_argument(
+        "--searcher", choices=SEARCHERS, default=default["searcher"], help=f"(default: {default['searcher']})"
+    )
+    parser.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=default["time_budget_s"],
+        metavar="SECONDS",
+        help="stop launching trials after this many seconds",
+    )
+    parser.add_argument(
+        "--no-reuse-actors",
+        dest="reuse_actors",
+        action="store_false",
+        help="start a fresh worker process for every trial instead of reusing a finished trial's "
+        "(costs seconds per trial; on a cluster each trial is then placed anew, so trials "
+        "spread over nodes as they free up)",
+    )
+    parser.add_argument(
+        "--status-every",
+        type=seconds,
+        default=DEFAULT_STATUS_EVERY_S,
+        metavar="SECONDS",
+        help="print a status line every SECONDS while trials run (trials running / pending / "
+        "finished / pruned / failed, best so far, trial-epochs and ETA), the first as the search "
+        "starts; redrawn in place on a terminal, plain lines otherwise "
+        f"(default {DEFAULT_STATUS_EVERY_S:g}; 0 = off: the per-epoch and per-trial lines stay)",
+    )
+    add_top_k(
+        parser,
+        "--ensemble-top-k",
+        default=ENSEMBLE_DEFAULTS["top_k"],
+        help="at the end, fuse the top K trials into an ensemble tuned on val and measured on test "
+        "(0 = no ensemble; more options: echotune ensemble)",
+    )
+    parser.add_argument(
+        "--no-recipe-point",
+        dest="recipe_point",
+        action="store_false",
+        help="do not start the search from the detector recipe (spaces/original.py "
+        "DETECTOR_RECIPE) as its second fixed trial after the baseline",
+    )
+    parser.add_argument(
+        "--final-top-k",
+        type=int,
+        default=default["final_top_k"],
+        metavar="K",
+        help="after the search, train the top K distinct configurations and the baseline again for "
+        "--epochs with fresh seeds; the winner is the best mean val score over those runs, "
+        "measured against the baseline's run on test (final.json; default "
+        f"{default['final_top_k']}; 0 = no final round: the search's best trial wins)",
+    )
+    parser.add_argument(
+        "--final-seeds",
+        type=positive_int,
+        default=default["final_seeds"],
+        metavar="N",
+        help="seeds per final-round candidate: --seed+1 ... --seed+N, the same for every candidate "
+        f"(default {default['final_seeds']})",
+    )
 
 
 def add_data_arguments(parser) -> None:
@@ -161,8 +277,10 @@ def search_config_from_args(parser: argparse.ArgumentParser, args: argparse.Name
             parser.error(f"--resume {args.resume} is the experiment {name!r}, but --name says {args.name!r}")
         given = {**given, "storage": storage, "name": name}
     if args.dashboard and args.address:
-        parser.error("--dashboard starts the dashboard of a local Ray; a cluster has its own (docs/cluster.md: "
-                     "`ray dashboard cluster.yaml`)")
+        parser.error(
+            "--dashboard starts the dashboard of a local Ray; a cluster has its own (docs/cluster.md: "
+            "`ray dashboard cluster.yaml`)"
+        )
     if args.top_k < 0:
         parser.error(f"--top-k must be >= 0 (0 = no ensemble), got {args.top_k}")
     fields = field_defaults(SearchConfig).keys()
@@ -219,8 +337,15 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     print(describe(search_config, experiment), flush=True)
     try:
-        run_search(search_config, check, resume=bool(args.resume), address=args.address, ensemble_top_k=args.top_k,
-                   dashboard_host=args.dashboard_host if args.dashboard else None, status_every=args.status_every)
+        run_search(
+            search_config,
+            check,
+            resume=bool(args.resume),
+            address=args.address,
+            ensemble_top_k=args.top_k,
+            dashboard_host=args.dashboard_host if args.dashboard else None,
+            status_every=args.status_every,
+        )
     except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
         return fail(exc)
     except OSError as exc:  # e.g. the disk filled up: the files written so far stay (the search can --resume)
@@ -231,12 +356,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def describe(cfg: SearchConfig, experiment: Path) -> str:
     """The line that says what is about to run."""
     pbt = cfg.scheduler == "pbt"  # a population, all live (PBT time-slices it), no searcher
-    return (f"Search '{cfg.name}': space {cfg.space} ({cfg.profile}), {cfg.num_samples} "
-            f"{'members' if pbt else 'trials'} x {cfg.max_epochs} epochs, "
-            f"{'all live (as many at a time as resources allow)' if pbt else f'{cfg.concurrency} at a time'}, "
-            f"{cfg.cpus_per_trial:g} CPU + {cfg.gpus_per_trial:g} GPU each, scheduler {cfg.scheduler}"
-            f"{f' (perturbing {pbt_interval_text(cfg.pbt_interval)})' if pbt else ''}, searcher "
-            f"{'none: the population is sampled from the space' if pbt else cfg.searcher}; results in {experiment}")
+    return (
+        f"Search '{cfg.name}': space {cfg.space} ({cfg.profile}), {cfg.num_samples} "
+        f"{'members' if pbt else 'trials'} x {cfg.max_epochs} epochs, "
+        f"{'all live (as many at a time as resources allow)' if pbt else f'{cfg.concurrency} at a time'}, "
+        f"{cfg.cpus_per_trial:g} CPU + {cfg.gpus_per_trial:g} GPU each, scheduler {cfg.scheduler}"
+        f"{f' (perturbing {pbt_interval_text(cfg.pbt_interval)})' if pbt else ''}, searcher "
+        f"{'none: the population is sampled from the space' if pbt else cfg.searcher}; results in {experiment}"
+    )
 
 
 def check_writable(folder: Path) -> None:
@@ -267,7 +394,8 @@ def _resume_from_record(cfg: SearchConfig, args: argparse.Namespace) -> SearchCo
     elif args.data is not None and Path(args.data).resolve() != Path(record.get("data_yaml", args.data)):
         note(f"note: resuming on --data {args.data}; the search started on {record['data_yaml']}")
     resumed = resumed_config(cfg, record)
-    note(f"Resuming '{resumed.name}' as recorded in {cfg.local_dir / 'search.json'}: space {resumed.space} "
-         f"({resumed.profile}), {resumed.num_samples} trials x {resumed.max_epochs} epochs, dataset {args.data}")
+    note(
+        f"Resuming '{resumed.name}' as recorded in {cfg.local_dir / 'search.json'}: space {resumed.space} "
+        f"({resumed.profile}), {resumed.num_samples} trials x {resumed.max_epochs} epochs, dataset {args.data}"
+    )
     return resumed
-

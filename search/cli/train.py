@@ -18,6 +18,7 @@ anything is written; fix them with `echotune resplit --data DATA`, or pass --all
 Exit codes: 0 success; 1 the training diverged; 2 bad input (arguments, config file, dataset, leaky splits not
 allowed, a checkpoint that does not fit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,28 @@ from echotune.engine.run_log import RunLog
 from echotune.results.layout import CHECKPOINT_FILE, METRICS_FILE
 from echotune.search.best_config import ConfigFileError, read_config_file
 from echotune.search.cli.check import load_dataset
-from echotune.search.cli.command import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, RESUME_NAMED, add_allow_leaky_splits,
-                                         add_batch_size, add_cache_dir, add_data, add_device, add_epochs,
-                                         add_img_size, add_name, add_out, add_resume, add_seed, add_strict,
-                                         add_video_id_pattern, fail, field_defaults, note)
+from echotune.search.cli.command import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    RESUME_NAMED,
+    add_allow_leaky_splits,
+    add_batch_size,
+    add_cache_dir,
+    add_data,
+    add_device,
+    add_epochs,
+    add_img_size,
+    add_name,
+    add_out,
+    add_resume,
+    add_seed,
+    add_strict,
+    add_video_id_pattern,
+    fail,
+    field_defaults,
+    note,
+)
 from echotune.spaces.original import original_config
 
 RESULTS_ROOT = Path("results")  # --name NAME trains into results/NAME
@@ -58,7 +77,9 @@ def stage_epochs(text: str) -> dict:
     try:
         parts = [int(p) for p in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a total like 10 or per-stage epochs like 3,5,2; got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a total like 10 or per-stage epochs like 3,5,2; got {text!r}"
+        ) from None
     if len(parts) == 1 and parts[0] >= 1:
         return {"epochs": parts[0]}
     if len(parts) == 3 and all(p >= 0 for p in parts) and sum(parts) >= 1:
@@ -84,31 +105,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data(parser)
     add_cache_dir(parser)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named configuration")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="start from a YAML file of TrainConfig fields: a search's best_config.yaml (the fields "
-                             "under its config: key; seed and epochs included, so it trains the winning run again) "
-                             "or a bare mapping; the other flags override it")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="start from a YAML file of TrainConfig fields: a search's best_config.yaml (the fields "
+        "under its config: key; seed and epochs included, so it trains the winning run again) "
+        "or a bare mapping; the other flags override it",
+    )
     parser.add_argument("--arch", choices=("shared", "dual"), help=f"architecture (default: {default['arch']})")
-    parser.add_argument("--balance", choices=("fixed", "gradnorm", "uncertainty"),
-                        help=f"task-loss balancing (default: {default['balance']} for shared, fixed for dual)")
-    parser.add_argument("--scale", dest="model_scale", choices=("test", "n", "s", "m", "l"),
-                        help=f"detector scale (default: {default['model_scale']})")
-    add_epochs(parser, type=stage_epochs, default=None,
-               help=f"total epochs (split 30/50/20) or per stage, e.g. 3,5,2 (default {default['epochs']})")
+    parser.add_argument(
+        "--balance",
+        choices=("fixed", "gradnorm", "uncertainty"),
+        help=f"task-loss balancing (default: {default['balance']} for shared, fixed for dual)",
+    )
+    parser.add_argument(
+        "--scale",
+        dest="model_scale",
+        choices=("test", "n", "s", "m", "l"),
+        help=f"detector scale (default: {default['model_scale']})",
+    )
+    add_epochs(
+        parser,
+        type=stage_epochs,
+        default=None,
+        help=f"total epochs (split 30/50/20) or per stage, e.g. 3,5,2 (default {default['epochs']})",
+    )
     add_img_size(parser, help=f"square input size, a multiple of 32 (default {default['img_size']})")
     add_batch_size(parser, help=f"images per batch (default {default['batch_size']})")
     add_seed(parser, None, help=f"random seed (default {default['seed']})")
     parser.add_argument("--cpus", type=int, help=f"torch/OpenCV threads (default {default['cpus']})")
     add_device(parser, default=None)
-    parser.add_argument("--set", dest="overrides", type=parse_assignment, action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="any TrainConfig field, e.g. --set loss_box=giou --set gn_alpha=0.5 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        type=parse_assignment,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any TrainConfig field, e.g. --set loss_box=giou --set gn_alpha=0.5 (repeatable)",
+    )
     add_name(parser, help=f"run name: train into {RESULTS_ROOT}/NAME (or give --out)")
     add_out(parser, help=f"output folder (default: {RESULTS_ROOT}/NAME, else {RESULTS_ROOT}/train-<arch>-<time>)")
-    add_resume(parser, named="the run in --out (or --name): its last.pt",
-               given="that checkpoint (a last.pt, or a run folder holding one)", metavar="CHECKPOINT")
-    parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                        help="write OUT/results.csv only, no TensorBoard events")
+    add_resume(
+        parser,
+        named="the run in --out (or --name): its last.pt",
+        given="that checkpoint (a last.pt, or a run folder holding one)",
+        metavar="CHECKPOINT",
+    )
+    parser.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="write OUT/results.csv only, no TensorBoard events",
+    )
     add_strict(parser)
     add_allow_leaky_splits(parser, "train")
     add_video_id_pattern(parser)
@@ -131,8 +181,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def output_folder(args: argparse.Namespace, cfg: TrainConfig) -> Path:
-    return args.out or (RESULTS_ROOT / args.name if args.name else
-                        RESULTS_ROOT / f"train-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return args.out or (
+        RESULTS_ROOT / args.name if args.name else RESULTS_ROOT / f"train-{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
 
 
 def resume_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path | None:
@@ -162,8 +213,9 @@ def open_run_log(out: Path, history: list[dict], tensorboard: bool) -> RunLog:
     run_log = RunLog(out, history=history, tensorboard=tensorboard)
     where = f"Per-epoch metrics: {run_log.csv_path}"
     if run_log.tensorboard_dir is not None:
-        where += (f"; TensorBoard: tensorboard --logdir {shlex.quote(str(run_log.tensorboard_dir))} "
-                  "(pip install tensorboard)")
+        where += (
+            f"; TensorBoard: tensorboard --logdir {shlex.quote(str(run_log.tensorboard_dir))} (pip install tensorboard)"
+        )
     print(where, flush=True)
     return run_log
 
@@ -198,8 +250,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except (ValueError, FileNotFoundError) as exc:
             return fail(f"--resume: {exc}")
     out = output_folder(args, cfg)
-    print(f"Training {cfg.arch} (scale {cfg.model_scale}, {cfg.img_size} px, balance {cfg.balance}) for "
-          f"{cfg.epochs} epochs on {data.config.yaml_path}; writing {out}", flush=True)
+    print(
+        f"Training {cfg.arch} (scale {cfg.model_scale}, {cfg.img_size} px, balance {cfg.balance}) for "
+        f"{cfg.epochs} epochs on {data.config.yaml_path}; writing {out}",
+        flush=True,
+    )
     start = time.perf_counter()
     run_log = open_run_log(out, history, args.tensorboard)
     try:
@@ -210,16 +265,27 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     finally:
         run_log.close()
     if result.best_checkpoint is None:  # resumed from a last.pt without its best.pt beside it, and no new best
-        print(f"note: the best epoch ({result.best['epoch']}) was before the resume and its best.pt is not beside "
-              f"{resume}; the test split is measured on the last checkpoint instead", flush=True)
+        print(
+            f"note: the best epoch ({result.best['epoch']}) was before the resume and its best.pt is not beside "
+            f"{resume}; the test split is measured on the last checkpoint instead",
+            flush=True,
+        )
         result.best_checkpoint = result.last_checkpoint
     wall_s = time.perf_counter() - start
-    print(f"\nBest epoch {result.best['epoch']} (val/score {result.best['val/score']:.4f}); checkpoint "
-          f"{result.best_checkpoint}; wall {wall_s:.0f} s. Evaluating it on val and test with "
-          f"{N_RESAMPLES} bootstrap resamples of source videos ...", flush=True)
+    print(
+        f"\nBest epoch {result.best['epoch']} (val/score {result.best['val/score']:.4f}); checkpoint "
+        f"{result.best_checkpoint}; wall {wall_s:.0f} s. Evaluating it on val and test with "
+        f"{N_RESAMPLES} bootstrap resamples of source videos ...",
+        flush=True,
+    )
     held = evaluate_held_out(result.best_checkpoint, data, seed=cfg.seed)
-    summary = {"best_val": result.best, "wall_s": wall_s, "best_checkpoint": str(result.best_checkpoint),
-               **({"test": held.metrics["test"]} if "test" in held.metrics else {}), "held_out": held.to_dict()}
+    summary = {
+        "best_val": result.best,
+        "wall_s": wall_s,
+        "best_checkpoint": str(result.best_checkpoint),
+        **({"test": held.metrics["test"]} if "test" in held.metrics else {}),
+        "held_out": held.to_dict(),
+    }
     summary["leaky_splits"] = leaky_splits  # null: no source video in two splits (as far as names tell)
     atomic_write_text(out / METRICS_FILE, json.dumps(summary, indent=2))
     print(held_out_table(held, data.config.names))

@@ -1,4 +1,5 @@
 """search.budget.TrialEpochBudget (the benchmarks' equal-compute stopper) and its way into the Tuner."""
+
 from __future__ import annotations
 
 import pytest

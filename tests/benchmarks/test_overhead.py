@@ -1,14 +1,14 @@
 """The Ray-overhead benchmark: its memory sampler, and its quick mode end to end with real Ray (schema and sanity
 of the outputs; never a speed threshold)."""
+
 from __future__ import annotations
 
 import json
 import math
 import time
 
-import pytest
-
 import overhead  # benchmarks/ is on sys.path (conftest.py)
+import pytest
 
 
 def test_rss_sampler_samples_this_process():

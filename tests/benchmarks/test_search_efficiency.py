@@ -1,5 +1,6 @@
 """The search-efficiency benchmark: its curve arithmetic on hand-made cases, and its quick mode end to end with
 real Ray (schema and sanity of the outputs; never a speed or quality threshold)."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-
 import search_efficiency as se  # benchmarks/ is on sys.path (conftest.py)
 
 
@@ -30,10 +30,13 @@ def test_band_over_curves_of_different_lengths():
 
 
 def test_epoch_scores_count_each_trial_epoch_once_in_arrival_order():
-    events = [{"trial_id": "a", "iteration": 1, "score": 0.1}, {"trial_id": "b", "iteration": 1, "score": 0.3},
-              {"trial_id": "a", "iteration": 2, "score": 0.2, "diverged": True},
-              {"trial_id": "b", "iteration": 1, "score": 0.3},  # Ray hands a trial's last result a second time
-              {"trial_id": "b", "iteration": 2, "score": float("nan")}]
+    events = [
+        {"trial_id": "a", "iteration": 1, "score": 0.1},
+        {"trial_id": "b", "iteration": 1, "score": 0.3},
+        {"trial_id": "a", "iteration": 2, "score": 0.2, "diverged": True},
+        {"trial_id": "b", "iteration": 1, "score": 0.3},  # Ray hands a trial's last result a second time
+        {"trial_id": "b", "iteration": 2, "score": float("nan")},
+    ]
     assert se.epoch_scores(events) == [0.1, 0.3, None, None]
 
 
@@ -73,12 +76,18 @@ def test_strip_draws_leaves_everything_else():
 
 def test_goals_report_met_missed_and_not_measurable():
     estimate = lambda v, lo, hi: {"value": v, "low": lo, "high": hi}  # noqa: E731
-    result = {"settings": {"budget": 48, "max_epochs": 12},
-              "summary": {"arms": {"tpe": {"vs_baseline": {"ratio": estimate(1.3, 1.0, 1.6)}},
-                                   "random": {"vs_baseline": {"ratio": estimate(0.9, 0.7, 1.1)}},
-                                   "baseline": {"vs_baseline": None}},
-                          "final_fit": {"ratio": estimate(1.5, 1.1, 2.0), "difference": estimate(0.1, -0.01, 0.2)}},
-              "headline": {"asha+tpe": {"mean": 0.5, "mean_is_lower_bound": True, "per_seed": {}}}}
+    result = {
+        "settings": {"budget": 48, "max_epochs": 12},
+        "summary": {
+            "arms": {
+                "tpe": {"vs_baseline": {"ratio": estimate(1.3, 1.0, 1.6)}},
+                "random": {"vs_baseline": {"ratio": estimate(0.9, 0.7, 1.1)}},
+                "baseline": {"vs_baseline": None},
+            },
+            "final_fit": {"ratio": estimate(1.5, 1.1, 2.0), "difference": estimate(0.1, -0.01, 0.2)},
+        },
+        "headline": {"asha+tpe": {"mean": 0.5, "mean_is_lower_bound": True, "per_seed": {}}},
+    }
     a, b, c = se.goals(result)
     assert a.startswith("- (a)") and "tpe 1.30 [1.00, 1.60]" in a and "met;" in a
     assert "**missed**" in b  # ratio 1.5 but the difference's interval reaches below 0
@@ -88,10 +97,12 @@ def test_goals_report_met_missed_and_not_measurable():
 
 
 def test_headline_fraction_of_budget_and_not_reached():
-    runs = [{"method": "random", "seed": 0, "best_val_score": 0.3, "best_so_far": [0.1, 0.3]},
-            {"method": "asha+tpe", "seed": 0, "best_val_score": 0.4, "best_so_far": [0.3, 0.4]},
-            {"method": "random", "seed": 1, "best_val_score": 0.5, "best_so_far": [0.5, 0.5]},
-            {"method": "asha+tpe", "seed": 1, "best_val_score": 0.4, "best_so_far": [0.2, 0.4]}]
+    runs = [
+        {"method": "random", "seed": 0, "best_val_score": 0.3, "best_so_far": [0.1, 0.3]},
+        {"method": "asha+tpe", "seed": 0, "best_val_score": 0.4, "best_so_far": [0.3, 0.4]},
+        {"method": "random", "seed": 1, "best_val_score": 0.5, "best_so_far": [0.5, 0.5]},
+        {"method": "asha+tpe", "seed": 1, "best_val_score": 0.4, "best_so_far": [0.2, 0.4]},
+    ]
     h = se.headline(runs, budget=10, method="asha+tpe")
     assert h["per_seed"]["0"] == {"target": 0.3, "trial_epochs": 1, "fraction_of_budget": 0.1}
     assert h["per_seed"]["1"]["trial_epochs"] is None and h["per_seed"]["1"]["fraction_of_budget"] is None
@@ -114,11 +125,28 @@ def _finite_unit(value) -> bool:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_quick_mode_end_to_end(tiny_synthetic, tmp_path, run_benchmark):
-    run_benchmark("search_efficiency.py", "--quick", "--data", str(tiny_synthetic.config.yaml_path),
-                  "--out", str(tmp_path), timeout=400)
+    run_benchmark(
+        "search_efficiency.py",
+        "--quick",
+        "--data",
+        str(tiny_synthetic.config.yaml_path),
+        "--out",
+        str(tmp_path),
+        timeout=400,
+    )
     result = json.loads((tmp_path / "search_efficiency-quick.json").read_text())
-    assert {"date", "machine", "versions", "command", "settings", "runs", "baselines", "finals", "summary",
-            "headline"} <= set(result)
+    assert {
+        "date",
+        "machine",
+        "versions",
+        "command",
+        "settings",
+        "runs",
+        "baselines",
+        "finals",
+        "summary",
+        "headline",
+    } <= set(result)
     settings = result["settings"]
     budget, concurrency, epochs = settings["budget"], settings["concurrency"], settings["max_epochs"]
     assert settings["seeds"] == settings["seeds_planned"] == [0] and not result["partial"]
@@ -151,9 +179,11 @@ def test_quick_mode_end_to_end(tiny_synthetic, tmp_path, run_benchmark):
         if method != "baseline":
             assert arm["vs_baseline"]["seeds"] == 1
             assert arm["vs_baseline"]["difference"]["value"] == pytest.approx(
-                arm["test_score"]["value"] - arms["baseline"]["test_score"]["value"])
+                arm["test_score"]["value"] - arms["baseline"]["test_score"]["value"]
+            )
     assert result["summary"]["final_fit"]["difference"]["value"] == pytest.approx(
-        final["winner"]["test"]["score"]["value"] - final["baseline"]["test"]["score"]["value"])
+        final["winner"]["test"]["score"]["value"] - final["baseline"]["test"]["score"]["value"]
+    )
     for method in ("asha+tpe", "asha+random", "tpe", "pbt"):
         (seed,) = result["headline"][method]["per_seed"].values()
         assert seed["fraction_of_budget"] is None or 0 < seed["fraction_of_budget"] <= (budget + concurrency) / budget

@@ -1,18 +1,36 @@
 """The throughput benchmark's quick mode runs and writes a sane table (never a speed threshold)."""
+
 from __future__ import annotations
 
 import json
 import math
 
 import pytest
-
 import throughput  # benchmarks/ is on sys.path (conftest.py)
 
 
 @pytest.mark.slow  # quick tier: trains for ~10 s
 def test_quick_throughput_writes_json_and_markdown(tiny_synthetic, tmp_path):
-    assert throughput.main(["--quick", "--data", str(tiny_synthetic.config.yaml_path), "--img-size", "64",
-                            "--batch-size", "4", "--steps", "2", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        throughput.main(
+            [
+                "--quick",
+                "--data",
+                str(tiny_synthetic.config.yaml_path),
+                "--img-size",
+                "64",
+                "--batch-size",
+                "4",
+                "--steps",
+                "2",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "throughput-quick.json").read_text())
     assert {"date", "machine", "versions", "command"} <= set(result)
     assert result["command"].startswith("python benchmarks/throughput.py --quick")
@@ -25,7 +43,9 @@ def test_quick_throughput_writes_json_and_markdown(tiny_synthetic, tmp_path):
     assert [(r["arch"], r["scale"]) for r in result["engine_rows"]] == [("shared", "test"), ("shared", "n")]
     for row in result["engine_rows"]:
         assert row["bare_images_per_s"] > 0 and row["engine_images_per_s"] > 0
-        assert math.isclose(row["engine_over_bare"], row["engine_images_per_s"] / row["bare_images_per_s"], rel_tol=1e-6)
+        assert math.isclose(
+            row["engine_over_bare"], row["engine_images_per_s"] / row["bare_images_per_s"], rel_tol=1e-6
+        )
         assert 0 < row["data_wait_share"] < 1 and 0 < row["data_wait_share_medical"] < 1
     table = (tmp_path / "throughput-quick.md").read_text()
     assert table.count("| shared |") == 4  # two models in each of the two tables
@@ -42,8 +62,9 @@ def test_bare_step_trains_the_same_criterion(tiny_synthetic):
     from echotune.engine.steps import soft_views, to_device
     from echotune.losses import DETECTION_LOSS_KEYS, VIEW_LOSS_KEY
 
-    cfg = TrainConfig.from_dict({"model_scale": "test", "img_size": 64, "batch_size": 4, "optimizer": "adamw",
-                                 "lr_stage1": 1e-3})
+    cfg = TrainConfig.from_dict(
+        {"model_scale": "test", "img_size": 64, "batch_size": 4, "optimizer": "adamw", "lr_stage1": 1e-3}
+    )
     batch = throughput.fixed_batches(tiny_synthetic, 64, 4, 1)[0]
     model = build_model(cfg, tiny_synthetic)
     optimizer = build_optimizer(cfg, model, create_balancer("fixed"))

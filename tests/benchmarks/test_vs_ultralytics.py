@@ -1,6 +1,7 @@
 """The EchoTune-vs-Ultralytics benchmark: the frame conversion of Ultralytics' predictions on a hand-made box, the
 variant configs, the seed-mean/ratio/goal arithmetic on hand-made numbers, and its quick mode end to end with the
 real Ultralytics virtualenv (schema and sanity only; never a quality threshold)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import vs_ultralytics as vs  # benchmarks/ is on sys.path (conftest.py)
+
 from echotune.data.check import check_dataset
 from echotune.engine import TrainConfig
 from tests.data.export_fixture import write_image
@@ -20,8 +21,11 @@ NAMES = "names: [AR, MR, PR, TR]\nview_names: [PSAX, PLAX, A4C]\n"
 def echo_like_dataset(tmp_path: Path) -> Path:
     """Frames of 430 x 320 px (the real export's size: letterboxing to 160 px scales by 0.372 and pads 20 px at the
     top), one jet box each, two frames per video. Returns data.yaml."""
-    boxes = {"train": ["2 0.50 0.50 0.20 0.20"], "val": ["1 0.40 0.55 0.18 0.20", "0 0.62 0.30 0.10 0.24"],
-             "test": ["3 0.30 0.35 0.17 0.21"]}
+    boxes = {
+        "train": ["2 0.50 0.50 0.20 0.20"],
+        "val": ["1 0.40 0.55 0.18 0.20", "0 0.62 0.30 0.10 0.24"],
+        "test": ["3 0.30 0.35 0.17 0.21"],
+    }
     for split, lines in boxes.items():
         for i, line in enumerate(lines):
             for frame in (1, 2):
@@ -41,11 +45,20 @@ def gt_in_original_pixels(sample) -> np.ndarray:
 
 def ultralytics_like(samples, shift_px: float = 0.0) -> list[dict]:
     """What ultralytics_runner writes: per image, boxes xyxy in original pixels (here the GT, optionally shifted)."""
-    return [{"image": str(s.image), "shape_hw": list(s.image_hw), "scores": [0.9], "labels": s.labels.classes.tolist(),
-             "boxes": (gt_in_original_pixels(s) + shift_px).tolist()} for s in samples]
+    return [
+        {
+            "image": str(s.image),
+            "shape_hw": list(s.image_hw),
+            "scores": [0.9],
+            "labels": s.labels.classes.tolist(),
+            "boxes": (gt_in_original_pixels(s) + shift_px).tolist(),
+        }
+        for s in samples
+    ]
 
 
 # ---------------------------------------------------------------- the coordinate frame
+
 
 def test_a_hand_made_box_lands_where_echotune_puts_its_target(tmp_path):
     data = check_dataset(echo_like_dataset(tmp_path))
@@ -106,6 +119,7 @@ def test_the_runner_refuses_every_non_loopback_connection_at_once(monkeypatch):
 
 # ---------------------------------------------------------------- variants
 
+
 def test_variants_apply_their_overrides_then_the_set_options():
     base = {"epochs": 3, "img_size": 64, "batch_size": 8, "cpus": 1, "workers": 0, "device": "cpu", "seed": 1}
     shared = vs.variant_config("shared-gradnorm", base, {"view_dropout": 0.1})
@@ -135,23 +149,31 @@ def test_view_loss_weight_is_for_the_fixed_balance_only():
 def test_detection_only_trains_with_a_zero_view_weight(tiny_synthetic):
     from echotune.engine import fit
 
-    cfg = vs.variant_config("detection-only", {"epochs": 1, "img_size": 64, "batch_size": 8, "cpus": 1,
-                                               "model_scale": "test", "workers": 0}, {})
+    cfg = vs.variant_config(
+        "detection-only",
+        {"epochs": 1, "img_size": 64, "batch_size": 8, "cpus": 1, "model_scale": "test", "workers": 0},
+        {},
+    )
     result = fit(cfg, tiny_synthetic, log=lambda _: None)
     assert result.last["gradnorm/w_view"] == 0.0 and result.last["gradnorm/w_det"] == 1.0
 
 
 # ---------------------------------------------------------------- arithmetic on hand-made numbers
 
+
 def test_timing_leaves_out_the_first_epoch_unless_it_is_the_only_one():
-    epochs = [{"epoch_s": 9.0, "train_s": 5.0, "images": 100}, {"epoch_s": 4.0, "train_s": 2.0, "images": 100},
-              {"epoch_s": 6.0, "train_s": 3.0, "images": 100}]
+    epochs = [
+        {"epoch_s": 9.0, "train_s": 5.0, "images": 100},
+        {"epoch_s": 4.0, "train_s": 2.0, "images": 100},
+        {"epoch_s": 6.0, "train_s": 3.0, "images": 100},
+    ]
     assert vs.timing(epochs) == {"s_per_epoch": 5.0, "images_per_s": 40.0, "epochs_timed": 2}
     assert vs.timing(epochs[:1]) == {"s_per_epoch": 9.0, "images_per_s": 20.0, "epochs_timed": 1}
 
 
-def row(model: str, kind: str, seed: int, val: float, test: float, s_per_epoch: float = 10.0,
-        spread: float = 0.05) -> dict:
+def row(
+    model: str, kind: str, seed: int, val: float, test: float, s_per_epoch: float = 10.0, spread: float = 0.05
+) -> dict:
     """A scored row with hand-made mAP50-95 (other detection metrics = it) and 4 'video resamples' around it."""
     offsets = np.array([-spread, -spread / 2, spread / 2, spread])
     metrics = vs.DETECTION_METRICS + (vs.VIEW_METRICS if kind == "echotune" else ())
@@ -159,20 +181,30 @@ def row(model: str, kind: str, seed: int, val: float, test: float, s_per_epoch: 
     def split(value):
         return {m: {"value": value, "low": value - spread, "high": value + spread} for m in metrics}
 
-    return {"model": model, "kind": kind, "seed": seed, "conf": 0.3, "val": split(val), "test": split(test),
-            "timing": {"s_per_epoch": s_per_epoch, "images_per_s": 100.0 / s_per_epoch},
-            "_draws": {s: {m: v + offsets for m in metrics} for s, v in (("val", val), ("test", test))},
-            "_evaluations": {}}
+    return {
+        "model": model,
+        "kind": kind,
+        "seed": seed,
+        "conf": 0.3,
+        "val": split(val),
+        "test": split(test),
+        "timing": {"s_per_epoch": s_per_epoch, "images_per_s": 100.0 / s_per_epoch},
+        "_draws": {s: {m: v + offsets for m in metrics} for s, v in (("val", val), ("test", test))},
+        "_evaluations": {},
+    }
 
 
 def hand_made_rows() -> list[dict]:
     # yolov8n 0.20/0.20 (mean of seeds 0.2, 0.2); shared 0.30 val, 0.24 test; detection-only 0.25 val, 0.30 test:
     # the best variant is shared (named on val), although detection-only is better on test.
-    return [row("yolov8n", "ultralytics", 0, 0.18, 0.22, 10.0), row("yolov8n", "ultralytics", 1, 0.22, 0.18, 10.0),
-            row("shared-gradnorm", "echotune", 0, 0.28, 0.26, 11.0),
-            row("shared-gradnorm", "echotune", 1, 0.32, 0.22, 13.0),
-            row("detection-only", "echotune", 0, 0.25, 0.30, 8.0),
-            row("detection-only", "echotune", 1, 0.25, 0.30, 8.0)]
+    return [
+        row("yolov8n", "ultralytics", 0, 0.18, 0.22, 10.0),
+        row("yolov8n", "ultralytics", 1, 0.22, 0.18, 10.0),
+        row("shared-gradnorm", "echotune", 0, 0.28, 0.26, 11.0),
+        row("shared-gradnorm", "echotune", 1, 0.32, 0.22, 13.0),
+        row("detection-only", "echotune", 0, 0.25, 0.30, 8.0),
+        row("detection-only", "echotune", 1, 0.25, 0.30, 8.0),
+    ]
 
 
 def test_summary_means_over_seeds_best_named_on_val_and_ratios():
@@ -202,7 +234,8 @@ def test_goal_lines_say_met_missed_and_not_measurable():
     assert "detection-only, test mAP50-95: 0.80" in lines and "(goal >= 1.0: **missed**)" in lines
     summary["comparisons"]["time_ratio"] = None
     assert "time per epoch, shared-gradnorm / yolov8n: n/a (goal <= 1.2: not measurable)" in "\n".join(
-        vs.goals(summary))
+        vs.goals(summary)
+    )
 
 
 def test_ratio_without_a_positive_reference_is_not_a_number():
@@ -212,19 +245,34 @@ def test_ratio_without_a_positive_reference_is_not_a_number():
 
 def test_markdown_table_has_the_issue_columns():
     rows = hand_made_rows()
-    result = {"date": "2026-01-01", "machine": "2 cores", "versions": {"python": "3.11"}, "command": "python x",
-              "settings": {"seeds": [0, 1], "epochs": 20, "img_size": 160, "batch_size": 16, "threads": 1,
-                           "model_scale": None, "set": {"head": "anchorfree"}, "data": "data.yaml"},
-              "ultralytics": {"version": "8.4.190"}, "splits": ["val", "test"],
-              "summary": vs.summarise(rows, ("val", "test")), "runs": rows}
+    result = {
+        "date": "2026-01-01",
+        "machine": "2 cores",
+        "versions": {"python": "3.11"},
+        "command": "python x",
+        "settings": {
+            "seeds": [0, 1],
+            "epochs": 20,
+            "img_size": 160,
+            "batch_size": 16,
+            "threads": 1,
+            "model_scale": None,
+            "set": {"head": "anchorfree"},
+            "data": "data.yaml",
+        },
+        "ultralytics": {"version": "8.4.190"},
+        "splits": ["val", "test"],
+        "summary": vs.summarise(rows, ("val", "test")),
+        "runs": rows,
+    }
     text = vs.markdown(result)
-    assert ("| model | val mAP50 | val mAP50-95 | test mAP50 | test mAP50-95 | test P / R | s/epoch | img/s |"
-            in text)
+    assert "| model | val mAP50 | val mAP50-95 | test mAP50 | test mAP50-95 | test P / R | s/epoch | img/s |" in text
     assert "| shared-gradnorm (best, named on val) | 0.300 [" in text and "not concurrently" in text
     assert "--set head=anchorfree" in text and "Goals:" in text and "| detection-only | +0.100" in text
 
 
 # ---------------------------------------------------------------- end to end, with the real Ultralytics venv
+
 
 @pytest.fixture(scope="session")
 def ultralytics_python():
@@ -238,8 +286,17 @@ def ultralytics_python():
 
 @pytest.mark.slow
 def test_quick_mode_end_to_end(tiny_synthetic, tmp_path, run_benchmark, ultralytics_python):
-    done = run_benchmark("vs_ultralytics.py", "--quick", "--data", str(tiny_synthetic.config.yaml_path),
-                         "--ultralytics-python", str(ultralytics_python), "--out", str(tmp_path), timeout=300)
+    done = run_benchmark(
+        "vs_ultralytics.py",
+        "--quick",
+        "--data",
+        str(tiny_synthetic.config.yaml_path),
+        "--ultralytics-python",
+        str(ultralytics_python),
+        "--out",
+        str(tmp_path),
+        timeout=300,
+    )
     result = json.loads((tmp_path / "vs_ultralytics-quick.json").read_text())
     markdown = (tmp_path / "vs_ultralytics-quick.md").read_text()
     assert result["ultralytics"]["version"] == "8.4.190" and result["splits"] == ["val", "test"]
@@ -253,13 +310,13 @@ def test_quick_mode_end_to_end(tiny_synthetic, tmp_path, run_benchmark, ultralyt
                 assert 0.0 <= e["low"] <= e["value"] <= e["high"] <= 1.0, (run["model"], split, metric, e)
     yolo, shared, only_det = result["runs"]
     assert yolo["network_attempts"] == [] and yolo["settings"]["sync"] is False
-    assert all(e["torch_threads"] == 1 and e["images"] == len(tiny_synthetic.samples["train"])
-               for e in yolo["epochs"])
+    assert all(e["torch_threads"] == 1 and e["images"] == len(tiny_synthetic.samples["train"]) for e in yolo["epochs"])
     assert "view_acc" not in yolo["test"] and "view_acc" in shared["test"]
     assert shared["config"]["model_scale"] == "test" and only_det["config"]["view_loss_weight"] == 0.0
     assert set(shared["minus_yolov8n_test_paired"]) == set(vs.DETECTION_METRICS)
     assert set(result["summary"]["models"]) == {"yolov8n", "shared-gradnorm", "detection-only"}
     assert "| model | val mAP50 | val mAP50-95 | test mAP50 | test mAP50-95 | test P / R | s/epoch | img/s |" in (
-        markdown)
+        markdown
+    )
     assert markdown.count("\n- ") == 4 and "Goals:" in done.stdout
     assert yolo["own_val_map50_95"] is not None and "Ultralytics' own validator" in markdown

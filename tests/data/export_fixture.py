@@ -1,4 +1,5 @@
 """Build small datasets in the real export's on-disk format (Regurgitation-YOLODataset style) for tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,9 @@ def write_frame(root: Path, split_dir: str, stem: str, label: str | None, h: int
     return image
 
 
-def make_export(tmp: Path, name: str = "Regurgitation-YOLODataset-1new",
-                frames: dict[str, dict[str, str | None]] | None = None) -> Path:
+def make_export(
+    tmp: Path, name: str = "Regurgitation-YOLODataset-1new", frames: dict[str, dict[str, str | None]] | None = None
+) -> Path:
     """A dataset like the real export; `frames` maps split folder -> {stem: label text}. Returns data.yaml."""
     root = tmp / name
     frames = frames or default_frames()

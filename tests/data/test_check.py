@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from echotune.data.check import check_dataset, video_id
-from echotune.data.problems import DataError
 from echotune.data.check_report import format_report
+from echotune.data.problems import DataError
 from tests.data.export_fixture import default_frames, leaky_export, make_export, write_image
 
 

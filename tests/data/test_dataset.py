@@ -17,7 +17,7 @@ def test_letterbox_wide_image_maps_boxes_exactly():
     box = lb.to_square(np.array([[16, 12, 32, 24]], np.float32))
     np.testing.assert_allclose(box, [[32, 40, 64, 64]])
     x1, y1, x2, y2 = box[0].astype(int)
-    assert out[y1 + 1:y2 - 1, x1 + 1:x2 - 1].min() == 255  # inside (bilinear blends only the rim)
+    assert out[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].min() == 255  # inside (bilinear blends only the rim)
     assert out[y1 - 2, x1:x2].max() == 0 and out[y2 + 1, x1:x2].max() == 0 and out[y1:y2, x2 + 1].max() == 0
     assert (out[:16] == PAD_VALUE).all() and (out[-16:] == PAD_VALUE).all()
     np.testing.assert_allclose(lb.to_original(box), [[16, 12, 32, 24]])
@@ -94,7 +94,9 @@ def test_mosaic_items_are_seeded_and_carry_no_view(tmp_path):
     mixed = [ds[i] for i in range(len(ds))]
     assert all(item["view"] == -1 for item in mixed)  # a collage has no single echo view
     assert any(not torch.equal(m["image"], p["image"]) for m, p in zip(mixed, plain))
-    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
-               for a, b in zip(mixed, [ds[i] for i in range(len(ds))]))  # same (seed, epoch, index): same item
+    assert all(
+        torch.equal(a["image"], b["image"]) and torch.equal(a["boxes"], b["boxes"])
+        for a, b in zip(mixed, [ds[i] for i in range(len(ds))])
+    )  # same (seed, epoch, index): same item
     ds.set_epoch(1, None, seed=3, mosaic=Mosaic(64), mosaic_p=0.0)  # probability 0: the plain items again
     assert all(torch.equal(ds[i]["image"], p["image"]) and ds[i]["view"] == p["view"] for i, p in enumerate(plain))

@@ -45,21 +45,24 @@ def test_missing_view_line_is_detection_only(tmp_path):
     assert problems == [] and labels.view == NO_VIEW and len(labels.boxes) == 1
 
 
-@pytest.mark.parametrize("text, line, kind, message, value", [
-    ("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n0 1 0\n", 2, "class-id", "class id 7 >= nc=4 (valid: 0..3)", "7"),
-    ("x 0.5 0.5 0.2 0.2\n", 1, "class-id", "class id is not a non-negative integer", "x"),
-    ("1.5 0.5 0.5 0.2 0.2\n", 1, "class-id", "class id is not a non-negative integer", "1.5"),
-    ("0 0.5 1.2 0.2 0.2\n", 1, "range", "cy is outside [0, 1]", "1.2"),
-    ("0 0.1 0.2 0.3 0.2 0.35 -0.4 0.1 0.4\n", 1, "range", "y3 is outside [0, 1]", "-0.4"),
-    ("0 0.5 0.5 nan 0.2\n", 1, "range", "w is outside [0, 1]", "nan"),
-    ("0 0.5 0.5 abc 0.2\n", 1, "number", "w is not a number", "abc"),
-    ("\n\n0 0.5 0.5 0.2\n", 3, "token-count", "got 4 tokens", "0 0.5 0.5 0.2"),
-    ("0 0.5 0.5 0.0 0.2\n", 1, "box-size", "zero width or height", "0 0.5 0.5 0.0 0.2"),
-    ("0 0.5 0.5 0.2 0.2\n0 1 1\n", 2, "view-line", "not one-hot (2 entries are 1", "0 1 1"),
-    ("0 0.5 0.5 0.2 0.2\n0 0 0\n", 2, "view-line", "not one-hot (0 entries are 1", "0 0 0"),
-    ("0 0.5 0.5 0.2 0.2\n\n0 1 0 0\n", 3, "view-line", "view line has 4 entries, expected 3", "0 1 0 0"),
-    ("0 1 0\n0 0.5 0.5 0.2 0.2\n", 1, "view-line", "must be the last non-blank line", "0 1 0"),
-])
+@pytest.mark.parametrize(
+    "text, line, kind, message, value",
+    [
+        ("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n0 1 0\n", 2, "class-id", "class id 7 >= nc=4 (valid: 0..3)", "7"),
+        ("x 0.5 0.5 0.2 0.2\n", 1, "class-id", "class id is not a non-negative integer", "x"),
+        ("1.5 0.5 0.5 0.2 0.2\n", 1, "class-id", "class id is not a non-negative integer", "1.5"),
+        ("0 0.5 1.2 0.2 0.2\n", 1, "range", "cy is outside [0, 1]", "1.2"),
+        ("0 0.1 0.2 0.3 0.2 0.35 -0.4 0.1 0.4\n", 1, "range", "y3 is outside [0, 1]", "-0.4"),
+        ("0 0.5 0.5 nan 0.2\n", 1, "range", "w is outside [0, 1]", "nan"),
+        ("0 0.5 0.5 abc 0.2\n", 1, "number", "w is not a number", "abc"),
+        ("\n\n0 0.5 0.5 0.2\n", 3, "token-count", "got 4 tokens", "0 0.5 0.5 0.2"),
+        ("0 0.5 0.5 0.0 0.2\n", 1, "box-size", "zero width or height", "0 0.5 0.5 0.0 0.2"),
+        ("0 0.5 0.5 0.2 0.2\n0 1 1\n", 2, "view-line", "not one-hot (2 entries are 1", "0 1 1"),
+        ("0 0.5 0.5 0.2 0.2\n0 0 0\n", 2, "view-line", "not one-hot (0 entries are 1", "0 0 0"),
+        ("0 0.5 0.5 0.2 0.2\n\n0 1 0 0\n", 3, "view-line", "view line has 4 entries, expected 3", "0 1 0 0"),
+        ("0 1 0\n0 0.5 0.5 0.2 0.2\n", 1, "view-line", "must be the last non-blank line", "0 1 0"),
+    ],
+)
 def test_errors_name_file_line_and_value(tmp_path, text, line, kind, message, value):
     _, problems, path = parse(tmp_path, text)
     assert len(problems) == 1, problems

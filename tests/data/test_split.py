@@ -33,8 +33,11 @@ def test_resplit_removes_leakage_keeps_every_image_and_is_deterministic(tmp_path
     assert len(check.leakage) == 24
     splits = resplit_by_video(check, (0.6, 0.2, 0.2), seed=3)
     assert set(splits) == {"train", "val", "test"}
-    assert not (videos(splits["train"]) & videos(splits["val"]) or videos(splits["train"]) & videos(splits["test"])
-                or videos(splits["val"]) & videos(splits["test"]))
+    assert not (
+        videos(splits["train"]) & videos(splits["val"])
+        or videos(splits["train"]) & videos(splits["test"])
+        or videos(splits["val"]) & videos(splits["test"])
+    )
     all_images = sorted(s.image for split in check.samples.values() for s in split)
     assert sorted(s.image for split in splits.values() for s in split) == all_images
     sizes = {k: len(videos(v)) for k, v in splits.items()}
@@ -62,8 +65,9 @@ def test_written_split_round_trips_through_the_check(tmp_path):
     again = check_dataset(written)
     assert again.ok and again.leakage == {}
     assert again.view_names == ("PSAX", "PLAX", "A4C")
-    assert {k: sorted(s.image for s in v) for k, v in again.samples.items()} == \
-           {k: sorted(s.image for s in v) for k, v in splits.items()}
+    assert {k: sorted(s.image for s in v) for k, v in again.samples.items()} == {
+        k: sorted(s.image for s in v) for k, v in splits.items()
+    }
     assert not list((tmp_path / "out").glob(".*.tmp"))  # no temp files left behind
 
 
@@ -79,10 +83,13 @@ def test_grouped_kfold_folds_partition_and_share_one_test_set(tmp_path):
         assert not videos(f["train"]) & videos(f["val"]) and not videos(f["train"]) & videos(f["test"])
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"folds": 1, "fold": 0}, "--folds must be >= 2"),
-    ({"folds": 3, "fold": 3}, "--fold must be in 0..2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"folds": 1, "fold": 0}, "--folds must be >= 2"),
+        ({"folds": 3, "fold": 3}, "--fold must be in 0..2"),
+    ],
+)
 def test_kfold_bad_arguments(tmp_path, kwargs, message):
     check = check_dataset(leaky_export(tmp_path, n_videos=6))
     with pytest.raises(ValueError, match=message):

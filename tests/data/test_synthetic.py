@@ -162,16 +162,39 @@ def test_contact_sheet(dataset, tmp_path):
     assert sheet.shape == (2 * 256, 3 * 256, 3) and sheet.std() > 10
 
 
-@pytest.mark.parametrize("field, value", [("img_size", 32), ("train_videos", 0), ("frames_per_video", -1),
-                                          ("seed", -1), ("val_videos", 2.5), ("test_videos", True)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("img_size", 32),
+        ("train_videos", 0),
+        ("frames_per_video", -1),
+        ("seed", -1),
+        ("val_videos", 2.5),
+        ("test_videos", True),
+    ],
+)
 def test_invalid_spec(field, value):
     with pytest.raises(ValueError, match=rf"{field}.*{re.escape(repr(value))}"):
         sy.SyntheticSpec(**{field: value})
 
 
 def test_cli(tmp_path, capsys):
-    args = ["--out", str(tmp_path / "d"), "--train-videos", "3", "--val-videos", "3", "--test-videos", "3",
-            "--frames-per-video", "1", "--img-size", "64", "--seed", "5"]
+    args = [
+        "--out",
+        str(tmp_path / "d"),
+        "--train-videos",
+        "3",
+        "--val-videos",
+        "3",
+        "--test-videos",
+        "3",
+        "--frames-per-video",
+        "1",
+        "--img-size",
+        "64",
+        "--seed",
+        "5",
+    ]
     assert sy.main(args + ["--contact-sheet", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "d" / "data.yaml").is_file() and (tmp_path / "s.png").stat().st_size > 0
     assert sy.main(args) == 1 and "already exists" in capsys.readouterr().err

@@ -34,8 +34,9 @@ def test_polygon_becomes_its_enclosing_box(exported):
 
 def test_yolo_boxes_pass_through_and_view_lines_are_dropped(exported):
     _, export = exported
-    assert label_text(export, "train", "vidA.mp4-2") == ("0 0.500000 0.500000 0.200000 0.100000\n"
-                                                         "3 0.250000 0.250000 0.100000 0.100000\n")
+    assert label_text(export, "train", "vidA.mp4-2") == (
+        "0 0.500000 0.500000 0.200000 0.100000\n3 0.250000 0.250000 0.100000 0.100000\n"
+    )
     assert label_text(export, "train", "vidB.mp4-7") == ""  # only a view line: a background frame
     for label in export.root.glob("*/labels/*.txt"):
         assert all(len(line.split()) == 5 for line in label.read_text().splitlines()), label

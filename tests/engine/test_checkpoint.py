@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from echotune.engine.build import build_model, train_box_sizes
-from echotune.engine.checkpoint import (check_compatible, load_checkpoint, restore_rng_state, rng_state,
-                                        save_checkpoint)
+from echotune.engine.checkpoint import check_compatible, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from echotune.engine.config import TrainConfig
 
 
@@ -63,7 +62,8 @@ def test_kmeans_anchors_come_from_the_training_boxes(tiny_synthetic):
     wh = train_box_sizes(tiny_synthetic, 64)
     assert wh.shape[1] == 2 and len(wh) == sum(len(s.labels.boxes) for s in tiny_synthetic.samples["train"])
     default = build_model(TrainConfig.from_dict({"model_scale": "test", "img_size": 64}), tiny_synthetic)
-    fitted = build_model(TrainConfig.from_dict({"model_scale": "test", "img_size": 64, "kmeans_anchors": True}),
-                         tiny_synthetic)
+    fitted = build_model(
+        TrainConfig.from_dict({"model_scale": "test", "img_size": 64, "kmeans_anchors": True}), tiny_synthetic
+    )
     assert not torch.equal(default.anchors, fitted.anchors)
     assert fitted.anchors.shape == (3, 3, 2) and float(fitted.anchors.max()) <= 64 * 1.5

@@ -1,5 +1,6 @@
 """ModelEMA: ema = d * ema + (1 - d) * model for parameters, buffers copied; the cached tensor lists follow
 in-place updates of the model (optimizer steps, load_state_dict) and a different model."""
+
 from __future__ import annotations
 
 import math

@@ -13,26 +13,49 @@ from echotune.engine.evaluate_checkpoint import evaluate_checkpoint, evaluate_he
 from echotune.engine.schedule import lr_at, plan_stages
 from tests.conftest import TINY_TRAIN
 
-REPORTED = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1", "val/view_kappa", "val/best_score",
-            "val/conf", "val/score", "train/loss", "train/loss/box", "train/loss/obj", "train/loss/cls_det", "train/loss/view",
-            "gradnorm/w_det", "gradnorm/w_view", "stage", "epoch"}
+REPORTED = {
+    "val/map50",
+    "val/map50_95",
+    "val/precision",
+    "val/recall",
+    "val/f1",
+    "val/view_acc",
+    "val/view_f1",
+    "val/view_kappa",
+    "val/best_score",
+    "val/conf",
+    "val/score",
+    "train/loss",
+    "train/loss/box",
+    "train/loss/obj",
+    "train/loss/cls_det",
+    "train/loss/view",
+    "gradnorm/w_det",
+    "gradnorm/w_view",
+    "stage",
+    "epoch",
+}
 
 
 def test_fit_reports_every_epoch_with_the_fixed_names_and_stages(tiny_synthetic, tmp_path):
     reports = []
     cfg = TrainConfig.from_dict({**TINY_TRAIN, "epochs": 4})
-    result = fit(cfg, tiny_synthetic, report=lambda m, ckpt: reports.append((m, ckpt)), out_dir=tmp_path,
-                 log=lambda _: None)
+    result = fit(
+        cfg, tiny_synthetic, report=lambda m, ckpt: reports.append((m, ckpt)), out_dir=tmp_path, log=lambda _: None
+    )
     assert len(reports) == 4
     for metrics, ckpt in reports:
         assert REPORTED <= set(metrics)
         assert all(math.isfinite(v) for v in metrics.values())
         assert ckpt == tmp_path / "last.pt"
     assert [m["stage"] for m, _ in reports] == [1, 2, 2, 3]
-    settings = [(m["stage/aug_strength"], m["stage/hard_mining_frac"], m["stage/label_smoothing"],
-                 m["stage/mixup_alpha"]) for m, _ in reports]
-    assert settings == [(cfg.aug_strength_stage1, 0.0, 0.0, 0.0)] + [(cfg.aug_strength_stage2, cfg.hard_mining_frac,
-                        0.0, 0.0)] * 2 + [(cfg.aug_strength_stage3, 0.0, cfg.label_smoothing_stage3, cfg.mixup_alpha)]
+    settings = [
+        (m["stage/aug_strength"], m["stage/hard_mining_frac"], m["stage/label_smoothing"], m["stage/mixup_alpha"])
+        for m, _ in reports
+    ]
+    assert settings == [(cfg.aug_strength_stage1, 0.0, 0.0, 0.0)] + [
+        (cfg.aug_strength_stage2, cfg.hard_mining_frac, 0.0, 0.0)
+    ] * 2 + [(cfg.aug_strength_stage3, 0.0, cfg.label_smoothing_stage3, cfg.mixup_alpha)]
     assert [m["epoch"] for m, _ in reports] == [1, 2, 3, 4]
     stages = plan_stages(cfg)
     for (metrics, _), stage in zip(reports, [stages[0], stages[1], stages[1], stages[2]]):
@@ -50,8 +73,9 @@ def test_fit_reports_every_epoch_with_the_fixed_names_and_stages(tiny_synthetic,
 
 def test_mosaic_and_the_gradnorm_floor_train_through_the_engine(tiny_synthetic):
     """Mosaic images (no view label) through GradNorm with a floor on its weights, the anchor-free head."""
-    cfg = TrainConfig.from_dict({**TINY_TRAIN, "epochs": 4, "mosaic": 1.0, "gn_min_weight": 0.6, "gn_lr": 0.5,
-                                 "head": "anchorfree"})
+    cfg = TrainConfig.from_dict(
+        {**TINY_TRAIN, "epochs": 4, "mosaic": 1.0, "gn_min_weight": 0.6, "gn_lr": 0.5, "head": "anchorfree"}
+    )
     reports = []
     fit(cfg, tiny_synthetic, report=lambda m, _: reports.append(m), log=lambda _: None)
     assert [m["stage/mosaic"] for m in reports] == [1.0, 1.0, 1.0, 0.0]
@@ -68,8 +92,9 @@ def test_resume_reproduces_straight_training(tiny_synthetic, tmp_path):
     with pytest.raises(_Interrupted):  # a trial killed after its second epoch's checkpoint
         fit(cfg, tiny_synthetic, out_dir=tmp_path / "b", log=lambda _: None, report=_interrupt_after(2))
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 2
-    resumed = fit(cfg, tiny_synthetic, out_dir=tmp_path / "b", resume_from=tmp_path / "b" / "last.pt",
-                  log=lambda _: None)
+    resumed = fit(
+        cfg, tiny_synthetic, out_dir=tmp_path / "b", resume_from=tmp_path / "b" / "last.pt", log=lambda _: None
+    )
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=1e-5, atol=1e-6, msg=key)
@@ -90,6 +115,7 @@ def _interrupt_after(epochs):
     def report(metrics, ckpt):
         if metrics["epoch"] == epochs:
             raise _Interrupted
+
     return report
 
 
@@ -107,8 +133,15 @@ def test_non_finite_loss_raises_a_clear_error(tiny_synthetic):
     balancer = create_balancer("gradnorm")
     loader = make_loader(EchoDataset(tiny_synthetic.samples["train"], 64), batch_size=4)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step 1: .*loss/"):
-        train_one_epoch(model, balancer, loader, build_optimizer(cfg, model, balancer),
-                        StepSettings(lr_at_step=lambda step: 0.01), 0, torch.device("cpu"))
+        train_one_epoch(
+            model,
+            balancer,
+            loader,
+            build_optimizer(cfg, model, balancer),
+            StepSettings(lr_at_step=lambda step: 0.01),
+            0,
+            torch.device("cpu"),
+        )
 
 
 @pytest.mark.slow  # quick tier: trains for ~10 s
@@ -117,8 +150,18 @@ def test_dual_architecture_trains_and_checkpoint_evaluates_on_test(tiny_syntheti
     result = fit(cfg, tiny_synthetic, out_dir=tmp_path, log=lambda _: None)
     assert set(result.best) >= REPORTED
     test = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="test")
-    assert set(test) == {"test/map50", "test/map50_95", "test/precision", "test/recall", "test/f1",
-                         "test/view_acc", "test/view_f1", "test/view_kappa", "test/score", "test/conf"}
+    assert set(test) == {
+        "test/map50",
+        "test/map50_95",
+        "test/precision",
+        "test/recall",
+        "test/f1",
+        "test/view_acc",
+        "test/view_f1",
+        "test/view_kappa",
+        "test/score",
+        "test/conf",
+    }
     # re-evaluating the best checkpoint on val reproduces the metrics recorded during training
     val = evaluate_checkpoint(result.best_checkpoint, tiny_synthetic, split="val")
     assert val["val/score"] == pytest.approx(result.best["val/score"], abs=1e-9)

@@ -1,5 +1,6 @@
 """TrainConfig.head through the engine: validation, fit end to end with the anchor-free head, checkpoints that
 rebuild the right head, and older checkpoints (no `head` key) loading as the anchor head."""
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def test_checkpoint_without_head_loads_as_the_anchor_head(tmp_path):
     cfg = TrainConfig.from_dict({"model_scale": "test", "img_size": 64})
     model = create_network(cfg, 4, 3)
     old_config = {k: v for k, v in cfg.to_dict().items() if k != "head"}  # written before `head` existed
-    path = save_checkpoint(tmp_path / "old.pt", {"config": {**old_config, "nc": 4, "n_views": 3},
-                                                 "ema": {"module": model.state_dict()}})
+    path = save_checkpoint(
+        tmp_path / "old.pt", {"config": {**old_config, "nc": 4, "n_views": 3}, "ema": {"module": model.state_dict()}}
+    )
     loaded, loaded_cfg, state = load_model(path, device="cpu")
     assert loaded.head_kind == "anchor" and loaded_cfg.head == "anchor" and loaded.anchors.shape == (3, 3, 2)
     check_compatible(state, {**cfg.to_dict(), "nc": 4, "n_views": 3}, path)

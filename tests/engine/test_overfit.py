@@ -1,5 +1,6 @@
 """The whole chain (letterbox -> model -> target assignment -> losses -> decode/NMS -> COCO mAP) can learn:
 a tiny model over-fits one fixed batch."""
+
 from __future__ import annotations
 
 import pytest

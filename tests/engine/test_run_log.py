@@ -5,6 +5,7 @@ The events are read back from the bytes on disk (TFRecord framing, tensorboardX'
 purge rule applied: a SessionLog START at step s hides every earlier value at a step >= s. That is what
 TensorBoard's EventAccumulator shows, without needing the tensorboard package installed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,8 @@ def read_records(path: Path) -> list[bytes]:
     """The payloads of a TFRecord file: u64 length, u32 crc of it, payload, u32 crc of it (crcs not checked)."""
     data, records, at = path.read_bytes(), [], 0
     while at < len(data):
-        (length,) = struct.unpack("<Q", data[at:at + 8])
-        records.append(data[at + 12:at + 12 + length])
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        records.append(data[at + 12 : at + 12 + length])
         at += 12 + length + 4
     assert at == len(data), f"{path} ends in a torn record"
     return records
@@ -52,8 +53,16 @@ def read_csv(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def epoch_metrics(epoch: int, **extra) -> dict:
-    return {"val/map50": 0.1 * epoch, "val/score": 0.05 * epoch, "train/loss": 3.0 / epoch, "gradnorm/w_det": 1.0,
-            "gradnorm/w_view": 1.0 + epoch / 10, "stage": 1 + (epoch > 2), "epoch": epoch, **extra}
+    return {
+        "val/map50": 0.1 * epoch,
+        "val/score": 0.05 * epoch,
+        "train/loss": 3.0 / epoch,
+        "gradnorm/w_det": 1.0,
+        "gradnorm/w_view": 1.0 + epoch / 10,
+        "stage": 1 + (epoch > 2),
+        "epoch": epoch,
+        **extra,
+    }
 
 
 def test_csv_has_a_stable_header_and_one_row_per_epoch(tmp_path):
@@ -121,8 +130,18 @@ def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_pa
     """search/train.py end to end: 2 epochs, then `echotune train --resume` to 3 (1,0,1 then 1,1,1 per stage)."""
     train = load("train")
     out = tmp_path / "run"
-    common = ["--data", str(tiny_synthetic.config.yaml_path), "--scale", "test", "--img-size", "64",
-              "--batch-size", str(TINY_TRAIN["batch_size"]), "--out", str(out)]
+    common = [
+        "--data",
+        str(tiny_synthetic.config.yaml_path),
+        "--scale",
+        "test",
+        "--img-size",
+        "64",
+        "--batch-size",
+        str(TINY_TRAIN["batch_size"]),
+        "--out",
+        str(out),
+    ]
     assert train.main([*common, "--epochs", "1,0,1"]) == 0
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {out / TENSORBOARD_DIR}" in printed and str(out / CSV_NAME) in printed
@@ -146,7 +165,23 @@ def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_pa
 
 def test_train_cli_no_tensorboard_writes_the_csv_only(tiny_synthetic, tmp_path, capsys):
     out = tmp_path / "run"
-    assert load("train").main(["--data", str(tiny_synthetic.config.yaml_path), "--scale", "test", "--img-size", "64",
-                               "--epochs", "1", "--out", str(out), "--no-tensorboard"]) == 0
+    assert (
+        load("train").main(
+            [
+                "--data",
+                str(tiny_synthetic.config.yaml_path),
+                "--scale",
+                "test",
+                "--img-size",
+                "64",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+                "--no-tensorboard",
+            ]
+        )
+        == 0
+    )
     assert "tensorboard --logdir" not in capsys.readouterr().out
     assert (out / CSV_NAME).is_file() and not (out / TENSORBOARD_DIR).exists()

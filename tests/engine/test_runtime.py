@@ -3,6 +3,7 @@
 The decisions are unit-tested for both device types (a torch.device("cuda") object needs no GPU); the one test
 that trains on CUDA for real skips where there is none (CI, laptops).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -16,16 +17,31 @@ from tests.conftest import TINY_TRAIN
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
 
-@pytest.mark.parametrize("device, values, expected", [
-    # CUDA, auto workers: everything on; loader workers are the trial's CPUs minus the one feeding the GPU
-    (CUDA, {"cpus": 4}, DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=3)),
-    (CUDA, {"cpus": 1}, DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=0)),
-    (CUDA, {"cpus": 4, "amp": False}, DeviceRuntime(CUDA, amp=False, channels_last=True, pin_memory=True, workers=3)),
-    (CUDA, {"cpus": 4, "workers": 1}, DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=1)),
-    # CPU: unchanged behaviour (no AMP, NCHW, no pinning, training threads use the trial's CPUs, no loader workers)
-    (CPU, {"cpus": 4}, DeviceRuntime(CPU, amp=False, channels_last=False, pin_memory=False, workers=0)),
-    (CPU, {"cpus": 4, "workers": 2}, DeviceRuntime(CPU, amp=False, channels_last=False, pin_memory=False, workers=2)),
-])
+@pytest.mark.parametrize(
+    "device, values, expected",
+    [
+        # CUDA, auto workers: everything on; loader workers are the trial's CPUs minus the one feeding the GPU
+        (CUDA, {"cpus": 4}, DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=3)),
+        (CUDA, {"cpus": 1}, DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=0)),
+        (
+            CUDA,
+            {"cpus": 4, "amp": False},
+            DeviceRuntime(CUDA, amp=False, channels_last=True, pin_memory=True, workers=3),
+        ),
+        (
+            CUDA,
+            {"cpus": 4, "workers": 1},
+            DeviceRuntime(CUDA, amp=True, channels_last=True, pin_memory=True, workers=1),
+        ),
+        # CPU: unchanged behaviour (no AMP, NCHW, no pinning, training threads use the trial's CPUs, no loader workers)
+        (CPU, {"cpus": 4}, DeviceRuntime(CPU, amp=False, channels_last=False, pin_memory=False, workers=0)),
+        (
+            CPU,
+            {"cpus": 4, "workers": 2},
+            DeviceRuntime(CPU, amp=False, channels_last=False, pin_memory=False, workers=2),
+        ),
+    ],
+)
 def test_device_runtime_decisions(device, values, expected):
     assert device_runtime(TrainConfig.from_dict(values), device) == expected
 
@@ -48,8 +64,9 @@ def test_one_epoch_on_cuda_uses_amp_and_channels_last(tiny_synthetic, tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     assert "scale" in state["scaler"]  # an enabled GradScaler: the epoch ran with float16 autocast
     kernels = [t for t in state["model"].values() if t.dim() == 4 and t.shape[-1] > 1 and t.shape[1] > 1]
-    assert kernels and all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-                           for t in kernels)  # torch.save keeps strides: the model trained in NHWC
+    assert kernels and all(
+        t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in kernels
+    )  # torch.save keeps strides: the model trained in NHWC
 
 
 def test_loader_workers_deliver_the_same_batches(tiny_synthetic):

@@ -6,22 +6,34 @@ from echotune.engine.config import TrainConfig
 from echotune.engine.schedule import FINAL_LR_FRACTION, lr_at, plan_stages, split_epochs, stage_at
 
 
-@pytest.mark.parametrize("total, fractions, expected", [
-    (10, (0.3, 0.5, 0.2), [3, 5, 2]),
-    (100, (0.3, 0.5, 0.2), [30, 50, 20]),
-    (4, (0.3, 0.5, 0.2), [1, 2, 1]),
-    (3, (0.3, 0.5, 0.2), [1, 1, 1]),
-    (7, (0.3, 0.5, 0.2), [2, 4, 1]),
-    (5, (1.0, 0.0, 0.0), [5, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "total, fractions, expected",
+    [
+        (10, (0.3, 0.5, 0.2), [3, 5, 2]),
+        (100, (0.3, 0.5, 0.2), [30, 50, 20]),
+        (4, (0.3, 0.5, 0.2), [1, 2, 1]),
+        (3, (0.3, 0.5, 0.2), [1, 1, 1]),
+        (7, (0.3, 0.5, 0.2), [2, 4, 1]),
+        (5, (1.0, 0.0, 0.0), [5, 0, 0]),
+    ],
+)
 def test_split_epochs(total, fractions, expected):
     assert split_epochs(total, fractions) == expected
 
 
 def test_stages_carry_their_settings():
-    cfg = TrainConfig(epochs=10, lr_stage1=0.01, lr_stage2=0.001, lr_stage3=0.0001, aug_strength_stage1=0.3,
-                      aug_strength_stage2=0.7, aug_strength_stage3=0.05, hard_mining_frac=0.25,
-                      label_smoothing_stage3=0.1, mixup_alpha=0.4)
+    cfg = TrainConfig(
+        epochs=10,
+        lr_stage1=0.01,
+        lr_stage2=0.001,
+        lr_stage3=0.0001,
+        aug_strength_stage1=0.3,
+        aug_strength_stage2=0.7,
+        aug_strength_stage3=0.05,
+        hard_mining_frac=0.25,
+        label_smoothing_stage3=0.1,
+        mixup_alpha=0.4,
+    )
     s1, s2, s3 = plan_stages(cfg)
     assert (s1.start_epoch, s1.end_epoch, s2.end_epoch, s3.end_epoch) == (0, 3, 8, 10)
     assert (s1.lr, s2.lr, s3.lr) == (0.01, 0.001, 0.0001)

@@ -4,6 +4,7 @@ The dataset is a copy of the session's tiny synthetic set with every jet relabel
 trained for seconds already finds some: mAP > 0, the metric comparisons are not all zeros) and with non-square
 val (64 x 72) and test (80 x 64) images made by padding, so the letterbox pads and `to_original` matters.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,28 @@ import pytest
 from tests.conftest import TINY_TRAIN
 
 # Short but learning: no augmentation, a quick EMA, AdamW; ~3-5 s per shared member on one CPU thread.
-MEMBER_TRAIN = {**TINY_TRAIN, "epochs": 8, "batch_size": 4, "ema_decay": 0.8, "optimizer": "adamw",
-                "lr_stage1": 1e-2, "lr_stage2": 5e-3, "lr_stage3": 2e-3, "warmup_epochs": 0.0,
-                "aug_strength_stage1": 0.0, "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0,
-                "mixup_alpha": 0.0, "hard_mining_frac": 0.0, "balance": "fixed"}
-MEMBERS = {"t_shared0": {**MEMBER_TRAIN, "seed": 0}, "t_shared1": {**MEMBER_TRAIN, "seed": 1},
-           "t_dual": {**MEMBER_TRAIN, "arch": "dual", "classifier": "resnet10t", "epochs": 3}}
+MEMBER_TRAIN = {
+    **TINY_TRAIN,
+    "epochs": 8,
+    "batch_size": 4,
+    "ema_decay": 0.8,
+    "optimizer": "adamw",
+    "lr_stage1": 1e-2,
+    "lr_stage2": 5e-3,
+    "lr_stage3": 2e-3,
+    "warmup_epochs": 0.0,
+    "aug_strength_stage1": 0.0,
+    "aug_strength_stage2": 0.0,
+    "aug_strength_stage3": 0.0,
+    "mixup_alpha": 0.0,
+    "hard_mining_frac": 0.0,
+    "balance": "fixed",
+}
+MEMBERS = {
+    "t_shared0": {**MEMBER_TRAIN, "seed": 0},
+    "t_shared1": {**MEMBER_TRAIN, "seed": 1},
+    "t_dual": {**MEMBER_TRAIN, "arch": "dual", "classifier": "resnet10t", "epochs": 3},
+}
 PAD = {"val": (0, 8), "test": (16, 0)}  # (rows at the bottom, columns at the right)
 
 
@@ -69,11 +86,22 @@ def leaderboard_row(trial_id: str, config: dict, score, checkpoint, status: str 
     from echotune.results.leaderboard import SCHEMA
 
     row = {field.name: None for field in SCHEMA}
-    row.update({"trial_id": trial_id, "experiment": "exp", "space": "test", "arch": config.get("arch", "shared"),
-                "is_baseline": False, "status": status, "stopped_early": False, "epochs_trained": config["epochs"],
-                "epochs_planned": config["epochs"], "best/val/score": score,
-                "checkpoint_path": None if checkpoint is None else str(checkpoint),
-                "config_json": json.dumps(config, sort_keys=True)})
+    row.update(
+        {
+            "trial_id": trial_id,
+            "experiment": "exp",
+            "space": "test",
+            "arch": config.get("arch", "shared"),
+            "is_baseline": False,
+            "status": status,
+            "stopped_early": False,
+            "epochs_trained": config["epochs"],
+            "epochs_planned": config["epochs"],
+            "best/val/score": score,
+            "checkpoint_path": None if checkpoint is None else str(checkpoint),
+            "config_json": json.dumps(config, sort_keys=True),
+        }
+    )
     return row
 
 
@@ -92,15 +120,19 @@ def experiment(tiny_synthetic, tmp_path_factory) -> Experiment:
         folder.mkdir(parents=True)
         shutil.copy(result.best_checkpoint, folder / "last.pt")  # Ray's best checkpoint: that epoch's last.pt
         checkpoints[trial_id], scores[trial_id] = folder, result.best["val/score"]
-        rows.append(leaderboard_row(trial_id, {**config, "arch": config.get("arch", "shared")}, scores[trial_id],
-                                    folder))
+        rows.append(
+            leaderboard_row(trial_id, {**config, "arch": config.get("arch", "shared")}, scores[trial_id], folder)
+        )
     # Rows the builder must skip even though they rank first: diverged, errored, no checkpoint.
-    rows += [leaderboard_row("t_diverged", MEMBER_TRAIN, 0.99, checkpoints["t_shared0"], "DIVERGED"),
-             leaderboard_row("t_error", MEMBER_TRAIN, 0.98, checkpoints["t_shared0"], "ERROR"),
-             leaderboard_row("t_nockpt", MEMBER_TRAIN, 0.97, None)]
+    rows += [
+        leaderboard_row("t_diverged", MEMBER_TRAIN, 0.99, checkpoints["t_shared0"], "DIVERGED"),
+        leaderboard_row("t_error", MEMBER_TRAIN, 0.98, checkpoints["t_shared0"], "ERROR"),
+        leaderboard_row("t_nockpt", MEMBER_TRAIN, 0.97, None),
+    ]
     write_leaderboard(rows, path / "leaderboard.parquet")
-    (path / "search.json").write_text(json.dumps({"config": {"space": "test", "profile": "quick"},
-                                                  "data_yaml": str(data.config.yaml_path)}))
+    (path / "search.json").write_text(
+        json.dumps({"config": {"space": "test", "profile": "quick"}, "data_yaml": str(data.config.yaml_path)})
+    )
     return Experiment(path, data, checkpoints, scores)
 
 

@@ -1,4 +1,5 @@
 """build_ensemble end to end on three really trained members: selection, reproduction, val-only tuning."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,11 @@ def test_selection_ranks_skips_unusable_rows_and_diversifies(experiment):
     twin = leaderboard_row("t_twin", {**MEMBER_TRAIN, "arch": "dual", "seed": 5}, 0.5, experiment.checkpoints["t_dual"])
     picked = select_members(rows + [twin], top_k=2, diverse=True)
     assert [m.trial_id for m in picked][0] == "t_twin" and picked[1].arch == "shared"
-    with pytest.raises(ValueError, match=r"no usable trial to ensemble \(3 trial\(s\): 2 diverged/errored, "
-                                         r"1 without a checkpoint"):
+    with pytest.raises(
+        ValueError,
+        match=r"no usable trial to ensemble \(3 trial\(s\): 2 diverged/errored, "
+        r"1 without a checkpoint",
+    ):
         select_members([r for r in rows if r["trial_id"] in ("t_diverged", "t_error", "t_nockpt")])
 
 
@@ -83,8 +87,15 @@ def test_tuning_never_reads_the_test_split(experiment, monkeypatch):
     events = []
     imread = cv2.imread
     monkeypatch.setattr(cv2, "imread", lambda path, *a: events.append(("read", str(path))) or imread(path, *a))
-    result = build_ensemble(experiment.path, experiment.data, top_k=2, tta="flip", tune_trials=4, device="cpu",
-                            log=lambda message: events.append(("log", message)))
+    result = build_ensemble(
+        experiment.path,
+        experiment.data,
+        top_k=2,
+        tta="flip",
+        tune_trials=4,
+        device="cpu",
+        log=lambda message: events.append(("log", message)),
+    )
     tuned = next(i for i, (kind, text) in enumerate(events) if kind == "log" and "tuned wbf on val" in text)
     test_images = {str(s.image) for s in experiment.data.samples["test"]}
     val_images = {str(s.image) for s in experiment.data.samples["val"]}
@@ -97,8 +108,9 @@ def test_tuning_never_reads_the_test_split(experiment, monkeypatch):
     assert saved["ensemble"]["metrics"] == result.ensemble_metrics and saved["arguments"]["tta"] == "flip"
     assert {m["trial_id"] for m in saved["members"]} == set(ranked(experiment)[:2])
     assert all(set(m) >= {"val", "test"} for m in saved["members"])
-    assert math.isclose(result.gain["test/score"],
-                        result.ensemble_metrics["test/score"] - result.single_best["metrics"]["test/score"])
+    assert math.isclose(
+        result.gain["test/score"], result.ensemble_metrics["test/score"] - result.single_best["metrics"]["test/score"]
+    )
 
 
 def test_tuning_refuses_the_test_split_and_bad_options_list_the_valid_ones(experiment):
@@ -109,10 +121,12 @@ def test_tuning_refuses_the_test_split_and_bad_options_list_the_valid_ones(exper
     test_preds = predict_split([loaded, loaded], data.samples["test"], "test", data.config.nc, **QUIET)
     with pytest.raises(ValueError, match="refusing to tune the ensemble on the test split"):
         tune_fusion(test_preds, **QUIET)
-    bad = [({"tta": "mirror"}, "choose one of: none, flip, scales, flip\\+scales"),
-           ({"fusion": "mean"}, "choose one of: wbf, soft-nms, nms"),
-           ({"split": "holdout"}, "split='holdout' has no images .*; valid: train, val, test"),
-           ({"tune_on": "test"}, "tune_on='test' is not valid; choose one of: train, val \\(never test")]
+    bad = [
+        ({"tta": "mirror"}, "choose one of: none, flip, scales, flip\\+scales"),
+        ({"fusion": "mean"}, "choose one of: wbf, soft-nms, nms"),
+        ({"split": "holdout"}, "split='holdout' has no images .*; valid: train, val, test"),
+        ({"tune_on": "test"}, "tune_on='test' is not valid; choose one of: train, val \\(never test"),
+    ]
     for kwargs, message in bad:
         with pytest.raises(ValueError, match=message):
             build_ensemble(experiment.path, data, **kwargs, **QUIET)
@@ -123,26 +137,33 @@ def test_missing_and_mismatching_checkpoints_are_named(experiment, tmp_path):
 
     config = {**MEMBER_TRAIN, "arch": "shared"}
     (tmp_path / "gone").mkdir()
-    write_leaderboard([leaderboard_row("t_gone", config, 0.9, tmp_path / "missing" / "checkpoint_000003")],
-                      tmp_path / "gone" / "leaderboard.parquet")
+    write_leaderboard(
+        [leaderboard_row("t_gone", config, 0.9, tmp_path / "missing" / "checkpoint_000003")],
+        tmp_path / "gone" / "leaderboard.parquet",
+    )
     with pytest.raises(FileNotFoundError, match=r"trial t_gone: checkpoint .*missing/checkpoint_000003 does not exist"):
         build_ensemble(tmp_path / "gone", experiment.data, **QUIET)
     (tmp_path / "wrong").mkdir()
     wrong = leaderboard_row("t_wrong", {**config, "img_size": 96}, 0.9, experiment.checkpoints["t_shared0"])
     write_leaderboard([wrong], tmp_path / "wrong" / "leaderboard.parquet")
-    with pytest.raises(ValueError, match=r"trial t_wrong: .*last.pt: checkpoint does not match the config "
-                                         r"\(img_size: checkpoint 64 vs config 96\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"trial t_wrong: .*last.pt: checkpoint does not match the config "
+        r"\(img_size: checkpoint 64 vs config 96\)",
+    ):
         build_ensemble(tmp_path / "wrong", experiment.data, **QUIET)
     with pytest.raises(FileNotFoundError, match=r"nowhere/leaderboard.parquet does not exist"):
         build_ensemble(tmp_path / "nowhere", experiment.data, **QUIET)
 
 
 def test_scales_and_flip_tta_keep_the_best_single_member_untouched(experiment):
-    result = build_ensemble(experiment.path, experiment.data, top_k=2, tta="flip+scales", fusion="nms",
-                            tune_trials=2, device="cpu", **QUIET)
+    result = build_ensemble(
+        experiment.path, experiment.data, top_k=2, tta="flip+scales", fusion="nms", tune_trials=2, device="cpu", **QUIET
+    )
     best = experiment.checkpoints[ranked(experiment)[0]] / "last.pt"
-    assert result.single_best["metrics"] == pytest.approx(evaluate_checkpoint(best, experiment.data, "test", "cpu"),
-                                                          abs=1e-9)
+    assert result.single_best["metrics"] == pytest.approx(
+        evaluate_checkpoint(best, experiment.data, "test", "cpu"), abs=1e-9
+    )
     assert 0 <= result.ensemble_metrics["test/score"] <= 1 and result.fusion.method == "nms"
 
 
@@ -155,5 +176,18 @@ def test_members_of_different_sizes_get_their_own_scale_variants(experiment):
     preds = predict_split(members, data.samples["val"], "val", data.config.nc, "scales", **QUIET)
     assert [preds.n_variants(m) for m in (0, 1)] == [2, 3] and preds.view_probs[1].shape == (3, 8, 3)
     metrics = split_metrics(preds, [1.0, 1.0], FusionParams())
-    assert set(metrics) == {f"val/{k}" for k in ("map50", "map50_95", "precision", "recall", "f1", "view_acc",
-                                                 "view_f1", "view_kappa", "score", "conf")}
+    assert set(metrics) == {
+        f"val/{k}"
+        for k in (
+            "map50",
+            "map50_95",
+            "precision",
+            "recall",
+            "f1",
+            "view_acc",
+            "view_f1",
+            "view_kappa",
+            "score",
+            "conf",
+        )
+    }

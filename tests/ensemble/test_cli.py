@@ -1,5 +1,6 @@
 """`echotune ensemble` and `echotune predict` (and their old scripts), run in-process: exit codes, messages, files
 written."""
+
 from __future__ import annotations
 
 import csv
@@ -25,8 +26,9 @@ def cli_run(experiment, tmp_path_factory):
     shutil.copytree(experiment.path, folder)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = load("ensemble").main([str(folder), "--top-k", "2", "--tune-trials", "3", "--device", "cpu",
-                                      "--out", str(folder / "ensemble")])
+        code = load("ensemble").main(
+            [str(folder), "--top-k", "2", "--tune-trials", "3", "--device", "cpu", "--out", str(folder / "ensemble")]
+        )
     return code, out.getvalue(), err.getvalue(), folder
 
 
@@ -34,7 +36,7 @@ def test_ensemble_cli_builds_prints_the_comparison_and_finds_the_dataset(experim
     code, out, err, folder = cli_run
     assert code == 0
     assert f"Dataset (from {folder / 'search.json'}): {experiment.data.config.yaml_path}" in err
-    table = out[out.index("split test"):].splitlines()
+    table = out[out.index("split test") :].splitlines()
     assert "bootstrap over source videos; gain: paired" in table[0]
     assert table[1].split() == ["metric", "best", "single", f"({ranked(experiment)[0]})", "ensemble", "(k=2)", "gain"]
     rows = {line.split()[0]: line.split()[1:] for line in table[2:11]}
@@ -71,8 +73,23 @@ def test_predict_cli_writes_json_csv_and_drawings_for_odd_images(experiment, tmp
     (source / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "preds"
     predict = load("predict")
-    assert predict.main(["--checkpoint", str(experiment.checkpoints["t_shared0"]), "--source", str(source),
-                         "--out", str(out), "--conf", "0.05", "--device", "cpu"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(experiment.checkpoints["t_shared0"]),
+                "--source",
+                str(source),
+                "--out",
+                str(out),
+                "--conf",
+                "0.05",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "broken.png: unreadable or not an image" in captured.err
     assert "Predicted 2 image(s)" in captured.out
@@ -109,8 +126,19 @@ def test_predict_cli_with_an_ensemble_and_its_errors(experiment, cli_run, tmp_pa
     assert "error: --source" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "bad.png").write_bytes(b"")
-    assert predict.main(["--checkpoint", str(experiment.checkpoints["t_dual"]), "--source", str(tmp_path / "empty"),
-                         "--out", str(tmp_path / "o2")]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(experiment.checkpoints["t_dual"]),
+                "--source",
+                str(tmp_path / "empty"),
+                "--out",
+                str(tmp_path / "o2"),
+            ]
+        )
+        == 2
+    )
     assert "none of the 1 image(s)" in capsys.readouterr().err
 
 
@@ -120,8 +148,23 @@ def test_ensemble_out_writes_elsewhere_and_leaves_the_experiment_alone(experimen
 
     out = tmp_path / "deploy"
     before = sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*"))
-    assert main(["ensemble", str(experiment.path), "--top-k", "2", "--tune-trials", "2", "--device", "cpu",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(experiment.path),
+                "--top-k",
+                "2",
+                "--tune-trials",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "manifest.yaml").is_file() and (out / "metrics.json").is_file()
     assert json.loads((out / "metrics.json").read_text())["arguments"]["top_k"] == 2
     assert sorted(p.relative_to(experiment.path) for p in experiment.path.rglob("*")) == before

@@ -1,4 +1,5 @@
 """Fusion and TTA on hand-made boxes: exact inverse mappings, identity cases, ensemble-boxes' behaviour."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +10,11 @@ from echotune.ensemble.fusion import FusionParams, fuse_detections, fuse_views
 from echotune.ensemble.tta import Variant, boxes_to_original, flip_boxes, to_tensor, tta_variants
 
 # Overlaps inside one set stay <= 0.6 (the members' own NMS IoU), as in real member output.
-SET = {"boxes": np.array([[10, 12, 50, 40], [22, 12, 62, 40], [60, 60, 90, 95], [0, 0, 8, 8], [30, 5, 31, 6]],
-                         np.float32),
-       "scores": np.array([0.9, 0.6, 0.5, 0.3, 0.01], np.float32), "labels": np.array([0, 0, 1, 2, 3], np.int64)}
+SET = {
+    "boxes": np.array([[10, 12, 50, 40], [22, 12, 62, 40], [60, 60, 90, 95], [0, 0, 8, 8], [30, 5, 31, 6]], np.float32),
+    "scores": np.array([0.9, 0.6, 0.5, 0.3, 0.01], np.float32),
+    "labels": np.array([0, 0, 1, 2, 3], np.int64),
+}
 
 
 def test_flip_inverse_is_exact_on_hand_made_boxes():
@@ -66,17 +69,26 @@ def test_k_identical_members_equal_the_single_member(method, k):
 
 def test_boxes_outside_the_image_are_kept_in_the_members_frame():
     # letterbox padding: a member may predict a box reaching beyond a 40 x 100 image; fusion must not clip it
-    pred = {"boxes": np.array([[-5, 10, 20, 50]], np.float32), "scores": np.array([0.8], np.float32),
-            "labels": np.array([1])}
+    pred = {
+        "boxes": np.array([[-5, 10, 20, 50]], np.float32),
+        "scores": np.array([0.8], np.float32),
+        "labels": np.array([1]),
+    }
     fused = fuse_detections([pred, pred], [1, 1], (40, 100))
     np.testing.assert_allclose(fused["boxes"], pred["boxes"], atol=1e-3)
 
 
 def test_wbf_averages_overlapping_boxes_by_score_and_weight():
-    a = {"boxes": np.array([[10, 10, 50, 50]], np.float32), "scores": np.array([0.8], np.float32),
-         "labels": np.array([0])}
-    b = {"boxes": np.array([[14, 10, 54, 50]], np.float32), "scores": np.array([0.8], np.float32),
-         "labels": np.array([0])}
+    a = {
+        "boxes": np.array([[10, 10, 50, 50]], np.float32),
+        "scores": np.array([0.8], np.float32),
+        "labels": np.array([0]),
+    }
+    b = {
+        "boxes": np.array([[14, 10, 54, 50]], np.float32),
+        "scores": np.array([0.8], np.float32),
+        "labels": np.array([0]),
+    }
     fused = fuse_detections([a, b], [1.0, 1.0], (64, 64))
     np.testing.assert_allclose(fused["boxes"], [[12, 10, 52, 50]], atol=1e-3)
     np.testing.assert_allclose(fused["scores"], [0.8], rtol=1e-6)
@@ -87,8 +99,11 @@ def test_wbf_averages_overlapping_boxes_by_score_and_weight():
 
 
 def test_soft_nms_decays_duplicates_instead_of_keeping_their_scores():
-    one = {"boxes": np.array([[10, 10, 50, 50], [60, 60, 90, 90]], np.float32),
-           "scores": np.array([0.9, 0.5], np.float32), "labels": np.array([0, 0])}
+    one = {
+        "boxes": np.array([[10, 10, 50, 50], [60, 60, 90, 90]], np.float32),
+        "scores": np.array([0.9, 0.5], np.float32),
+        "labels": np.array([0, 0]),
+    }
     fused = fuse_detections([one, one], [1, 1], (100, 100), FusionParams("soft-nms", skip_box_thr=0.001, sigma=0.5))
     decay = np.exp(-1 / 0.5)  # Gaussian soft-NMS: score * exp(-IoU^2 / sigma), IoU 1 with its copy
     np.testing.assert_allclose(fused["scores"], [0.9, 0.5, 0.9 * decay, 0.5 * decay], rtol=1e-4)

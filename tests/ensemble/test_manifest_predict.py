@@ -1,4 +1,5 @@
 """The saved ensemble: manifest round trip (also after moving the folder), validation errors, the predictor."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,9 @@ QUIET = dict(log=lambda _: None)
 @pytest.fixture(scope="module")
 def moved(experiment, tmp_path_factory):
     """(result, moved experiment folder): built with soft-NMS and flip TTA, then the folder is moved."""
-    result = build_ensemble(experiment.path, experiment.data, top_k=2, tta="flip", fusion="soft-nms",
-                            tune_trials=4, device="cpu", **QUIET)
+    result = build_ensemble(
+        experiment.path, experiment.data, top_k=2, tta="flip", fusion="soft-nms", tune_trials=4, device="cpu", **QUIET
+    )
     target = tmp_path_factory.mktemp("moved") / "exp"
     shutil.copytree(experiment.path, target)
     return result, target
@@ -44,8 +46,11 @@ BAD = [  # (change to the manifest, exception, message pattern naming the key an
     (lambda d: d["fusion"].update(iou_thr=1.5), ValueError, r"fusion.iou_thr: expected a number in \[0.0, 1.0\]"),
     (lambda d: d["fusion"].update(method="mean"), ValueError, r"fusion.method: fusion='mean' is not valid; choose one"),
     (lambda d: d.update(colour="red"), ValueError, r"unknown key\(s\) \['colour'\]"),
-    (lambda d: d["members"][1].update(checkpoint="../nowhere/last.pt"), FileNotFoundError,
-     r"members\[1\].checkpoint: '../nowhere/last.pt' -> .*/nowhere/last.pt does not exist"),
+    (
+        lambda d: d["members"][1].update(checkpoint="../nowhere/last.pt"),
+        FileNotFoundError,
+        r"members\[1\].checkpoint: '../nowhere/last.pt' -> .*/nowhere/last.pt does not exist",
+    ),
     (lambda d: d["members"][0].pop("trial_id"), ValueError, r"members\[0\]: expected a mapping with string trial_id"),
     (lambda d: d.update(names="AR"), ValueError, r"names: expected a non-empty list of names \(got 'AR'\)"),
 ]

@@ -1,4 +1,5 @@
 """Hand-built detector outputs for the loss tests: B=2, 64 px input, levels 8x8 / 4x4 / 2x2, 3 anchors, nc=4."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,9 @@ from torch import Tensor
 from echotune.losses import LevelTargets, build_targets
 
 NC, NV, IMG = 4, 3, 64
-ANCHORS = torch.tensor([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]],
-                       dtype=torch.float32).view(3, 3, 2) * (IMG / 640)
+ANCHORS = torch.tensor(
+    [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]], dtype=torch.float32
+).view(3, 3, 2) * (IMG / 640)
 STRIDES = torch.tensor([8.0, 16.0, 32.0])
 
 
@@ -23,21 +25,27 @@ def make_raw(fill: float | None = None, nc: int = NC, grad: bool = True) -> list
 
 def make_targets(boxes: list[list[list[float]]], classes: list[list[int]], views=None) -> dict:
     """Per-image lists of xyxy pixel boxes and class ids -> the data loader's target dict."""
-    return {"boxes": [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
-            "classes": [torch.tensor(c, dtype=torch.int64) for c in classes],
-            "views": torch.tensor([0, -1]) if views is None else views}
+    return {
+        "boxes": [torch.tensor(b, dtype=torch.float32).reshape(-1, 4) for b in boxes],
+        "classes": [torch.tensor(c, dtype=torch.int64) for c in classes],
+        "views": torch.tensor([0, -1]) if views is None else views,
+    }
 
 
 def two_boxes() -> dict:
     """One jet in image 0, two in image 1 that compete for some of the same (anchor, cell) slots."""
-    return make_targets([[[10.0, 10.0, 30.0, 25.0]], [[34.0, 20.0, 50.0, 52.0], [4.0, 40.0, 12.0, 50.0]]],
-                        [[2], [0, 3]], views=torch.tensor([1, -1]))
+    return make_targets(
+        [[[10.0, 10.0, 30.0, 25.0]], [[34.0, 20.0, 50.0, 52.0], [4.0, 40.0, 12.0, 50.0]]],
+        [[2], [0, 3]],
+        views=torch.tensor([1, -1]),
+    )
 
 
 def separate_boxes() -> dict:
     """One jet per image, so no (image, anchor, cell) is matched by two GTs and a perfect fit exists."""
-    return make_targets([[[10.0, 10.0, 30.0, 25.0]], [[34.0, 20.0, 50.0, 52.0]]], [[2], [0]],
-                        views=torch.tensor([1, -1]))
+    return make_targets(
+        [[[10.0, 10.0, 30.0, 25.0]], [[34.0, 20.0, 50.0, 52.0]]], [[2], [0]], views=torch.tensor([1, -1])
+    )
 
 
 def no_boxes() -> dict:

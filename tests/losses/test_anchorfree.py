@@ -1,4 +1,5 @@
 """The anchor-free head's loss: Distribution Focal Loss, the integral decode, the loss contract, and learning."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from echotune.losses import (BINARY_LOSSES, BOX_LOSSES, AnchorFreeLoss, DetectionLoss, MultiTaskCriterion, ViewLoss,
-                             distribution_focal_loss)
+from echotune.losses import (
+    BINARY_LOSSES,
+    BOX_LOSSES,
+    AnchorFreeLoss,
+    DetectionLoss,
+    MultiTaskCriterion,
+    ViewLoss,
+    distribution_focal_loss,
+)
 from echotune.models import REG_MAX, create_model
 from echotune.models.anchorfree import anchor_points, box_to_distance, expected_distance
 from tests.losses.helpers import NC, NV, STRIDES, no_boxes, two_boxes
@@ -106,20 +114,23 @@ def test_box_part_is_the_sum_of_the_iou_and_dfl_terms_and_gains_scale_them():
 
 def test_exact_distributions_beat_shifted_ones():
     """Bins that put each positive's expected distances on its GT: IoU term ~0, DFL at its floor."""
-    targets = {"boxes": [torch.tensor([[10.0, 10.0, 30.0, 25.0]]), torch.tensor([[34.0, 20.0, 50.0, 52.0]])],
-               "classes": [torch.tensor([2]), torch.tensor([0])], "views": torch.tensor([1, -1])}
+    targets = {
+        "boxes": [torch.tensor([[10.0, 10.0, 30.0, 25.0]]), torch.tensor([[34.0, 20.0, 50.0, 52.0]])],
+        "classes": [torch.tensor([2]), torch.tensor([0])],
+        "views": torch.tensor([1, -1]),
+    }
     points, strides = anchor_points([(8, 8), (4, 4), (2, 2)], STRIDES)
 
     def raw_for(shift: float) -> list[torch.Tensor]:
         flat = torch.zeros(2, len(points), 4 * REG_MAX + NC)
         for i, box in enumerate(targets["boxes"]):
-            dist = (box_to_distance(points, box.expand(len(points), 4)) / strides[:, None] + shift)
+            dist = box_to_distance(points, box.expand(len(points), 4)) / strides[:, None] + shift
             dist = dist.clamp(0, REG_MAX - 1.01)
             left = dist.floor().long()
             probs = torch.full((len(points), 4, REG_MAX), 1e-6)
             probs.scatter_(-1, left[..., None], (left + 1 - dist)[..., None])
             probs.scatter_(-1, (left + 1)[..., None], (dist - left)[..., None])
-            flat[i, :, :4 * REG_MAX] = probs.clamp(min=1e-6).log().flatten(1)
+            flat[i, :, : 4 * REG_MAX] = probs.clamp(min=1e-6).log().flatten(1)
         return [level.reshape(2, s, s, -1) for level, s in zip(flat.split([64, 16, 4], 1), (8, 4, 2))]
 
     loss = AnchorFreeLoss(NC)
@@ -139,7 +150,7 @@ def test_per_image_shares_average_to_the_total_and_rank_the_bad_image_first():
         torch.testing.assert_close(loss.last_per_image.mean(), total)
     raw = make_raw(-5.0, grad=False)
     for level in raw:
-        level[0, ..., 4 * REG_MAX:] = 5.0  # image 0: every point confidently predicts every class
+        level[0, ..., 4 * REG_MAX :] = 5.0  # image 0: every point confidently predicts every class
     loss(raw, two_boxes(), STRIDES)
     assert loss.last_per_image[0] > 2 * loss.last_per_image[1]
 
@@ -164,10 +175,15 @@ def test_loss_decreases_on_a_fixed_batch():
     """A test-scale anchor-free model, 40 Adam steps on one synthetic batch: total and localisation loss fall."""
     torch.manual_seed(0)
     images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    targets = {"boxes": [torch.tensor([[8.0, 10.0, 40.0, 36.0]]), torch.tensor([[20.0, 16.0, 56.0, 60.0]]),
-                         torch.tensor([[4.0, 30.0, 30.0, 60.0], [34.0, 4.0, 60.0, 28.0]]), torch.zeros(0, 4)],
-               "classes": [torch.tensor([0]), torch.tensor([1]), torch.tensor([2, 3]),
-                           torch.zeros(0, dtype=torch.long)]}
+    targets = {
+        "boxes": [
+            torch.tensor([[8.0, 10.0, 40.0, 36.0]]),
+            torch.tensor([[20.0, 16.0, 56.0, 60.0]]),
+            torch.tensor([[4.0, 30.0, 30.0, 60.0], [34.0, 4.0, 60.0, 28.0]]),
+            torch.zeros(0, 4),
+        ],
+        "classes": [torch.tensor([0]), torch.tensor([1]), torch.tensor([2, 3]), torch.zeros(0, dtype=torch.long)],
+    }
     model = create_model("shared", scale="test", img_size=64, head="anchorfree").train()
     loss = AnchorFreeLoss(NC)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

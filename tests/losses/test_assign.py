@@ -25,7 +25,8 @@ def test_known_position_gets_centre_cell_and_two_nearest_neighbours():
     assert ((level.box[:, :2] > -0.5) & (level.box[:, :2] < 1.5)).all()
     # Stride 32: centre (0.625, 0.55) -> right and lower neighbours; stride 8: no anchor within ratio 4.
     assert cells(matches_for(make_targets([[[10, 10, 30, 25]], []], [[2], []]))[2]) == {
-        (0, a, gy, gx) for a in (0, 1, 2) for gy, gx in ((0, 0), (0, 1), (1, 0))}
+        (0, a, gy, gx) for a in (0, 1, 2) for gy, gx in ((0, 0), (0, 1), (1, 0))
+    }
 
 
 def test_border_neighbours_outside_the_grid_are_dropped():
@@ -40,7 +41,7 @@ def test_border_neighbours_outside_the_grid_are_dropped():
 def test_anchor_t_excludes_mismatching_anchors():
     targets = make_targets([[[10, 10, 30, 25]], []], [[2], []])
     assert set(matches_for(targets)[1].anchor.tolist()) == {1, 2}
-    assert set(matches_for(targets, anchor_t=3.36)[1].anchor.tolist()) == {1}   # 3.39 for anchor 2
+    assert set(matches_for(targets, anchor_t=3.36)[1].anchor.tolist()) == {1}  # 3.39 for anchor 2
     assert len(matches_for(targets, anchor_t=2.0)[1]) == 0
 
 

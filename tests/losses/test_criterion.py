@@ -45,5 +45,6 @@ def test_set_label_smoothing():
     criterion.set_label_smoothing(0.1)
     assert criterion.det.eps == 0.1
     import pytest
+
     with pytest.raises(ValueError, match="label smoothing must be in"):
         criterion.set_label_smoothing(1.0)

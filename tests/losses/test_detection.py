@@ -9,8 +9,18 @@ from torchvision.ops import box_iou
 
 from echotune.losses import BINARY_LOSSES, BOX_LOSSES, DetectionLoss
 from echotune.losses.functional import smooth_one_hot
-from tests.losses.helpers import (ANCHORS, NC, STRIDES, decoded_pixels, make_raw, matches_for, no_boxes,
-                                  separate_boxes, set_box_logits, two_boxes)
+from tests.losses.helpers import (
+    ANCHORS,
+    NC,
+    STRIDES,
+    decoded_pixels,
+    make_raw,
+    matches_for,
+    no_boxes,
+    separate_boxes,
+    set_box_logits,
+    two_boxes,
+)
 
 KEYS = {"loss/box", "loss/obj", "loss/cls_det"}
 
@@ -69,9 +79,9 @@ def test_correct_class_and_objectness_logits_beat_wrong_ones(kind):
         set_box_logits(raw, matches)
     with torch.no_grad():
         for r, w, t in zip(right, wrong, matches):
-            r[t.img, t.anchor, t.gy, t.gx, 4] = 8.0           # objectness where there is a jet
-            r[t.img, t.anchor, t.gy, t.gx, 5 + t.cls] = 8.0   # and the right class
-            w[..., 4] = 8.0                                   # objectness everywhere
+            r[t.img, t.anchor, t.gy, t.gx, 4] = 8.0  # objectness where there is a jet
+            r[t.img, t.anchor, t.gy, t.gx, 5 + t.cls] = 8.0  # and the right class
+            w[..., 4] = 8.0  # objectness everywhere
             w[t.img, t.anchor, t.gy, t.gx, 5 + (t.cls + 1) % NC] = 8.0
     good, bad = loss(right, targets, ANCHORS, STRIDES), loss(wrong, targets, ANCHORS, STRIDES)
     assert good["loss/cls_det"] < 0.01 * bad["loss/cls_det"]
@@ -89,9 +99,14 @@ def test_gains_follow_the_published_scaling():
     assert math.isclose(loss.obj_gain, 2.0 * 0.25) and math.isclose(loss.cls_gain, 0.5 * 8 / 80)
 
 
-@pytest.mark.parametrize("kw,choices", [({"box": "iou"}, "giou, diou, ciou"),
-                                        ({"obj": "mse"}, "bce, focal, varifocal"),
-                                        ({"cls": "ce"}, "bce, focal, varifocal")])
+@pytest.mark.parametrize(
+    "kw,choices",
+    [
+        ({"box": "iou"}, "giou, diou, ciou"),
+        ({"obj": "mse"}, "bce, focal, varifocal"),
+        ({"cls": "ce"}, "bce, focal, varifocal"),
+    ],
+)
 def test_invalid_options_list_valid_choices(kw, choices):
     with pytest.raises(ValueError, match=choices):
         DetectionLoss(NC, **kw)

@@ -1,4 +1,5 @@
 """Task-aligned assignment (TOOD) on hand-made points, predictions and boxes."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,7 @@ def assign(gt_boxes, gt_labels, scores=None, pred_boxes=None, **kw):
     scores = torch.full((1, n, NC), 0.5) if scores is None else scores
     pred_boxes = gt[:, :1].expand(1, n, 4).clone() if pred_boxes is None else pred_boxes
     labels = torch.tensor(gt_labels)[None]
-    return task_aligned_assign(scores, pred_boxes, POINTS, gt, labels, torch.ones_like(labels, dtype=torch.bool),
-                               **kw)
+    return task_aligned_assign(scores, pred_boxes, POINTS, gt, labels, torch.ones_like(labels, dtype=torch.bool), **kw)
 
 
 def fg_points(t) -> set[tuple[float, float]]:
@@ -76,8 +76,8 @@ def test_target_score_is_the_alignment_normalised_to_the_best_iou():
     scores = torch.full((1, len(POINTS), NC), 0.5)
     t = assign([gt], [0], scores=scores, pred_boxes=pred, topk=16, alpha=1.0, beta=2.0)
     torch.testing.assert_close(t.score[0, good], torch.tensor(1.0))  # the best-aligned point: its IoU, 1
-    torch.testing.assert_close(t.score[0, mid], torch.tensor(0.5625 ** 2))  # (0.5 * u^2) / (0.5 * 1) * 1
-    torch.testing.assert_close(t.score[0, bad], torch.tensor(0.25 ** 2))
+    torch.testing.assert_close(t.score[0, mid], torch.tensor(0.5625**2))  # (0.5 * u^2) / (0.5 * 1) * 1
+    torch.testing.assert_close(t.score[0, bad], torch.tensor(0.25**2))
     # with a worse best box, the scale follows the best IoU (the class score learns localisation quality)
     pred[0, good] = pred[0, mid]
     t = assign([gt], [0], scores=scores, pred_boxes=pred, topk=16, alpha=1.0, beta=2.0)
@@ -85,8 +85,13 @@ def test_target_score_is_the_alignment_normalised_to_the_best_iou():
 
 
 def test_images_without_gts_and_padding():
-    boxes, labels, mask = pad_targets({"boxes": [torch.zeros(0, 4), torch.tensor([[8.0, 8, 30, 30], [5, 5, 5, 9]])],
-                                       "classes": [torch.zeros(0, dtype=torch.long), torch.tensor([1, 2])]}, "cpu")
+    boxes, labels, mask = pad_targets(
+        {
+            "boxes": [torch.zeros(0, 4), torch.tensor([[8.0, 8, 30, 30], [5, 5, 5, 9]])],
+            "classes": [torch.zeros(0, dtype=torch.long), torch.tensor([1, 2])],
+        },
+        "cpu",
+    )
     assert boxes.shape == (2, 2, 4) and mask.tolist() == [[False, False], [True, False]]  # degenerate box masked
     scores = torch.full((2, len(POINTS), NC), 0.5)
     pred = boxes[:, :1].expand(2, len(POINTS), 4).clone()

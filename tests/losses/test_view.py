@@ -69,7 +69,7 @@ def test_focal_on_soft_targets_matches_the_formula():
 
 def test_class_balanced_weights_by_hand():
     beta = 0.99
-    w50, w5 = (1 - beta) / (1 - beta ** 50), (1 - beta) / (1 - beta ** 5)
+    w50, w5 = (1 - beta) / (1 - beta**50), (1 - beta) / (1 - beta**5)
     raw = torch.tensor([w50, w5, w5])  # the empty class takes the largest weight
     torch.testing.assert_close(class_balanced_weights(COUNTS, beta), raw * 3 / raw.sum())
     torch.testing.assert_close(class_balanced_weights([7, 7, 7], 0.9), torch.ones(3))

@@ -1,5 +1,6 @@
 """Timing of the cached evaluation and the bootstrap (not a test; the numbers quoted in
 echotune/metrics/bootstrap.py). Run: OMP_NUM_THREADS=1 .venv/bin/python -m tests.metrics.bench_bootstrap"""
+
 from __future__ import annotations
 
 import time
@@ -22,8 +23,9 @@ def main() -> None:
     case = video_case(30, frames_per_video=10, dets_per_image=100, seed=0)  # 300 images, 1-2 GT each, 4 classes
 
     def build() -> EvaluationSet:
-        return EvaluationSet.build(case.predictions, case.targets, case.view_logits, case.view_targets, 4, 3,
-                                   case.groups)
+        return EvaluationSet.build(
+            case.predictions, case.targets, case.view_logits, case.view_targets, 4, 3, case.groups
+        )
 
     es = build()
     conf = es.detection().conf

@@ -1,4 +1,5 @@
 """Random test cases for the metric tests: generic detection cases and a video-structured echo-like generator."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,8 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def random_case(seed: int, num_images: int = 20, num_classes: int = 4, extra_class: bool = False,
-                crowded_image: bool = True) -> tuple[list[dict], list[dict]]:
+def random_case(
+    seed: int, num_images: int = 20, num_classes: int = 4, extra_class: bool = False, crowded_image: bool = True
+) -> tuple[list[dict], list[dict]]:
     """Random GT and jittered predictions with random scores and false positives; every 5th image has no GT,
     every 7th (from 3) no predictions; image 1 has > 100 class-0 predictions (maxDets) when ``crowded_image``;
     ``extra_class``: predictions of class ``num_classes`` too, which has no GT (pass num_classes + 1)."""
@@ -50,8 +52,14 @@ class VideoCase:
     groups: list[str]
 
 
-def video_case(n_videos: int, frames_per_video: int = 5, seed: int = 0, dets_per_image: int = 10,
-               num_classes: int = 4, num_views: int = 3) -> VideoCase:
+def video_case(
+    n_videos: int,
+    frames_per_video: int = 5,
+    seed: int = 0,
+    dets_per_image: int = 10,
+    num_classes: int = 4,
+    num_views: int = 3,
+) -> VideoCase:
     """Videos with one jet class and one view each, 1-2 GT boxes per frame, a per-video model skill (so frames
     of one video are correlated), jittered true detections and low-scored false positives up to
     ``dets_per_image`` per frame, and view logits right with a per-video probability (0.97 for most videos,
@@ -77,8 +85,13 @@ def video_case(n_videos: int, frames_per_video: int = 5, seed: int = 0, dets_per
             fp = np.concatenate([fxy, fxy + rng.uniform(10, 120, (k_fp, 2))], axis=1)
             boxes = np.concatenate([tp_boxes, fp])
             boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
-            preds.append({"boxes": boxes, "scores": np.concatenate([tp_scores, rng.beta(1, 6, k_fp)]),
-                          "labels": np.concatenate([tp_labels, rng.integers(0, num_classes, k_fp)])})
+            preds.append(
+                {
+                    "boxes": boxes,
+                    "scores": np.concatenate([tp_scores, rng.beta(1, 6, k_fp)]),
+                    "labels": np.concatenate([tp_labels, rng.integers(0, num_classes, k_fp)]),
+                }
+            )
             targets.append({"boxes": gt, "labels": gt_labels})
             predicted = view if rng.random() < view_skill else int(rng.integers(num_views))
             logits.append(np.eye(num_views)[predicted] * 2 + rng.normal(0, 0.1, num_views))

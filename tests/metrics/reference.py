@@ -5,6 +5,7 @@
   IoU and greedy matching (per image and class, by descending score, top 100, IoU >= 0.5, best unmatched GT),
   its own linear interpolation in score space and its own box-filter smoothing.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -23,16 +24,27 @@ def reference_coco(preds: list[dict], targets: list[dict], num_classes: int) -> 
     annotations, rows = [], []
     for i, t in enumerate(targets):
         for (x1, y1, x2, y2), c in zip(np.asarray(t["boxes"]).reshape(-1, 4), t["labels"]):
-            annotations.append({"id": len(annotations) + 1, "image_id": 1000 + i, "category_id": int(c) + 1,
-                                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": 1000 + i,
+                    "category_id": int(c) + 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0,
+                }
+            )
     for i, p in enumerate(preds):
         for (x1, y1, x2, y2), s, c in zip(np.asarray(p["boxes"]).reshape(-1, 4), p["scores"], p["labels"]):
             rows.append([1000 + i, x1, y1, x2 - x1, y2 - y1, s, int(c) + 1])
     if not rows or not annotations:
         return 0.0, 0.0, {}
     gt = COCO()
-    gt.dataset = {"images": [{"id": 1000 + i} for i in range(len(targets))],
-                  "categories": [{"id": c + 1} for c in range(num_classes)], "annotations": annotations}
+    gt.dataset = {
+        "images": [{"id": 1000 + i} for i in range(len(targets))],
+        "categories": [{"id": c + 1} for c in range(num_classes)],
+        "annotations": annotations,
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
         ev = COCOeval(gt, gt.loadRes(np.array(rows, dtype=np.float64)), "bbox")
@@ -40,8 +52,11 @@ def reference_coco(preds: list[dict], targets: list[dict], num_classes: int) -> 
         ev.accumulate()
         ev.summarize()
     precision = ev.eval["precision"][:, :, :, 0, 2]  # area "all", maxDets 100
-    per_class = {c: (precision[0, :, c].mean(), precision[:, :, c].mean())
-                 for c in range(num_classes) if (precision[:, :, c] > -1).any()}
+    per_class = {
+        c: (precision[0, :, c].mean(), precision[:, :, c].mean())
+        for c in range(num_classes)
+        if (precision[:, :, c] > -1).any()
+    }
     return float(ev.stats[1]), float(ev.stats[0]), per_class
 
 
@@ -85,7 +100,7 @@ def _curve_at(x: float, neg_scores: list[float], values: list[float], left: floa
 def _smooth(y: list[float], fraction: float = 0.1) -> list[float]:
     nf = round(len(y) * fraction * 2) // 2 + 1
     padded = [y[0]] * (nf // 2) + list(y) + [y[-1]] * (nf // 2)
-    return [sum(padded[i:i + nf]) / nf for i in range(len(y))]
+    return [sum(padded[i : i + nf]) / nf for i in range(len(y))]
 
 
 def reference_prf(preds: list[dict], targets: list[dict], num_classes: int, conf: float | None = None) -> dict:

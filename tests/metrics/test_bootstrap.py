@@ -1,4 +1,5 @@
 """EvaluationSet API and bootstrap intervals over source videos."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ from tests.metrics.cases import VideoCase, video_case
 
 
 def _build(case: VideoCase, groups=True) -> EvaluationSet:
-    return EvaluationSet.build(case.predictions, case.targets, case.view_logits, case.view_targets, 4, 3,
-                               case.groups if groups else None)
+    return EvaluationSet.build(
+        case.predictions, case.targets, case.view_logits, case.view_targets, 4, 3, case.groups if groups else None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +56,17 @@ def test_evaluation_set_point_metrics_equal_the_one_shot_functions(case30, es30)
     # the full-data row of resampled() is the point estimate
     row = es30.resampled(np.ones((1, 150)), det.conf)
     assert {k: float(v[0]) for k, v in row.items()} == pytest.approx(
-        {k.removeprefix("val/"): v for k, v in es30.metrics(det.conf).items() if k != "val/conf"}, abs=1e-12)
+        {k.removeprefix("val/"): v for k, v in es30.metrics(det.conf).items() if k != "val/conf"}, abs=1e-12
+    )
 
 
 def test_evaluation_set_validates_inputs(case30):
     with pytest.raises(ValueError, match="group"):
-        EvaluationSet.build(case30.predictions, case30.targets, case30.view_logits, case30.view_targets, 4, 3,
-                            case30.groups[:-1])
+        EvaluationSet.build(
+            case30.predictions, case30.targets, case30.view_logits, case30.view_targets, 4, 3, case30.groups[:-1]
+        )
     with pytest.raises(ValueError, match="view"):
-        EvaluationSet.build(case30.predictions, case30.targets, case30.view_logits[:-1], case30.view_targets[:-1],
-                            4, 3)
+        EvaluationSet.build(case30.predictions, case30.targets, case30.view_logits[:-1], case30.view_targets[:-1], 4, 3)
     with pytest.raises(ValueError, match="labels"):
         EvaluationSet.build(case30.predictions, case30.targets, case30.view_logits, case30.view_targets, 2, 3)
 
@@ -74,9 +77,14 @@ def test_per_class_metrics_table(case30, es30):
     assert list(table) == [["AR", "MR", "PR", "TR"][c] for c in sorted(det.gt_per_class)]
     for c, name in enumerate(["AR", "MR", "PR", "TR"]):
         if name in table:
-            assert table[name] == {"ap50": det.ap50_per_class[c], "ap50_95": det.ap_per_class[c],
-                                   "precision": det.precision_per_class[c], "recall": det.recall_per_class[c],
-                                   "f1": det.f1_per_class[c], "gt": det.gt_per_class[c]}
+            assert table[name] == {
+                "ap50": det.ap50_per_class[c],
+                "ap50_95": det.ap_per_class[c],
+                "precision": det.precision_per_class[c],
+                "recall": det.recall_per_class[c],
+                "f1": det.f1_per_class[c],
+                "gt": det.gt_per_class[c],
+            }
     assert sum(row["gt"] for row in table.values()) == sum(len(t["labels"]) for t in case30.targets)
 
 
@@ -140,13 +148,15 @@ def test_bootstrap_draws_are_the_resamples_behind_the_interval(case30, es30):
     # Another model on the same images with the same seed draws the same videos: its draws pair with these,
     # so their difference has the paired bootstrap's interval.
     preds = [{**p, "scores": np.where(p["labels"] == 0, p["scores"], p["scores"] * 0.5)} for p in case30.predictions]
-    other = EvaluationSet.build(preds, case30.targets, case30.view_logits[::-1].copy(), case30.view_targets, 4, 3,
-                                case30.groups)
+    other = EvaluationSet.build(
+        preds, case30.targets, case30.view_logits[::-1].copy(), case30.view_targets, 4, 3, case30.groups
+    )
     other_draws = bootstrap_draws(other, 0.2, n_resamples=300, seed=5)
     paired = paired_bootstrap(other, es30, 0.2, conf, n_resamples=300, seed=5)
     for name in ("map50", "view_acc", "score"):
         assert (paired[name].low, paired[name].high) == pytest.approx(
-            percentile_interval(other_draws[name] - draws[name], 0.95), abs=1e-12)
+            percentile_interval(other_draws[name] - draws[name], 0.95), abs=1e-12
+        )
     assert paired["view_acc"].low < paired["view_acc"].high  # a real difference, not two copies of one model
 
 
@@ -159,8 +169,9 @@ def test_paired_difference_of_two_models(case30, es30):
     # model b: the same images, worse boxes (every score halved except class 0) and shuffled view logits
     rng = np.random.default_rng(0)
     preds_b = [{**p, "scores": np.where(p["labels"] == 0, p["scores"], p["scores"] * 0.5)} for p in case30.predictions]
-    es_b = EvaluationSet.build(preds_b, case30.targets, rng.permutation(case30.view_logits), case30.view_targets,
-                               4, 3, case30.groups)
+    es_b = EvaluationSet.build(
+        preds_b, case30.targets, rng.permutation(case30.view_logits), case30.view_targets, 4, 3, case30.groups
+    )
     diff = paired_bootstrap(es30, es_b, 0.3, 0.2, n_resamples=200, seed=1)
     a, b = es30.metrics(0.3, prefix=""), es_b.metrics(0.2, prefix="")
     for name in METRIC_NAMES:
@@ -172,8 +183,9 @@ def test_paired_difference_of_two_models(case30, es30):
 
 
 def test_paired_bootstrap_needs_the_same_images(case30, es30):
-    other_groups = EvaluationSet.build(case30.predictions, case30.targets, case30.view_logits, case30.view_targets,
-                                       4, 3, None)
+    other_groups = EvaluationSet.build(
+        case30.predictions, case30.targets, case30.view_logits, case30.view_targets, 4, 3, None
+    )
     with pytest.raises(ValueError, match="same images"):
         paired_bootstrap(es30, other_groups, 0.3, 0.3, n_resamples=10)
     short = video_case(29, frames_per_video=5, seed=3)

@@ -1,5 +1,6 @@
 """COCO mAP from the cached matches equals pycocotools, also for image multiplicities (bootstrap resamples)
 checked against pycocotools / the independent P/R/F1 reference on the explicitly replicated image list."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +54,9 @@ def test_counts_equal_the_explicitly_replicated_list(seed):
         assert got == pytest.approx((ref["precision"], ref["recall"], ref["f1"]), abs=TOL)
         view = view_metrics(_replicate(list(case.view_logits), row), _replicate(list(case.view_targets), row), 3)
         assert (rows["view_acc"][b], rows["view_f1"][b]) == pytest.approx((view.accuracy, view.macro_f1), abs=TOL)
-        explicit = EvaluationSet.build(preds, targets, _replicate(list(case.view_logits), row),
-                                       _replicate(list(case.view_targets), row), 4, 3).metrics(conf, prefix="")
+        explicit = EvaluationSet.build(
+            preds, targets, _replicate(list(case.view_logits), row), _replicate(list(case.view_targets), row), 4, 3
+        ).metrics(conf, prefix="")
         assert {k: rows[k][b] for k in rows} == pytest.approx({k: explicit[k] for k in rows}, abs=TOL)
 
 
@@ -70,7 +72,8 @@ def test_counts_with_crowded_image_and_class_without_gt():
         ref = reference_prf(preds_b, targets_b, 5, conf=0.5)
         assert (rows["map50"][b], rows["map50_95"][b]) == pytest.approx((map50, map50_95), abs=TOL)
         assert (rows["precision"][b], rows["recall"][b], rows["f1"][b]) == pytest.approx(
-            (ref["precision"], ref["recall"], ref["f1"]), abs=TOL)
+            (ref["precision"], ref["recall"], ref["f1"]), abs=TOL
+        )
 
 
 def test_counts_all_zero_or_no_gt_give_zeros():

@@ -1,5 +1,6 @@
 """P/R/F1 in the Ultralytics convention against an independent loop-based implementation (tests/metrics/reference.py),
 at the chosen and at given confidences, plus small hand-made cases of the convention's edges."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,11 @@ def test_mean_of_per_class_f1_not_f1_of_means():
     # Class 1: an FP (0.8) then a TP (0.05) -> P = 1/2, R = 1, F1 = 2 * 0.5 / 1.5 = 2/3.
     # Means: P = 3/4, R = 1, F1 = (1 + 2/3) / 2 = 5/6 - not 2PR/(P+R) of the means, which is 6/7.
     gt = {"boxes": np.array([[0, 0, 10, 10], [50, 50, 70, 70]], float), "labels": np.array([0, 1])}
-    pred = {"boxes": np.array([[0, 0, 10, 10], [200, 200, 220, 220], [50, 50, 70, 70]], float),
-            "scores": np.array([0.9, 0.8, 0.05]), "labels": np.array([0, 1, 1])}
+    pred = {
+        "boxes": np.array([[0, 0, 10, 10], [200, 200, 220, 220], [50, 50, 70, 70]], float),
+        "scores": np.array([0.9, 0.8, 0.05]),
+        "labels": np.array([0, 1, 1]),
+    }
     m = detection_metrics([pred], [gt], num_classes=2, conf=0.0)
     assert (m.precision, m.recall) == pytest.approx((0.75, 1.0))
     assert m.f1 == pytest.approx(5 / 6)

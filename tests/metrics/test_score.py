@@ -1,5 +1,6 @@
 """The search objective needs both tasks: Cohen's kappa for the view (checked against scikit-learn, batched and
 single), and the floor: a model that detects nothing and guesses the view scores about 0."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,12 +45,15 @@ def test_a_model_that_detects_nothing_and_guesses_views_scores_at_most_005():
     videos): empty detections, views drawn at random (and, second, always the commonest view)."""
     rng = np.random.default_rng(0)
     n = 256
-    targets = [{"boxes": np.array([[10.0, 10.0, 40.0, 40.0]]), "labels": np.array([int(rng.integers(0, 4))])}
-               for _ in range(n)]
+    targets = [
+        {"boxes": np.array([[10.0, 10.0, 40.0, 40.0]]), "labels": np.array([int(rng.integers(0, 4))])} for _ in range(n)
+    ]
     nothing = [{"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0, np.int64)} for _ in range(n)]
     view_true = rng.choice(N_VIEWS, n, p=[0.45, 0.39, 0.16])
-    guesses = {"random": np.eye(N_VIEWS)[rng.integers(0, N_VIEWS, n)],
-               "commonest": np.eye(N_VIEWS)[np.zeros(n, np.int64)]}
+    guesses = {
+        "random": np.eye(N_VIEWS)[rng.integers(0, N_VIEWS, n)],
+        "commonest": np.eye(N_VIEWS)[np.zeros(n, np.int64)],
+    }
     groups = np.repeat(np.arange(64), 4)
     for name, logits in guesses.items():
         evaluation = EvaluationSet.build(nothing, targets, logits, view_true, 4, N_VIEWS, groups)

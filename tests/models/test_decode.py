@@ -1,11 +1,12 @@
 """Decoding, NMS post-processing and anchor k-means on hand-made inputs."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from echotune.models import default_anchors, decode_level, kmeans_anchors, postprocess
+from echotune.models import decode_level, default_anchors, kmeans_anchors, postprocess
 
 NC = 2
 ANCHORS = torch.tensor([[[16.0, 16.0], [16.0, 20.0], [8.0, 8.0]]] * 3)  # (3 levels, 3, 2) px
@@ -93,8 +94,9 @@ def test_postprocess_clips_to_image_and_handles_batches():
 
 
 def test_kmeans_recovers_clusters_sorted_by_area():
-    centres = np.array([[8, 10], [12, 20], [20, 14], [30, 40], [45, 30], [40, 60],
-                        [80, 70], [100, 140], [150, 110]], dtype=float)  # already in increasing area
+    centres = np.array(
+        [[8, 10], [12, 20], [20, 14], [30, 40], [45, 30], [40, 60], [80, 70], [100, 140], [150, 110]], dtype=float
+    )  # already in increasing area
     rng = np.random.default_rng(0)
     wh = np.concatenate([c * rng.uniform(0.95, 1.05, size=(150, 2)) for c in centres])
     anchors = kmeans_anchors(wh[rng.permutation(len(wh))], n=9, img_size=320)

@@ -1,5 +1,6 @@
 """Both detection heads (anchor, anchorfree) in both architectures: raw and decoded shapes, the anchor-free decode
 formula, bias priors, construction errors, gradient flow with the real losses, and export of forward_raw."""
+
 from __future__ import annotations
 
 import math
@@ -57,7 +58,7 @@ def test_raw_decoded_and_eval_outputs(arch, head):
 def test_anchorfree_decode_formula_on_hand_made_logits():
     head = AnchorFreeHead((16, 32, 64), NC, S)
     raw = [torch.zeros(1, S // s, S // s, 4 * REG_MAX + NC) for s in STRIDES]
-    raw[1][0, 2, 1, :4 * REG_MAX].view(4, REG_MAX)[:] = -50.0  # stride 16, cell y=2, x=1: centre (24, 40)
+    raw[1][0, 2, 1, : 4 * REG_MAX].view(4, REG_MAX)[:] = -50.0  # stride 16, cell y=2, x=1: centre (24, 40)
     for side, k in enumerate((1, 2, 3, 5)):  # l, t, r, b one-hot on bins 1, 2, 3, 5 (strides)
         raw[1][0, 2, 1, side * REG_MAX + k] = 50.0
     raw[1][0, 2, 1, 4 * REG_MAX + 2] = 3.0
@@ -82,8 +83,9 @@ def test_anchorfree_bias_priors():
         p = 1.0 / (NC * (S / stride) ** 2)  # the mean class target: ~1 unit of target mass per image and level
         torch.testing.assert_close(cls[-1].bias, torch.full((NC,), math.log(p / (1 - p))))
     uniform = AnchorFreeHead((16, 32, 64), NC, S, prior_distance=None)
-    torch.testing.assert_close(expected_distance(uniform.box_branches[0][-1].bias.view(4, REG_MAX)),
-                               torch.full((4,), (REG_MAX - 1) / 2))
+    torch.testing.assert_close(
+        expected_distance(uniform.box_branches[0][-1].bias.view(4, REG_MAX)), torch.full((4,), (REG_MAX - 1) / 2)
+    )
 
 
 def test_head_construction_errors():
@@ -98,8 +100,11 @@ def test_head_construction_errors():
 def test_real_losses_reach_every_parameter(arch, head):
     det = AnchorFreeLoss(NC) if head == "anchorfree" else DetectionLoss(NC, img_size=S)
     model = build(arch, head, MultiTaskCriterion(det, ViewLoss(NV))).train()
-    targets = {"boxes": [torch.tensor([[8.0, 8.0, 40.0, 30.0]]), torch.tensor([[20.0, 24.0, 60.0, 60.0]])],
-               "classes": [torch.tensor([1]), torch.tensor([3])], "views": torch.tensor([0, 2])}
+    targets = {
+        "boxes": [torch.tensor([[8.0, 8.0, 40.0, 30.0]]), torch.tensor([[20.0, 24.0, 60.0, 60.0]])],
+        "classes": [torch.tensor([1]), torch.tensor([3])],
+        "views": torch.tensor([0, 2]),
+    }
     losses = model(torch.rand(B, 3, S, S), targets)
     assert {"loss/box", "loss/obj", "loss/cls_det", "loss/view"} <= set(losses)
     sum(v for k, v in losses.items() if k.startswith("loss/")).backward()
@@ -145,8 +150,14 @@ def test_forward_raw_exports_to_onnx(head, tmp_path):
     pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (not a project dependency)")
     wrapped = RawHeads(build("shared", head).eval())
     path = tmp_path / f"{head}.onnx"
-    torch.onnx.export(wrapped, (torch.rand(1, 3, S, S),), str(path), dynamo=False,
-                      input_names=["images"], output_names=["p3", "p4", "p5", "view_logits"])
+    torch.onnx.export(
+        wrapped,
+        (torch.rand(1, 3, S, S),),
+        str(path),
+        dynamo=False,
+        input_names=["images"],
+        output_names=["p3", "p4", "p5", "view_logits"],
+    )
     import onnx
 
     graph = onnx.load(str(path)).graph

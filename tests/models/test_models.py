@@ -1,4 +1,5 @@
 """Tests of the models package: registry, shapes for every model x scale, forward routing, gradients, decoding."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,12 @@ def cached_model(name: str, scale: str) -> nn.Module:
 def sq_criterion(det_raw, view_logits, targets, model=None, det_weight=1.0, view_weight=1.0):
     """Stand-in criterion (NOT a detection loss): sums of squares, only to check routing and gradient flow."""
     det = sum((r.float() ** 2).mean() for r in det_raw)
-    return {"loss/box": det_weight * det, "loss/obj": det_weight * det, "loss/cls_det": det_weight * det,
-            "loss/view": view_weight * (view_logits ** 2).mean()}
+    return {
+        "loss/box": det_weight * det,
+        "loss/obj": det_weight * det,
+        "loss/cls_det": det_weight * det,
+        "loss/view": view_weight * (view_logits**2).mean(),
+    }
 
 
 def images(size: int = S) -> torch.Tensor:

@@ -1,4 +1,5 @@
 """Which parameters the two tasks share: GradNorm's shared weight per view level, and dual's disjointness."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,20 +13,24 @@ S, B = 64, 2
 
 
 # per view level, blocks after the branch point that only the detection path uses
-DET_ONLY_AFTER = {"P3": ("detector.neck.p4_out.", "detector.neck.p5_out."), "P4": ("detector.neck.p5_out.",),
-                  "P5": (), "backbone": ("detector.neck.",)}
+DET_ONLY_AFTER = {
+    "P3": ("detector.neck.p4_out.", "detector.neck.p5_out."),
+    "P4": ("detector.neck.p5_out.",),
+    "P5": (),
+    "backbone": ("detector.neck.",),
+}
 
 
 def det_loss(det_raw) -> torch.Tensor:
     """Stand-in detection-only loss (sum of squares of the raw outputs)."""
-    return sum((r ** 2).mean() for r in det_raw)
+    return sum((r**2).mean() for r in det_raw)
 
 
 def grads_after(model, which: str) -> dict[str, torch.Tensor | None]:
     """Backward a detection-only or view-only loss from a fresh zero-grad state; name -> grad (None = unreached)."""
     model.zero_grad(set_to_none=True)
     det_raw, view_logits = model.forward_raw(torch.rand(B, 3, S, S))
-    (det_loss(det_raw) if which == "det" else (view_logits ** 2).mean()).backward()
+    (det_loss(det_raw) if which == "det" else (view_logits**2).mean()).backward()
     return {n: p.grad for n, p in model.named_parameters()}
 
 
@@ -69,7 +74,7 @@ def test_dual_shares_nothing():
     assert all(g is None for n, g in view.items() if n.startswith("detector."))
     assert model.shared_parameters() == []
     with pytest.raises(ValueError, match="GradNorm is not applicable"):
-        model.gradnorm_shared_weight
+        _ = model.gradnorm_shared_weight
 
 
 def test_dual_unknown_classifier_names_it():

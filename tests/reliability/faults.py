@@ -5,6 +5,7 @@ Each search runs in its own session (process group), so a test can SIGKILL exact
 one trial worker, as the OOM killer or a preempted VM would) and still clean up every process the search
 started (Ray's agents outlive a killed driver) when the test ends.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -27,8 +29,14 @@ class SearchProcess:
         self.log = log
         self._out = log.open("a")
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
-        self.proc = subprocess.Popen([sys.executable, "search/run.py", *argv], cwd=REPO, env=child_env,
-                                     stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "search/run.py", *argv],
+            cwd=REPO,
+            env=child_env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -68,8 +76,9 @@ def run_cli(argv: list[str], log: Path, timeout: float, env: dict | None = None)
         search.cleanup()
 
 
-def wait_for(condition: Callable[[], T | None], timeout: float, search: SearchProcess | None = None,
-             what: str = "condition") -> T:
+def wait_for(
+    condition: Callable[[], T | None], timeout: float, search: SearchProcess | None = None, what: str = "condition"
+) -> T:
     """Poll `condition` until it returns something truthy; fail early if the search exits first."""
     deadline = time.time() + timeout
     while time.time() < deadline:

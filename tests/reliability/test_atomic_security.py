@@ -5,6 +5,7 @@ Failures are injected at the OS boundary, never by mocking our own code: a child
 (Python ignores SIGXFSZ, so a write past the limit raises OSError(EFBIG) in the middle of the file), a real
 SIGKILL in the middle of a write, or os.fsync / os.replace raising ENOSPC (a full disk, as the kernel says it).
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,30 +47,62 @@ NAMES, VIEWS = ["AR", "MR", "PR", "TR"], ["PSAX", "PLAX", "A4C"]
 
 # (file, enclosing function, kind of write) -> why a plain write is right there. Keep it small.
 WRITE_ALLOWED = {
-    ("search/cluster.py", "_marker_file", ".write_text"):
-        "throwaway storage probe: a random-named marker that every node reads and the driver deletes in a "
-        "finally; it holds no data, and a torn marker only makes the check report the storage unshared",
-    ("echotune/data/synthetic.py", "_write_split", "cv2.imwrite"):
-        "images go into the temporary folder of generate()'s atomic_directory: the dataset folder appears "
-        "complete (renamed into place) or not at all",
-    ("echotune/data/synthetic.py", "_write_split", ".write_text"):
-        "label files, inside the same atomic_directory as the images",
-    ("benchmarks/vs_ultralytics.py", "run_ultralytics", "open"):
-        "the Ultralytics subprocess's log, streamed while it runs (a log, not a result: a torn one loses lines)",
-    ("benchmarks/ultralytics_runner.py", "main", ".write_text"):
-        "runs in Ultralytics' own virtualenv, without EchoTune: it writes a .tmp sibling and os.replace()s it "
-        "over the result, the same pattern as echotune.atomic",
+    (
+        "search/cluster.py",
+        "_marker_file",
+        ".write_text",
+    ): "throwaway storage probe: a random-named marker that every node reads and the driver deletes in a "
+    "finally; it holds no data, and a torn marker only makes the check report the storage unshared",
+    (
+        "echotune/data/synthetic.py",
+        "_write_split",
+        "cv2.imwrite",
+    ): "images go into the temporary folder of generate()'s atomic_directory: the dataset folder appears "
+    "complete (renamed into place) or not at all",
+    (
+        "echotune/data/synthetic.py",
+        "_write_split",
+        ".write_text",
+    ): "label files, inside the same atomic_directory as the images",
+    (
+        "benchmarks/vs_ultralytics.py",
+        "run_ultralytics",
+        "open",
+    ): "the Ultralytics subprocess's log, streamed while it runs (a log, not a result: a torn one loses lines)",
+    (
+        "benchmarks/ultralytics_runner.py",
+        "main",
+        ".write_text",
+    ): "runs in Ultralytics' own virtualenv, without EchoTune: it writes a .tmp sibling and os.replace()s it "
+    "over the result, the same pattern as echotune.atomic",
 }
 
 _OPEN_MODE = re.compile(r"^[rwxabtU+]+(:\w*)?$")
 _OS_WRITE_FLAGS = {"O_WRONLY", "O_RDWR", "O_CREAT", "O_APPEND", "O_TRUNC"}
 # call -> (position, keyword) of its destination; writing to an in-memory buffer (or to no destination at all,
 # e.g. frame.to_csv() returning a string) is fine: the bytes then go through echotune.atomic.
-_DESTINATION = {"torch.save": (1, "f"), ".savefig": (0, "fname"), ".write_table": (1, "where"),
-                ".to_parquet": (0, "path"), ".to_csv": (0, "path_or_buf"), "np.save": (0, "file"),
-                "np.savez": (0, "file"), "np.savez_compressed": (0, "file"), "np.savetxt": (0, "fname")}
-_ALWAYS = {".write_text", ".write_bytes", "cv2.imwrite", ".tofile", "shutil.copy", "shutil.copy2",
-           "shutil.copyfile", "shutil.copytree", "shutil.move"}
+_DESTINATION = {
+    "torch.save": (1, "f"),
+    ".savefig": (0, "fname"),
+    ".write_table": (1, "where"),
+    ".to_parquet": (0, "path"),
+    ".to_csv": (0, "path_or_buf"),
+    "np.save": (0, "file"),
+    "np.savez": (0, "file"),
+    "np.savez_compressed": (0, "file"),
+    "np.savetxt": (0, "fname"),
+}
+_ALWAYS = {
+    ".write_text",
+    ".write_bytes",
+    "cv2.imwrite",
+    ".tofile",
+    "shutil.copy",
+    "shutil.copy2",
+    "shutil.copyfile",
+    "shutil.copytree",
+    "shutil.move",
+}
 _IN_MEMORY = {"BytesIO", "StringIO"}
 # json.dump / yaml.dump / pickle.dump need a stream: to a file, that stream came from an open() caught above.
 
@@ -79,8 +112,17 @@ def _dotted(node: ast.AST) -> str:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute):
-        if isinstance(node.value, ast.Name) and node.value.id in ("torch", "np", "numpy", "cv2", "shutil", "os",
-                                                                      "io", "pq", "builtins"):
+        if isinstance(node.value, ast.Name) and node.value.id in (
+            "torch",
+            "np",
+            "numpy",
+            "cv2",
+            "shutil",
+            "os",
+            "io",
+            "pq",
+            "builtins",
+        ):
             return f"{node.value.id.replace('numpy', 'np')}.{node.attr}"
         return f".{node.attr}"
     return ""
@@ -101,8 +143,13 @@ def _write_kind(call: ast.Call, memory: set[str]) -> str | None:
             mode = _argument(call, 1, "mode")
         else:  # Path.open(mode), gzip.open(path, mode), tarfile.open(name, mode): keyword, else a mode-like string
             mode = next((k.value for k in call.keywords if k.arg == "mode"), None) or next(
-                (a for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
-                 and _OPEN_MODE.match(a.value)), None)
+                (
+                    a
+                    for a in call.args
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str) and _OPEN_MODE.match(a.value)
+                ),
+                None,
+            )
         if mode is None:
             return None
         if not (isinstance(mode, ast.Constant) and isinstance(mode.value, str)):
@@ -129,9 +176,15 @@ def _write_kind(call: ast.Call, memory: set[str]) -> str | None:
 def scan_writes(source: str) -> list[tuple[int, str, str]]:
     """(line, enclosing function, kind) of each non-atomic file write in a module's source."""
     tree = ast.parse(source)
-    memory = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
-              and _dotted(node.value.func).split(".")[-1] in _IN_MEMORY
-              for t in node.targets if isinstance(t, ast.Name)}
+    memory = {
+        t.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and _dotted(node.value.func).split(".")[-1] in _IN_MEMORY
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
     found = []
 
     def visit(node: ast.AST, function: str) -> None:
@@ -150,7 +203,7 @@ def _source_files() -> list[Path]:
 
 
 def test_the_write_scanner_finds_what_it_must():
-    source = '''
+    source = """
 import io, shutil, cv2, torch, numpy as np, pyarrow.parquet as pq
 def bad(p, fig, table, frame, image, mode):
     open(p, "w"); open(p, mode="ab"); p.open("x"); p.write_text("t"); p.write_bytes(b"b")
@@ -160,7 +213,7 @@ def good(p, fig, table, frame):
     buffer = io.BytesIO()
     open(p); open(p, "rb"); p.open(); p.read_text(); torch.save({}, buffer); fig.savefig(buffer, format="png")
     pq.write_table(table, buffer); frame.to_csv(index=False); frame.to_parquet(); torch.save({}, io.BytesIO())
-'''
+"""
     found = scan_writes(source)
     assert {f for _, f, _ in found} == {"bad"}
     assert len(found) == 14, found
@@ -177,9 +230,10 @@ def test_every_file_write_in_the_source_tree_is_atomic():
                 used.add((rel, function, kind))
             else:
                 unlisted.append(f"{rel}:{line}: {kind} in {function}()")
-    assert not unlisted, ("non-atomic file writes (use echotune.atomic.atomic_write_bytes/_text, or render into "
-                          "io.BytesIO first; or list the line in WRITE_ALLOWED with a reason):\n  "
-                          + "\n  ".join(unlisted))
+    assert not unlisted, (
+        "non-atomic file writes (use echotune.atomic.atomic_write_bytes/_text, or render into "
+        "io.BytesIO first; or list the line in WRITE_ALLOWED with a reason):\n  " + "\n  ".join(unlisted)
+    )
     assert not set(WRITE_ALLOWED) - used, f"stale WRITE_ALLOWED entries: {sorted(set(WRITE_ALLOWED) - used)}"
 
 
@@ -200,8 +254,18 @@ def test_every_torch_load_in_the_source_tree_passes_weights_only_true():
 # 6c. Every real writer, failing mid-write (RLIMIT_FSIZE in a child process): the old file stays byte for byte
 # ---------------------------------------------------------------------------------------------------------------
 
-WRITERS = ("checkpoint", "leaderboard", "manifest", "search_record", "html_page", "figure", "split",
-           "ensemble_metrics", "predictions", "best_config")
+WRITERS = (
+    "checkpoint",
+    "leaderboard",
+    "manifest",
+    "search_record",
+    "html_page",
+    "figure",
+    "split",
+    "ensemble_metrics",
+    "predictions",
+    "best_config",
+)
 
 
 class _FixedPredictor:
@@ -212,9 +276,15 @@ class _FixedPredictor:
 
     def predict(self, image, conf):
         h, w = image.shape[:2]
-        return {"image_wh": (w, h), "boxes": np.tile(np.float32([[1, 2, 10, 12]]), (self.k, 1)),
-                "scores": np.full(self.k, 0.9, np.float32), "labels": np.zeros(self.k, np.int64),
-                "classes": ["AR"] * self.k, "view": "PSAX", "view_probs": {"PSAX": 0.7, "PLAX": 0.2, "A4C": 0.1}}
+        return {
+            "image_wh": (w, h),
+            "boxes": np.tile(np.float32([[1, 2, 10, 12]]), (self.k, 1)),
+            "scores": np.full(self.k, 0.9, np.float32),
+            "labels": np.zeros(self.k, np.int64),
+            "classes": ["AR"] * self.k,
+            "view": "PSAX",
+            "view_probs": {"PSAX": 0.7, "PLAX": 0.2, "A4C": 0.1},
+        }
 
 
 def _writer_functions(root: Path) -> dict:
@@ -233,8 +303,8 @@ def _writer_functions(root: Path) -> dict:
     from echotune.ensemble.result import EnsembleResult, write_metrics
     from echotune.reporting.figure_style import save_figure
     from echotune.reporting.html_page import Section, write_html
-    from echotune.results.search_record import write_search_record
     from echotune.results.leaderboard import SCHEMA, write_leaderboard
+    from echotune.results.search_record import write_search_record
     from echotune.search.search_config import SearchConfig
 
     check = check_dataset(make_export(root / "export"))
@@ -242,20 +312,30 @@ def _writer_functions(root: Path) -> dict:
     frames = [write_image(root / "frames" / f"f{i}.png", seed=i) for i in range(2)]
 
     def checkpoint(folder, new):
-        return save_checkpoint(folder / "last.pt", {"epoch": 2 if new else 1,
-                                                    "model": {"w": torch.arange(50_000 if new else 10.0)}})
+        return save_checkpoint(
+            folder / "last.pt", {"epoch": 2 if new else 1, "model": {"w": torch.arange(50_000 if new else 10.0)}}
+        )
 
     def leaderboard(folder, new):
         n = 200 if new else 1
-        rows = [{**{f.name: None for f in SCHEMA}, "trial_id": f"t{i}", "status": "TERMINATED",
-                 "best/val/score": i / n, "config_json": json.dumps({"gn_alpha": i / 7})} for i in range(n)]
+        rows = [
+            {
+                **{f.name: None for f in SCHEMA},
+                "trial_id": f"t{i}",
+                "status": "TERMINATED",
+                "best/val/score": i / n,
+                "config_json": json.dumps({"gn_alpha": i / 7}),
+            }
+            for i in range(n)
+        ]
         return write_leaderboard(rows, folder / "leaderboard.parquet")
 
     def manifest(folder, new):
         n = 40 if new else 1
         members = [ManifestMember(f"t{i}", folder.parent / f"trial_t{i}" / "last.pt", "shared", 0.5) for i in range(n)]
-        return save_manifest(Manifest(members, [1.0] * n, "none", FusionParams(), NAMES, VIEWS),
-                             folder / "manifest.yaml")
+        return save_manifest(
+            Manifest(members, [1.0] * n, "none", FusionParams(), NAMES, VIEWS), folder / "manifest.yaml"
+        )
 
     def search_record(folder, new):
         cfg = SearchConfig(name=folder.name, storage=str(folder.parent))
@@ -277,18 +357,31 @@ def _writer_functions(root: Path) -> dict:
             plt.close(fig)
 
     def split(folder, new):  # train.txt is written first: make it the largest
-        splits = ({"train": pooled, "val": pooled[:1], "test": pooled[:1]} if new
-                  else {"train": pooled[:1], "val": pooled[1:2], "test": pooled[2:3]})
+        splits = (
+            {"train": pooled, "val": pooled[:1], "test": pooled[:1]}
+            if new
+            else {"train": pooled[:1], "val": pooled[1:2], "test": pooled[2:3]}
+        )
         write_split(check, splits, folder, "new" if new else "old")
         return folder / "train.txt"
 
     def ensemble_metrics(folder, new):
         n = 100 if new else 1
         metrics = {f"test/{k}": 0.5 for k in ("map50", "map50_95", "precision", "recall", "f1", "view_acc", "score")}
-        result = EnsembleResult([], [1.0] * n, FusionParams(), "test", {"trial_id": "t0", "metrics": metrics},
-                                metrics, {}, {k: 0.0 for k in metrics},
-                                [{"trial_id": f"t{i}", "test": metrics} for i in range(n)],
-                                folder / "manifest.yaml", folder / "metrics.json", {})
+        result = EnsembleResult(
+            [],
+            [1.0] * n,
+            FusionParams(),
+            "test",
+            {"trial_id": "t0", "metrics": metrics},
+            metrics,
+            {},
+            {k: 0.0 for k in metrics},
+            [{"trial_id": f"t{i}", "test": metrics} for i in range(n)],
+            folder / "manifest.yaml",
+            folder / "metrics.json",
+            {},
+        )
         return write_metrics(result, folder / "metrics.json", {"top_k": n}, {})
 
     def predictions(folder, new):
@@ -299,9 +392,18 @@ def _writer_functions(root: Path) -> dict:
         doc = {"trial_id": "t1", "val/score": 0.5, "config": {f"key{i}": i for i in range(300 if new else 2)}}
         return atomic_write_text(folder / "best_config.yaml", yaml.safe_dump(doc, sort_keys=False))
 
-    return {"checkpoint": checkpoint, "leaderboard": leaderboard, "manifest": manifest, "search_record": search_record,
-            "html_page": html_page, "figure": figure, "split": split, "ensemble_metrics": ensemble_metrics,
-            "predictions": predictions, "best_config": best_config}
+    return {
+        "checkpoint": checkpoint,
+        "leaderboard": leaderboard,
+        "manifest": manifest,
+        "search_record": search_record,
+        "html_page": html_page,
+        "figure": figure,
+        "split": split,
+        "ensemble_metrics": ensemble_metrics,
+        "predictions": predictions,
+        "best_config": best_config,
+    }
 
 
 def fail_every_writer(root: str) -> None:
@@ -334,8 +436,13 @@ def fail_every_writer(root: str) -> None:
         target = write(folder, new=False)
         shutil.copytree(folder, root / "expected" / name)
         size = write(scratch, new=True).stat().st_size
-        results[name] = {"target": target.name, "new_size": size, "limit": size // 2,
-                         **under_limit(size // 2, lambda: write(folder, new=True))}
+        results[name] = {
+            "target": target.name,
+            "new_size": size,
+            "limit": size // 2,
+            # called right here, inside this iteration
+            **under_limit(size // 2, lambda write=write, folder=folder: write(folder, new=True)),
+        }
     spec = SyntheticSpec(train_videos=1, val_videos=1, test_videos=1, frames_per_video=1, img_size=64, seed=1)
     results["synthetic"] = under_limit(2000, lambda: generate(root / "synthetic" / "data", spec))
     (root / "results.json").write_text(json.dumps(results, indent=1))
@@ -345,10 +452,19 @@ def fail_every_writer(root: str) -> None:
 def failed_writes(tmp_path_factory):
     root = tmp_path_factory.mktemp("writers")
     child = subprocess.run(
-        [sys.executable, "-c", "import sys\nfrom tests.reliability.test_atomic_security import fail_every_writer\n"
-                               "fail_every_writer(sys.argv[1])", str(root)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}, capture_output=True, text=True,
-        timeout=300)
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom tests.reliability.test_atomic_security import fail_every_writer\n"
+            "fail_every_writer(sys.argv[1])",
+            str(root),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr[-4000:]
     return root, json.loads((root / "results.json").read_text())
 
@@ -375,8 +491,10 @@ def test_a_synthetic_set_failing_midway_leaves_no_folder(failed_writes):
     assert list((root / "synthetic").iterdir()) == []  # neither the dataset nor atomic_directory's temp folder
 
 
-_BIG_WRITE = "import sys\nfrom echotune.atomic import atomic_write_bytes\n" \
-             "atomic_write_bytes(sys.argv[1], b'n' * (200 * 1024 * 1024))\n"
+_BIG_WRITE = (
+    "import sys\nfrom echotune.atomic import atomic_write_bytes\n"
+    "atomic_write_bytes(sys.argv[1], b'n' * (200 * 1024 * 1024))\n"
+)
 
 
 def test_sigkill_in_the_middle_of_a_200_mb_write_leaves_the_old_file(tmp_path):
@@ -384,8 +502,9 @@ def test_sigkill_in_the_middle_of_a_200_mb_write_leaves_the_old_file(tmp_path):
     caught = False
     for _ in range(3):  # the kill must land while the temp file is still growing; retry if the write won
         target.write_bytes(b"old content\n")
-        child = subprocess.Popen([sys.executable, "-c", _BIG_WRITE, str(target)], cwd=ROOT,
-                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        child = subprocess.Popen(
+            [sys.executable, "-c", _BIG_WRITE, str(target)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+        )
         try:
             deadline = time.monotonic() + 60
             while not caught and child.poll() is None and time.monotonic() < deadline:
@@ -491,6 +610,7 @@ def test_a_symlink_at_the_target_is_replaced_not_followed(tmp_path):
 # 7a. Every checkpoint loading route refuses a pickle payload without running it, and names the file
 # ---------------------------------------------------------------------------------------------------------------
 
+
 class _Touch:
     """Unpickling this runs `touch MARKER`: a tampered checkpoint would run something worse the same way."""
 
@@ -505,8 +625,12 @@ class _Touch:
 def evil(request, tmp_path) -> tuple[Path, Path]:
     """(an EchoTune-shaped checkpoint whose weights are a pickle payload, the marker its payload would create)."""
     marker = tmp_path / "PWNED"
-    state = {"format_version": 1, "config": {"arch": "shared", "nc": 4, "n_views": 3},
-             "ema": {"module": _Touch(marker)}, "state_dict": {"w": _Touch(marker)}}
+    state = {
+        "format_version": 1,
+        "config": {"arch": "shared", "nc": 4, "n_views": 3},
+        "ema": {"module": _Touch(marker)},
+        "state_dict": {"w": _Touch(marker)},
+    }
     path = tmp_path / "evil ckpt.pt"
     if request.param == "torch_save":
         torch.save(state, path, pickle_protocol=2)
@@ -555,8 +679,10 @@ def test_predictor_from_checkpoint_and_from_manifest_refuse(evil, tmp_path):
     with pytest.raises(ValueError) as info:
         EnsemblePredictor.from_checkpoint(path, "cpu")
     _refused(str(info.value), path, marker)
-    manifest = save_manifest(Manifest([ManifestMember("t1", path, "shared", 0.5)], [1.0], "none", FusionParams(),
-                                      NAMES, VIEWS), tmp_path / "ensemble" / "manifest.yaml")
+    manifest = save_manifest(
+        Manifest([ManifestMember("t1", path, "shared", 0.5)], [1.0], "none", FusionParams(), NAMES, VIEWS),
+        tmp_path / "ensemble" / "manifest.yaml",
+    )
     with pytest.raises(ValueError, match=r"members\[0\] \(trial t1\)") as info:
         EnsemblePredictor.from_manifest(manifest, "cpu")
     _refused(str(info.value), path, marker)
@@ -566,8 +692,10 @@ def test_predict_cli_refuses_with_exit_2(evil, tmp_path, capsys):
     path, marker = evil
     image = write_image(tmp_path / "frames" / "a.png")
     out = tmp_path / "preds"
-    assert load("predict").main(["--checkpoint", str(path), "--source", str(image), "--out", str(out),
-                                 "--device", "cpu"]) == 2
+    assert (
+        load("predict").main(["--checkpoint", str(path), "--source", str(image), "--out", str(out), "--device", "cpu"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ")
     _refused(err, path, marker)
@@ -577,8 +705,25 @@ def test_predict_cli_refuses_with_exit_2(evil, tmp_path, capsys):
 def test_train_cli_resume_refuses_with_exit_2(evil, tiny_synthetic, tmp_path, capsys):
     path, marker = evil
     out = tmp_path / "run"
-    assert load("train").main(["--data", str(tiny_synthetic.config.yaml_path), "--scale", "test", "--img-size", "64",
-                               "--epochs", "1,1,1", "--out", str(out), "--resume", str(path)]) == 2
+    assert (
+        load("train").main(
+            [
+                "--data",
+                str(tiny_synthetic.config.yaml_path),
+                "--scale",
+                "test",
+                "--img-size",
+                "64",
+                "--epochs",
+                "1,1,1",
+                "--out",
+                str(out),
+                "--resume",
+                str(path),
+            ]
+        )
+        == 2
+    )
     _refused(capsys.readouterr().err, path, marker)
     assert not out.exists()
 
@@ -595,6 +740,7 @@ def test_dual_classifier_weights_refuse(evil):
 # ---------------------------------------------------------------------------------------------------------------
 # 7b. The Ray dashboard listens only where start_ray is told to, and not at all by default
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _outside_address() -> str | None:
     """This machine's address on its default route (no packet is sent), or None without one."""
@@ -646,11 +792,15 @@ def test_start_ray_dashboard_on_localhost_only_and_none_by_default():
 # 7d. Paths in data.yaml, and odd image names, cannot make us write anywhere
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file and folder under root -> (mtime_ns, size); a folder's mtime changes when an entry is added or
     removed in it, so even a temporary file written and deleted again shows."""
-    return {p.relative_to(root).as_posix(): (s.st_mtime_ns, s.st_size if not stat.S_ISDIR(s.st_mode) else -1)
-            for p in root.rglob("*") for s in [p.lstat()]}
+    return {
+        p.relative_to(root).as_posix(): (s.st_mtime_ns, s.st_size if not stat.S_ISDIR(s.st_mode) else -1)
+        for p in root.rglob("*")
+        for s in [p.lstat()]
+    }
 
 
 def _changed(before: dict, after: dict) -> set[str]:
@@ -669,9 +819,18 @@ def outside_yaml(request, tmp_path, monkeypatch) -> Path:
     yaml_path = tmp_path / "config" / "data.yaml"
     yaml_path.parent.mkdir()
     root = "../elsewhere/ds" if request.param == "relative_root" else str(dataset)
-    yaml_path.write_text(yaml.safe_dump({"path": root, "train": "train/images",
-                                         "val": str(dataset / "valid" / "images"), "test": str(lists / "test.txt"),
-                                         "nc": 4, "names": NAMES}))
+    yaml_path.write_text(
+        yaml.safe_dump(
+            {
+                "path": root,
+                "train": "train/images",
+                "val": str(dataset / "valid" / "images"),
+                "test": str(lists / "test.txt"),
+                "nc": 4,
+                "names": NAMES,
+            }
+        )
+    )
     return yaml_path
 
 
@@ -694,8 +853,20 @@ def test_reading_a_dataset_from_outside_paths_writes_nothing(outside_yaml, tmp_p
 def test_a_resplit_of_outside_paths_writes_only_into_split_out(outside_yaml, tmp_path, capsys):
     (tmp_path / "work").mkdir()
     before = _snapshot(tmp_path)
-    assert load("run").main(["--data", str(outside_yaml), "--resplit-by-video", "--ratios", "0.5,0.25,0.25",
-                             "--split-out", str(tmp_path / "work" / "split")]) == 0
+    assert (
+        load("run").main(
+            [
+                "--data",
+                str(outside_yaml),
+                "--resplit-by-video",
+                "--ratios",
+                "0.5,0.25,0.25",
+                "--split-out",
+                str(tmp_path / "work" / "split"),
+            ]
+        )
+        == 0
+    )
     changed = _changed(before, _snapshot(tmp_path))
     assert "work/split/data.yaml" in changed
     assert changed - {"work"} == {p for p in changed if p.startswith("work/split")}, changed  # work: its new entry
@@ -708,22 +879,38 @@ def _tiny_checkpoint(path: Path) -> Path:
 
     cfg = TrainConfig.from_dict({"model_scale": "test", "img_size": 64})
     model = create_network(cfg, len(NAMES), len(VIEWS))
-    return save_checkpoint(path, {"config": {**cfg.to_dict(), "nc": len(NAMES), "n_views": len(VIEWS)},
-                                  "ema": {"module": model.state_dict(), "updates": 0}, "names": NAMES,
-                                  "view_names": VIEWS})
+    return save_checkpoint(
+        path,
+        {
+            "config": {**cfg.to_dict(), "nc": len(NAMES), "n_views": len(VIEWS)},
+            "ema": {"module": model.state_dict(), "updates": 0},
+            "names": NAMES,
+            "view_names": VIEWS,
+        },
+    )
 
 
 def test_predict_writes_odd_image_names_inside_out_only(tmp_path, capsys):
     source, work = tmp_path / "frames", tmp_path / "work"
-    stems = {"..evil": "..evil.png", "a b c": "a b c.png", "..": "...png", "-rf": "-rf.png",
-             "ünï cødé": "ünï cødé.png", "..evil_2": "sub dir/..evil.png"}
+    stems = {
+        "..evil": "..evil.png",
+        "a b c": "a b c.png",
+        "..": "...png",
+        "-rf": "-rf.png",
+        "ünï cødé": "ünï cødé.png",
+        "..evil_2": "sub dir/..evil.png",
+    }
     for i, name in enumerate(stems.values()):
         write_image(source / name, seed=i)
     checkpoint = _tiny_checkpoint(tmp_path / "ckpt" / "best.pt")
     work.mkdir()
     before = _snapshot(tmp_path)
-    assert load("predict").main(["--checkpoint", str(checkpoint), "--source", str(source), "--out",
-                                 str(work / "out"), "--device", "cpu"]) == 0
+    assert (
+        load("predict").main(
+            ["--checkpoint", str(checkpoint), "--source", str(source), "--out", str(work / "out"), "--device", "cpu"]
+        )
+        == 0
+    )
     assert f"Predicted {len(stems)} image(s)" in capsys.readouterr().out
     changed = _changed(before, _snapshot(tmp_path))
     assert changed - {"work"} == {p for p in changed if p.startswith("work/out")}, changed

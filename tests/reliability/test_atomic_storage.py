@@ -6,6 +6,7 @@ pyarrow.fs.copy_files (Ray's driver->storage sync) into the filesystem under tes
 instrumented: it serves the first chunk, and when asked for the second (so the first has been handed to the
 target) it tells the parent through a pipe and blocks; the parent then SIGKILLs it.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
+
 from echotune.atomic import current_umask
 from echotune.search.atomic_storage import AtomicLocalFileSystem, atomic_local_filesystem
 
@@ -69,8 +71,8 @@ class SourceFS(pafs.FileSystemHandler):  # pyarrow's LocalFileSystem, reads thro
 
 destination = atomic_local_filesystem() if kind == "atomic" else pafs.LocalFileSystem()
 pafs.copy_files(source, target, source_filesystem=pafs.PyFileSystem(SourceFS()),
-                destination_filesystem=destination, chunk_size=%d)
-""" % CHUNK
+                destination_filesystem=destination, chunk_size=CHUNK)
+""".replace("CHUNK", str(CHUNK))
 
 
 def _kill_copy_midway(tmp_path: Path, kind: str) -> Path:
@@ -82,9 +84,13 @@ def _kill_copy_midway(tmp_path: Path, kind: str) -> Path:
     target.write_bytes(OLD)
     ready_read, ready_write = os.pipe()
     try:
-        child = subprocess.Popen([sys.executable, "-c", COPY, str(source), str(target), kind, str(ready_write)],
-                                 cwd=Path(__file__).resolve().parents[2], pass_fds=(ready_write,),
-                                 stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            [sys.executable, "-c", COPY, str(source), str(target), kind, str(ready_write)],
+            cwd=Path(__file__).resolve().parents[2],
+            pass_fds=(ready_write,),
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
     finally:
         os.close(ready_write)  # the child holds the only write end: EOF below means it ended without signalling
     try:
@@ -149,4 +155,3 @@ def test_it_travels_to_workers_and_compares_equal():
     clone = pickle.loads(pickle.dumps(fs))
     assert clone.type_name == "py::echotune-atomic-local" and clone.equals(fs)
     assert AtomicLocalFileSystem() == AtomicLocalFileSystem()
-

@@ -4,6 +4,7 @@ driver are SIGKILLed mid-search, and the tests check that nothing finished is lo
 Node loss on a multi-node cluster is in tests/search/test_cluster_loopback.py (it needs the loopback cluster);
 divergence (a non-finite loss ends the trial with its reason, the search goes on) in tests/search/test_search_ray.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,9 +16,15 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from tests.reliability.faults import (SearchProcess, assert_leaderboard_sees_the_interrupted_search, run_cli,
-                                     trial_results, trial_statuses, wait_for)
 from echotune.trainables.trial import WORK_PREFIX
+from tests.reliability.faults import (
+    SearchProcess,
+    assert_leaderboard_sees_the_interrupted_search,
+    run_cli,
+    trial_results,
+    trial_statuses,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -34,9 +41,27 @@ def fault_data(tmp_path_factory) -> Path:
 
 
 def search_args(data: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return ["--data", str(data), "--storage", str(root / "results"), "--name", name, "--max-epochs", str(EPOCHS),
-            "--img-size", "64", "--concurrency", "2", "--ensemble-top-k", "0", "--final-top-k", "0", "--seed", "0",
-            *extra]
+    return [
+        "--data",
+        str(data),
+        "--storage",
+        str(root / "results"),
+        "--name",
+        name,
+        "--max-epochs",
+        str(EPOCHS),
+        "--img-size",
+        "64",
+        "--concurrency",
+        "2",
+        "--ensemble-top-k",
+        "0",
+        "--final-top-k",
+        "0",
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 def leaderboard(experiment: Path) -> list[dict]:
@@ -53,9 +78,12 @@ def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(fault_data, t
     experiment = tmp_path / "results" / "worker"
     # The baseline space: every trial runs the same deterministic configuration, so the killed trial can be
     # compared value for value with the ones left alone. FIFO: every trial runs all its epochs.
-    search = SearchProcess(search_args(fault_data, tmp_path, "worker", "--space", "baseline", "--num-samples", "3",
-                                       "--scheduler", "fifo"), tmp_path / "worker.log")
+    search = SearchProcess(
+        search_args(fault_data, tmp_path, "worker", "--space", "baseline", "--num-samples", "3", "--scheduler", "fifo"),
+        tmp_path / "worker.log",
+    )
     try:
+
         def running_trial_past_epoch_2():
             for trial_id, rows in trial_results(experiment).items():
                 if rows and 2 <= rows[-1]["epoch"] <= EPOCHS - 2:
@@ -101,6 +129,7 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
     args = search_args(fault_data, tmp_path, "driver", "--space", "gradnorm", "--num-samples", "5")
     search = SearchProcess(args, tmp_path / "driver.log")
     try:
+
         def finished_and_running():
             statuses, results = trial_statuses(experiment), trial_results(experiment)
             running = [t for t, s in statuses.items() if s == "RUNNING" and len(results.get(t, [])) >= 2]
@@ -145,4 +174,5 @@ def test_a_killed_driver_resumes_without_losing_or_rerunning_a_trial(fault_data,
     assert sorted(t.user_attrs["ray_trial_id"] for t in told) == sorted(rows)
     expected = {"TERMINATED": "COMPLETE", "STOPPED_EARLY": "PRUNED", "DIVERGED": "FAIL"}
     assert {t.user_attrs["ray_trial_id"]: t.state.name for t in told} == {
-        i: expected[r["status"]] for i, r in rows.items()}
+        i: expected[r["status"]] for i, r in rows.items()
+    }

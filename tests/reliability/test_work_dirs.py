@@ -1,5 +1,6 @@
 """Trial work folders of killed workers are removed (trainables/trial.py remove_orphaned_work_dirs); the fault
 test in test_faults.py checks the same after a real SIGKILLed worker."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 The probe space has one searched parameter and two sabotaged trials: trial 1 gets a learning rate that
 overflows float32 (DIVERGED) and trial 2 an unknown box loss (the trainable raises: Ray ERROR).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,8 +18,17 @@ POISONED_TRIAL, ERRORING_TRIAL = 1, 2
 
 
 def _probe_constants() -> dict:
-    return {"arch": "shared", "balance": "gradnorm", "model_scale": "test", "optimizer": "adamw",
-            "lr_stage1": 3e-3, "lr_stage2": 1e-3, "lr_stage3": 3e-4, "stage_split": (0.3, 0.5, 0.2), "img_size": 64}
+    return {
+        "arch": "shared",
+        "balance": "gradnorm",
+        "model_scale": "test",
+        "optimizer": "adamw",
+        "lr_stage1": 3e-3,
+        "lr_stage2": 1e-3,
+        "lr_stage3": 3e-4,
+        "stage_split": (0.3, 0.5, 0.2),
+        "img_size": 64,
+    }
 
 
 def _probe_config(profile) -> dict:
@@ -51,8 +61,18 @@ def probe_space():
 
 def probe_search(root, name, **overrides) -> SearchConfig:
     # quick-all: the probe's one parameter is searched (the quick profile would fix everything outside its list)
-    values = dict(space=PROBE, profile="quick-all", name=name, storage=str(root / "results"), num_samples=4, max_epochs=4,
-                  img_size=64, concurrency=2, seed=0, final_top_k=0)  # final round: tests/search/test_final_round.py
+    values = dict(
+        space=PROBE,
+        profile="quick-all",
+        name=name,
+        storage=str(root / "results"),
+        num_samples=4,
+        max_epochs=4,
+        img_size=64,
+        concurrency=2,
+        seed=0,
+        final_top_k=0,
+    )  # final round: tests/search/test_final_round.py
     values.update(overrides)
     return SearchConfig(**values)
 

@@ -1,4 +1,5 @@
 """Leaderboard figures and the HTML page, on hand-built DataFrames (no Ray, nothing rendered but two PNGs)."""
+
 from __future__ import annotations
 
 import base64
@@ -11,45 +12,74 @@ from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.figure import Figure
 
 from echotune.reporting.html_page import Section, format_cell, render_html, write_html
-from echotune.reporting.plots import (BASELINE_LABEL, NA_LEVEL, best_so_far_figure, gradnorm_weights_figure,
-                                   importance_figure, learning_curves_figure, parallel_coordinates_figure,
-                                   pareto_figure, save_figure)
+from echotune.reporting.plots import (
+    BASELINE_LABEL,
+    NA_LEVEL,
+    best_so_far_figure,
+    gradnorm_weights_figure,
+    importance_figure,
+    learning_curves_figure,
+    parallel_coordinates_figure,
+    pareto_figure,
+    save_figure,
+)
 
 
 def _trial(experiment, trial_id, arch, balance, stages, scores, start, w_det=None):
     """Rows of one trial; timestamps every 10 s from ``start``."""
     n = len(scores)
-    return pd.DataFrame({
-        "experiment": experiment, "trial_id": trial_id, "arch": arch, "balance": balance,
-        "epoch": range(1, n + 1), "stage": stages, "timestamp": [start + 10.0 * i for i in range(n)],
-        "val/score": scores, "train/loss": [3.0 - 0.2 * i for i in range(n)],
-        "gradnorm/w_det": w_det if w_det is not None else [math.nan] * n,
-        "gradnorm/w_view": [2 - w for w in w_det] if w_det is not None else [math.nan] * n,
-    })
+    return pd.DataFrame(
+        {
+            "experiment": experiment,
+            "trial_id": trial_id,
+            "arch": arch,
+            "balance": balance,
+            "epoch": range(1, n + 1),
+            "stage": stages,
+            "timestamp": [start + 10.0 * i for i in range(n)],
+            "val/score": scores,
+            "train/loss": [3.0 - 0.2 * i for i in range(n)],
+            "gradnorm/w_det": w_det if w_det is not None else [math.nan] * n,
+            "gradnorm/w_view": [2 - w for w in w_det] if w_det is not None else [math.nan] * n,
+        }
+    )
 
 
 @pytest.fixture
 def history():
-    return pd.concat([
-        # t1 and t2 interleave in time, so best-so-far must follow timestamps, not row order.
-        _trial("exp-a", "t1", "shared", "gradnorm", [1, 1, 2, 2, 3, 3], [0.10, 0.30, 0.25, 0.40, 0.38, 0.45],
-               start=0, w_det=[1.0, 1.1, 1.2, 1.15, 1.1, 1.05]),
-        _trial("exp-a", "t2", "dual", "fixed", [1, 2, 2, 3], [0.20, 0.35, math.nan, 0.50], start=5),
-        _trial("exp-b", "t3", "shared", "uncertainty", [1, 1, 1], [0.05, 0.15, 0.12], start=100),
-    ], ignore_index=True)
+    return pd.concat(
+        [
+            # t1 and t2 interleave in time, so best-so-far must follow timestamps, not row order.
+            _trial(
+                "exp-a",
+                "t1",
+                "shared",
+                "gradnorm",
+                [1, 1, 2, 2, 3, 3],
+                [0.10, 0.30, 0.25, 0.40, 0.38, 0.45],
+                start=0,
+                w_det=[1.0, 1.1, 1.2, 1.15, 1.1, 1.05],
+            ),
+            _trial("exp-a", "t2", "dual", "fixed", [1, 2, 2, 3], [0.20, 0.35, math.nan, 0.50], start=5),
+            _trial("exp-b", "t3", "shared", "uncertainty", [1, 1, 1], [0.05, 0.15, 0.12], start=100),
+        ],
+        ignore_index=True,
+    )
 
 
 @pytest.fixture
 def leaderboard():
-    return pd.DataFrame({
-        "trial_id": ["t1", "t2", "t3", "t4"],
-        "arch": ["shared", "dual", "shared", "shared"],
-        "best/val/score": [0.45, 0.50, 0.15, math.nan],  # t4 never scored: left out
-        "hp/lr": [1e-4, 1e-3, 1e-2, 5e-3],  # a factor 100: log axis
-        "hp/optimizer": ["sgd", "adamw", "adamw", "sgd"],
-        "hp/gn_alpha": [0.5, None, 2.0, 1.0],  # dual trials have no GradNorm: "n/a"
-        "hp/ema": [True, False, True, None],
-    })
+    return pd.DataFrame(
+        {
+            "trial_id": ["t1", "t2", "t3", "t4"],
+            "arch": ["shared", "dual", "shared", "shared"],
+            "best/val/score": [0.45, 0.50, 0.15, math.nan],  # t4 never scored: left out
+            "hp/lr": [1e-4, 1e-3, 1e-2, 5e-3],  # a factor 100: log axis
+            "hp/optimizer": ["sgd", "adamw", "adamw", "sgd"],
+            "hp/gn_alpha": [0.5, None, 2.0, 1.0],  # dual trials have no GradNorm: "n/a"
+            "hp/ema": [True, False, True, None],
+        }
+    )
 
 
 def _line(ax, label):
@@ -59,8 +89,11 @@ def _line(ax, label):
 
 def _vertical_lines(ax) -> list:
     """Dotted vertical lines (axvline) on ``ax`` as (x, colour)."""
-    return [(line.get_xdata()[0], line.get_color()) for line in ax.lines
-            if line.get_linestyle() == ":" and line.get_xdata()[0] == line.get_xdata()[1]]
+    return [
+        (line.get_xdata()[0], line.get_color())
+        for line in ax.lines
+        if line.get_linestyle() == ":" and line.get_xdata()[0] == line.get_xdata()[1]
+    ]
 
 
 def _legend_texts(fig: Figure) -> list[str]:
@@ -75,7 +108,7 @@ def test_best_so_far_follows_time_and_ends_at_the_max(history):
     a = _line(ax, "exp-a")
     # exp-a by time: t1 .10, t2 .20, t1 .30, t2 .35, t1 .25, t2 nan, t1 .40, t2 .50, t1 .38, t1 .45
     assert list(a.get_xdata()) == list(range(1, 11))
-    assert list(a.get_ydata()) == pytest.approx([.10, .20, .30, .35, .35, .35, .40, .50, .50, .50])
+    assert list(a.get_ydata()) == pytest.approx([0.10, 0.20, 0.30, 0.35, 0.35, 0.35, 0.40, 0.50, 0.50, 0.50])
     b = _line(ax, "exp-b").get_ydata()
     assert np.all(np.diff(b) >= 0) and b[-1] == pytest.approx(0.15)
     assert list(_line(ax, BASELINE_LABEL).get_ydata()) == [0.33, 0.33]
@@ -137,8 +170,13 @@ def test_parallel_coordinates(leaderboard):
     ax, colorbar = fig.axes
     assert fig.get_suptitle() == "Hyperparameters of all scored trials, coloured by best/val/score"
     assert colorbar.get_ylabel() == "best/val/score"
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["lr (log)", "optimizer", "gn_alpha", "ema",
-                                                            "best/val/score"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "lr (log)",
+        "optimizer",
+        "gn_alpha",
+        "ema",
+        "best/val/score",
+    ]
     assert len(ax.lines) == 5  # one vertical axis each
     (polylines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
     segments = polylines.get_segments()
@@ -179,8 +217,14 @@ def test_importance_bars_largest_on_top():
 
 
 def test_pareto_front():
-    points = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "val/map50": [0.1, 0.5, 0.3, 0.2],
-                           "val/view_acc": [0.9, 0.4, 0.7, 0.5], "pareto": [True, True, True, False]})
+    points = pd.DataFrame(
+        {
+            "trial_id": ["a", "b", "c", "d"],
+            "val/map50": [0.1, 0.5, 0.3, 0.2],
+            "val/view_acc": [0.9, 0.4, 0.7, 0.5],
+            "pareto": [True, True, True, False],
+        }
+    )
     fig = pareto_figure(points, "val/map50", "val/view_acc")
     (ax,) = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("val/map50", "val/view_acc")
@@ -200,14 +244,28 @@ def test_save_figure_writes_a_png(tmp_path, history):
 
 def test_format_cell():
     assert [format_cell(v) for v in (None, math.nan, 0.12345, 0.00055, 0.0, 3, True, "x")] == [
-        "", "", "0.123", "0.00055", "0.000", "3", "True", "x"]
+        "",
+        "",
+        "0.123",
+        "0.00055",
+        "0.000",
+        "3",
+        "True",
+        "x",
+    ]
 
 
 def test_render_html_is_self_contained_and_escaped(tmp_path, history):
     png = save_figure(importance_figure({"lr": 1.0}, "one"), tmp_path / "imp.png")
     table = pd.DataFrame({"trial_id": ["<script>alert(1)</script>", "t2"], "score": [0.45678, None]})
-    sections = [Section("Top <trials>", text="first <script>bad()</script>\n\nsecond", tables=[("top", table)],
-                        images=[("importance", png)])]
+    sections = [
+        Section(
+            "Top <trials>",
+            text="first <script>bad()</script>\n\nsecond",
+            tables=[("top", table)],
+            images=[("importance", png)],
+        )
+    ]
     page = render_html("Leaderboard", "exp-a & exp-b", sections)
     assert f"data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}" in page
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -220,6 +278,8 @@ def test_render_html_is_self_contained_and_escaped(tmp_path, history):
 
 def test_render_html_banner_is_escaped_and_only_there_when_given():
     page = render_html("Leaderboard", "", [Section("Top")], banner="WARNING: leaky <splits>\nsecond line")
-    assert ('<p class="banner" role="alert">WARNING: leaky &lt;splits&gt;</p>\n'
-            '<p class="banner" role="alert">second line</p>') in page
+    assert (
+        '<p class="banner" role="alert">WARNING: leaky &lt;splits&gt;</p>\n'
+        '<p class="banner" role="alert">second line</p>'
+    ) in page
     assert 'class="banner"' not in render_html("Leaderboard", "", [Section("Top")])

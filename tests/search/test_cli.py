@@ -4,6 +4,7 @@ Each command is reachable two ways, both tested: `echotune COMMAND` (echotune.se
 was before (issue #17: search/run.py for search, check and resplit; search/train.py, ...), loaded from its file as
 `python search/X.py` runs it.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,8 +28,16 @@ def load(name: str):
 
 
 # echotune COMMAND -> the old script that ran it, and what that script needed to run it (run.py did three things)
-SCRIPTS = {"search": "run", "check": "run", "resplit": "run", "train": "train", "leaderboard": "leaderboard",
-           "ensemble": "ensemble", "predict": "predict", "export": "export"}
+SCRIPTS = {
+    "search": "run",
+    "check": "run",
+    "resplit": "run",
+    "train": "train",
+    "leaderboard": "leaderboard",
+    "ensemble": "ensemble",
+    "predict": "predict",
+    "export": "export",
+}
 SCRIPT_MODES = {"check": ["--check-data"], "resplit": ["--resplit-by-video"]}
 INVOCATIONS = ("echotune", "script")
 
@@ -59,8 +68,10 @@ def test_check_data_exit_codes_and_report(how, tmp_path, capsys):
     assert check(["--data", leaky_export(tmp_path / "good")]) == 0  # leaky: a warning
     out = capsys.readouterr().out
     assert "Leakage: 1 of 4 source videos" in out and "WARNING [leakage] x1" in out
-    assert out.splitlines()[-1] == ("USABLE: 0 errors, 1 warning(s) (leaky splits: a search, train.py and "
-                                    "ensemble.py refuse them unless given --allow-leaky-splits).")
+    assert out.splitlines()[-1] == (
+        "USABLE: 0 errors, 1 warning(s) (leaky splits: a search, train.py and "
+        "ensemble.py refuse them unless given --allow-leaky-splits)."
+    )
     frames = default_frames()
     frames["train"]["vidE.mp4-1"] = "7 0.5 0.5 0.2 0.2\n\n0 1 0\n"
     bad = make_export(tmp_path / "bad", frames=frames)
@@ -101,8 +112,24 @@ def test_resplit_writes_a_leak_free_dataset(how, tmp_path, capsys):
 def test_train_cli_trains_and_writes_metrics(tiny_synthetic, tmp_path, capsys):
     train = load("train")
     out = tmp_path / "run"
-    code = train.main(["--data", str(tiny_synthetic.config.yaml_path), "--scale", "test", "--img-size", "64",
-                       "--epochs", "1,1,1", "--batch-size", "8", "--out", str(out), "--set", "loss_box=giou"])
+    code = train.main(
+        [
+            "--data",
+            str(tiny_synthetic.config.yaml_path),
+            "--scale",
+            "test",
+            "--img-size",
+            "64",
+            "--epochs",
+            "1,1,1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(out),
+            "--set",
+            "loss_box=giou",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "epoch   3/3 stage 3" in printed and "Best epoch" in printed
@@ -116,18 +143,23 @@ def test_train_cli_trains_and_writes_metrics(tiny_synthetic, tmp_path, capsys):
     assert score["low"] <= score["value"] == metrics["test"]["test/score"] <= score["high"]
     row = next(line.split() for line in printed.splitlines() if line.split()[:1] == ["score"])
     assert row[-3:] == [f"{score['value']:.3f}", f"[{score['low']:.3f},", f"{score['high']:.3f}]"]
-    assert "Per class (test):\n  class" in printed and set(held["per_class"]["test"]) <= set(tiny_synthetic.config.names)
+    assert "Per class (test):\n  class" in printed and set(held["per_class"]["test"]) <= set(
+        tiny_synthetic.config.names
+    )
     assert json.loads((out / "run.json").read_text())["config"]["loss_box"] == "giou"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--epochs", "3,x,2"], "expected a total like 10"),
-    (["--set", "lr_stage9=1"], "unknown config key(s) ['lr_stage9']"),
-    (["--set", "loss_view=dice"], "loss_view='dice' is not valid"),
-    (["--arch", "dual", "--balance", "gradnorm"], "balance=gradnorm needs a shared layer"),
-    (["--img-size", "100"], "img_size must be a multiple of 32"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "3,x,2"], "expected a total like 10"),
+        (["--set", "lr_stage9=1"], "unknown config key(s) ['lr_stage9']"),
+        (["--set", "loss_view=dice"], "loss_view='dice' is not valid"),
+        (["--arch", "dual", "--balance", "gradnorm"], "balance=gradnorm needs a shared layer"),
+        (["--img-size", "100"], "img_size must be a multiple of 32"),
+    ],
+)
 def test_train_rejects_bad_arguments(argv, message, how, capsys):
     with pytest.raises(SystemExit) as info:
         command("train", how)(argv)
@@ -145,40 +177,79 @@ def test_baseline_preset_is_the_original_configuration():
     assert cfg.stage_split == (0.3, 0.5, 0.2) and cfg.aug_policy == "none" and cfg.mixup_alpha == 0.0
     # The preset is spaces/original.py's configuration now; it trains exactly what train.py's own copy of the
     # published values (the preset before issue #17) trained: the keys it adds hold TrainConfig's defaults.
-    published = {"arch": "shared", "model_scale": "s", "img_size": 640, "balance": "gradnorm", "gn_alpha": 1.5,
-                 "lr_stage1": 1e-2, "lr_stage2": 1e-3, "lr_stage3": 1e-4, "epochs": 100,
-                 "stage_split": (0.3, 0.5, 0.2), "batch_size": 8, "aug_policy": "none", "aug_strength_stage1": 0.0,
-                 "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0, "mixup_alpha": 0.0, "view_level": "P3",
-                 "loss_box": "ciou", "loss_obj": "bce", "loss_cls": "bce", "loss_view": "ce"}
+    published = {
+        "arch": "shared",
+        "model_scale": "s",
+        "img_size": 640,
+        "balance": "gradnorm",
+        "gn_alpha": 1.5,
+        "lr_stage1": 1e-2,
+        "lr_stage2": 1e-3,
+        "lr_stage3": 1e-4,
+        "epochs": 100,
+        "stage_split": (0.3, 0.5, 0.2),
+        "batch_size": 8,
+        "aug_policy": "none",
+        "aug_strength_stage1": 0.0,
+        "aug_strength_stage2": 0.0,
+        "aug_strength_stage3": 0.0,
+        "mixup_alpha": 0.0,
+        "view_level": "P3",
+        "loss_box": "ciou",
+        "loss_obj": "bce",
+        "loss_cls": "bce",
+        "loss_view": "ce",
+    }
     assert cfg == TrainConfig.from_dict(published)
 
 
-@pytest.mark.parametrize("name, argv, message", [
-    ("resplit", ["--ratios", "0.7,0.3"], "expected three non-negative numbers"),
-    ("resplit", ["--ratios", "a,b,c"], "expected three numbers"),
-    ("check", ["--max-problems", "-1"], "--max-problems must be >= 0"),
-    ("search", ["--max-problems", "-1"], "--max-problems must be >= 0"),
-    ("resplit", ["--folds", "3", "--fold", "5"], "--fold must be in 0..2"),
-    ("search", ["--space", "nope"], "space='nope' is not valid; choose one of: all, baseline, dual_backbone, gradnorm"),
-    ("search", ["--objectives", "score,auc"], "objectives=['auc'] is not valid; choose one or more of: score, map50"),
-    ("search", ["--gpus-per-trial", "-1"], "gpus_per_trial must be >= 0"),
-    ("search", ["--gpus", "1.5"], "gpus_per_trial above 1 must be a whole number"),
-    ("search", ["--cpus-per-trial", "0"], "cpus_per_trial must be > 0"),
-    ("search", ["--max-epochs", "2"], "max_epochs must be >= 3"),
-    ("search", ["--epochs", "2"], "max_epochs must be >= 3"),
-    ("search", ["--max-epochs", "-4"], "expected a positive integer, got -4"),
-    ("search", ["--num-samples", "0"], "expected a positive integer, got 0"),
-    ("search", ["--img-size", "100"], "img_size must be a multiple of 32"),
-    ("search", ["--imgsz", "100"], "img_size must be a multiple of 32"),
-    ("search", ["--time-budget-s", "0"], "time_budget_s must be > 0"),
-    ("search", ["--ensemble-top-k", "-1"], "--top-k must be >= 0"),
-    ("search", ["--profile", "huge"], "invalid choice: 'huge'"),
-    ("search", ["--dashboard", "--address", "auto"],
-     "--dashboard starts the dashboard of a local Ray; a cluster has its own"),
-    ("search", ["--resume", "results/a", "--name", "b"],
-     "--resume results/a is the experiment 'a', but --name says 'b'"),
-    ("search", ["--pbt-interval", "stages"], "--pbt-interval is for --scheduler pbt (this search's scheduler: asha)"),
-])
+@pytest.mark.parametrize(
+    "name, argv, message",
+    [
+        ("resplit", ["--ratios", "0.7,0.3"], "expected three non-negative numbers"),
+        ("resplit", ["--ratios", "a,b,c"], "expected three numbers"),
+        ("check", ["--max-problems", "-1"], "--max-problems must be >= 0"),
+        ("search", ["--max-problems", "-1"], "--max-problems must be >= 0"),
+        ("resplit", ["--folds", "3", "--fold", "5"], "--fold must be in 0..2"),
+        (
+            "search",
+            ["--space", "nope"],
+            "space='nope' is not valid; choose one of: all, baseline, dual_backbone, gradnorm",
+        ),
+        (
+            "search",
+            ["--objectives", "score,auc"],
+            "objectives=['auc'] is not valid; choose one or more of: score, map50",
+        ),
+        ("search", ["--gpus-per-trial", "-1"], "gpus_per_trial must be >= 0"),
+        ("search", ["--gpus", "1.5"], "gpus_per_trial above 1 must be a whole number"),
+        ("search", ["--cpus-per-trial", "0"], "cpus_per_trial must be > 0"),
+        ("search", ["--max-epochs", "2"], "max_epochs must be >= 3"),
+        ("search", ["--epochs", "2"], "max_epochs must be >= 3"),
+        ("search", ["--max-epochs", "-4"], "expected a positive integer, got -4"),
+        ("search", ["--num-samples", "0"], "expected a positive integer, got 0"),
+        ("search", ["--img-size", "100"], "img_size must be a multiple of 32"),
+        ("search", ["--imgsz", "100"], "img_size must be a multiple of 32"),
+        ("search", ["--time-budget-s", "0"], "time_budget_s must be > 0"),
+        ("search", ["--ensemble-top-k", "-1"], "--top-k must be >= 0"),
+        ("search", ["--profile", "huge"], "invalid choice: 'huge'"),
+        (
+            "search",
+            ["--dashboard", "--address", "auto"],
+            "--dashboard starts the dashboard of a local Ray; a cluster has its own",
+        ),
+        (
+            "search",
+            ["--resume", "results/a", "--name", "b"],
+            "--resume results/a is the experiment 'a', but --name says 'b'",
+        ),
+        (
+            "search",
+            ["--pbt-interval", "stages"],
+            "--pbt-interval is for --scheduler pbt (this search's scheduler: asha)",
+        ),
+    ],
+)
 def test_run_rejects_bad_values_before_anything_starts(name, argv, message, how, capsys):
     with pytest.raises(SystemExit) as info:
         command(name, how)(argv)
@@ -201,13 +272,15 @@ def test_search_refuses_to_overwrite_or_resume_nothing(resume, how, tiny_synthet
 def leak_lines(data_yaml) -> list[str]:
     """The refusal of the leaky export (vidA: train 2, val 1), as every command prints it."""
     data_yaml = Path(data_yaml).resolve()
-    return [f"error: {data_yaml}: leaky splits: 1 of 4 source videos have frames in more than one split (3 frames): "
-            f"train+val 1, train+test 0, val+test 0, all three 0. Scores on these splits are optimistic (the model "
-            f"is evaluated on frames of videos it trained on).",
-            "  vidA: train 2, val 1",
-            f"Fix: echotune resplit --data {data_yaml} (or --folds K --fold I for grouped "
-            f"K-fold) writes leak-free splits and a new data.yaml; use that one.",
-            "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky."]
+    return [
+        f"error: {data_yaml}: leaky splits: 1 of 4 source videos have frames in more than one split (3 frames): "
+        f"train+val 1, train+test 0, val+test 0, all three 0. Scores on these splits are optimistic (the model "
+        f"is evaluated on frames of videos it trained on).",
+        "  vidA: train 2, val 1",
+        f"Fix: echotune resplit --data {data_yaml} (or --folds K --fold I for grouped "
+        f"K-fold) writes leak-free splits and a new data.yaml; use that one.",
+        "Or pass --allow-leaky-splits to go on knowingly: the results are flagged as leaky.",
+    ]
 
 
 def test_search_refuses_leaky_splits_before_ray_starts(how, tmp_path, capsys):
@@ -226,8 +299,10 @@ def test_resplit_refuses_names_without_a_video_id(how, tmp_path, capsys):
     for extra in ([], ["--folds", "2", "--fold", "0"]):
         assert command("resplit", how)(["--data", data_yaml, "--out", out] + extra) == 2
         err = capsys.readouterr().err
-        assert err.startswith(f"error: {data_yaml}: cannot split by source video: 1 of 6 images have no "
-                              f"source-video id in their name (e.g. frame_0001.png)")
+        assert err.startswith(
+            f"error: {data_yaml}: cannot split by source video: 1 of 6 images have no "
+            f"source-video id in their name (e.g. frame_0001.png)"
+        )
         assert "Add `video_id_pattern: '<regex>'` to data.yaml (or pass --video-id-pattern '<regex>')" in err
         assert not out.exists()
 
@@ -253,19 +328,37 @@ def test_video_id_pattern_option_is_used_and_recorded_by_a_resplit(how, tmp_path
     with pytest.raises(SystemExit) as info:
         check(["--data", data_yaml, "--video-id-pattern", "(p"])
     assert info.value.code == 2
-    assert ("argument --video-id-pattern: not a valid regular expression: missing ), unterminated subpattern at "
-            "position 0; got '(p'") in capsys.readouterr().err
+    assert (
+        "argument --video-id-pattern: not a valid regular expression: missing ), unterminated subpattern at "
+        "position 0; got '(p'"
+    ) in capsys.readouterr().err
 
 
 def test_train_allowed_on_leaky_splits_flags_metrics_json(tmp_path, capsys):
     out = tmp_path / "run"  # (through `echotune train`; test_train_cli_trains_and_writes_metrics runs the script)
-    code = command("train", "echotune")(["--data", leaky_export(tmp_path), "--scale", "test", "--imgsz", "64",
-                                         "--epochs", "1", "--batch-size", "8", "--out", out, "--allow-leaky-splits"])
+    code = command("train", "echotune")(
+        [
+            "--data",
+            leaky_export(tmp_path),
+            "--scale",
+            "test",
+            "--imgsz",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            out,
+            "--allow-leaky-splits",
+        ]
+    )
     assert code == 0
     assert "WARNING: leaky splits: 1 of 4 source videos" in capsys.readouterr().err
     flag = json.loads((out / "metrics.json").read_text())["leaky_splits"]
-    assert flag["videos"] == 1 and flag["pairs"]["train+val"] == 1 and flag["examples"] == {"vidA": {"train": 2,
-                                                                                                      "val": 1}}
+    assert (
+        flag["videos"] == 1 and flag["pairs"]["train+val"] == 1 and flag["examples"] == {"vidA": {"train": 2, "val": 1}}
+    )
 
 
 def test_run_search_itself_refuses_leaky_splits_before_ray(tmp_path, monkeypatch):
@@ -287,8 +380,8 @@ def test_run_search_itself_refuses_leaky_splits_before_ray(tmp_path, monkeypatch
 def test_run_search_allowed_on_leaky_splits_records_the_flag_in_search_json(tmp_path, monkeypatch):
     from echotune.data.check import check_dataset
     from echotune.search import orchestrate
-    from echotune.trainables.node import NodeInfo
     from echotune.search.search_config import SearchConfig
+    from echotune.trainables.node import NodeInfo
 
     class Stop(Exception):
         pass
@@ -306,7 +399,11 @@ def test_run_search_allowed_on_leaky_splits_records_the_flag_in_search_json(tmp_
     record = json.loads((tmp_path / "results" / "gradnorm" / "search.json").read_text())
     assert record["config"]["allow_leaky_splits"] is True
     assert record["leaky_splits"]["videos"] == 1 and record["leaky_splits"]["pairs"] == {
-        "train+val": 1, "train+test": 0, "val+test": 0, "train+val+test": 0}
+        "train+val": 1,
+        "train+test": 0,
+        "val+test": 0,
+        "train+val+test": 0,
+    }
 
 
 def test_resume_keeps_the_leakage_settings_and_search_json_records_the_flag(tmp_path):
@@ -333,7 +430,7 @@ def test_echotune_help_lists_every_subcommand(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert info.value.code == 0 and out.startswith("usage: echotune")
-    block = out[out.index("commands:"):].split("\n\n")[0].splitlines()[2:]  # under the COMMAND line
+    block = out[out.index("commands:") :].split("\n\n")[0].splitlines()[2:]  # under the COMMAND line
     listed = [line.split()[0] for line in block if line[4:5].strip()]  # a name, not a wrapped description
     assert listed == ["search", "train", "check", "resplit", "leaderboard", "ensemble", "predict", "export"]
     assert list(COMMANDS) == listed
@@ -350,8 +447,9 @@ def test_the_console_script_is_installed_and_runs_a_subcommand(tmp_path):
     script = shutil.which("echotune")
     if script is None:
         pytest.skip("the echotune console script is not on PATH (pip install -e . puts it there)")
-    done = subprocess.run([script, "check", "--data", str(leaky_export(tmp_path))], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [script, "check", "--data", str(leaky_export(tmp_path))], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("USABLE: 0 errors, 1 warning(s) (leaky splits")
 
@@ -371,14 +469,17 @@ def test_imgsz_is_img_size(name, extra, how):
         assert parse(name, how, [*extra, option, "96"]).img_size == 96
 
 
-@pytest.mark.parametrize("name, old, new, value, dest", [
-    ("search", "--max-epochs", "--epochs", "12", ("max_epochs", 12)),
-    ("search", "--cpus-per-trial", "--cpus", "4", ("cpus_per_trial", 4.0)),
-    ("search", "--gpus-per-trial", "--gpus", "0.5", ("gpus_per_trial", 0.5)),
-    ("search", "--ensemble-top-k", "--top-k", "5", ("top_k", 5)),
-    ("leaderboard", "--top", "--top-k", "5", ("top_k", 5)),
-    ("resplit", "--split-out", "--out", "split", ("out", Path("split"))),
-])
+@pytest.mark.parametrize(
+    "name, old, new, value, dest",
+    [
+        ("search", "--max-epochs", "--epochs", "12", ("max_epochs", 12)),
+        ("search", "--cpus-per-trial", "--cpus", "4", ("cpus_per_trial", 4.0)),
+        ("search", "--gpus-per-trial", "--gpus", "0.5", ("gpus_per_trial", 0.5)),
+        ("search", "--ensemble-top-k", "--top-k", "5", ("top_k", 5)),
+        ("leaderboard", "--top", "--top-k", "5", ("top_k", 5)),
+        ("resplit", "--split-out", "--out", "split", ("out", Path("split"))),
+    ],
+)
 def test_old_option_spellings_are_aliases(name, old, new, value, dest, how):
     extra = ["results/x"] if name == "leaderboard" else []
     for option in (old, new):
@@ -390,25 +491,36 @@ def test_shared_options_have_one_spelling_in_every_subcommand():
     from echotune.search.cli import COMMANDS, build_parser
 
     parser = build_parser()
-    options = {name: {s for a in parser._subparsers._group_actions[0].choices[name]._actions for s in a.option_strings}
-               for name in COMMANDS}
-    shared = {"--data": ("search", "train", "check", "resplit", "ensemble", "predict", "export"),
-              "--seed": ("search", "train", "resplit", "ensemble"),
-              "--device": ("train", "ensemble", "predict"),
-              "--epochs": ("search", "train"),
-              "--img-size": ("search", "train", "export"), "--imgsz": ("search", "train", "export"),
-              "--out": ("train", "resplit", "ensemble", "predict", "export"),
-              "--top-k": ("search", "leaderboard", "ensemble"),
-              "--cache-dir": ("search", "train", "check", "resplit", "ensemble", "export"),
-              "--video-id-pattern": ("search", "train", "check", "resplit", "ensemble"),
-              "--allow-leaky-splits": ("search", "train", "ensemble"),
-              "--strict": ("search", "train", "check", "resplit"),
-              "--resume": ("search", "train"), "--name": ("search", "train"), "--batch-size": ("train",)}
+    options = {
+        name: {s for a in parser._subparsers._group_actions[0].choices[name]._actions for s in a.option_strings}
+        for name in COMMANDS
+    }
+    shared = {
+        "--data": ("search", "train", "check", "resplit", "ensemble", "predict", "export"),
+        "--seed": ("search", "train", "resplit", "ensemble"),
+        "--device": ("train", "ensemble", "predict"),
+        "--epochs": ("search", "train"),
+        "--img-size": ("search", "train", "export"),
+        "--imgsz": ("search", "train", "export"),
+        "--out": ("train", "resplit", "ensemble", "predict", "export"),
+        "--top-k": ("search", "leaderboard", "ensemble"),
+        "--cache-dir": ("search", "train", "check", "resplit", "ensemble", "export"),
+        "--video-id-pattern": ("search", "train", "check", "resplit", "ensemble"),
+        "--allow-leaky-splits": ("search", "train", "ensemble"),
+        "--strict": ("search", "train", "check", "resplit"),
+        "--resume": ("search", "train"),
+        "--name": ("search", "train"),
+        "--batch-size": ("train",),
+    }
     for option, commands in shared.items():
         assert {name for name in COMMANDS if option in options[name]} == set(commands), option
     for retired in ("--max-epochs", "--cpus-per-trial", "--ensemble-top-k", "--top", "--split-out"):  # aliases only
-        assert not any(retired == a.option_strings[0] for sub in parser._subparsers._group_actions[0].choices.values()
-                       for a in sub._actions if a.option_strings), retired
+        assert not any(
+            retired == a.option_strings[0]
+            for sub in parser._subparsers._group_actions[0].choices.values()
+            for a in sub._actions
+            if a.option_strings
+        ), retired
 
 
 def test_search_options_default_to_search_config_and_the_default_search_is_the_readme_command(how, monkeypatch):
@@ -431,28 +543,43 @@ def test_search_options_default_to_search_config_and_the_default_search_is_the_r
     assert dataclasses.asdict(cfg) == dataclasses.asdict(SearchConfig())
     # `python search/run.py --space gradnorm` as the README measured it: 8 trials x 10 epochs, quick, 2 at a time,
     # ASHA + TPE, the final round of the top 3 and the baseline with one seed, the recipe point, 1 CPU per trial
-    assert (cfg.space, cfg.profile, cfg.name, cfg.num_samples, cfg.max_epochs, cfg.concurrency, cfg.scheduler,
-            cfg.searcher, cfg.final_top_k, cfg.final_seeds, cfg.recipe_point, cfg.cpus_per_trial, cfg.img_size) == \
-        ("gradnorm", "quick", "gradnorm", 8, 10, 2, "asha", "tpe", 3, 1, True, 1.0, None)
+    assert (
+        cfg.space,
+        cfg.profile,
+        cfg.name,
+        cfg.num_samples,
+        cfg.max_epochs,
+        cfg.concurrency,
+        cfg.scheduler,
+        cfg.searcher,
+        cfg.final_top_k,
+        cfg.final_seeds,
+        cfg.recipe_point,
+        cfg.cpus_per_trial,
+        cfg.img_size,
+    ) == ("gradnorm", "quick", "gradnorm", 8, 10, 2, "asha", "tpe", 3, 1, True, 1.0, None)
     assert args.top_k == 3  # the ensemble of the top 3 at the end
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"max_epochs": 2}, "max_epochs must be >= 3 (one per training stage), got 2"),
-    ({"space": "nope"}, "space='nope' is not valid; choose one of: all, baseline"),
-    ({"profile": "huge"}, "profile='huge' is not valid; choose one of: quick, quick-all, full"),
-    ({"objectives": ["auc"]}, "objectives=['auc'] is not valid"),
-    ({"objectives": ["map50", "view_acc"], "scheduler": "asha"}, "scheduler='asha' with several objectives"),
-    ({"cpus_per_trial": 0}, "cpus_per_trial must be > 0, got 0"),
-    ({"gpus_per_trial": 2.5}, "gpus_per_trial above 1 must be a whole number, got 2.5"),
-    ({"img_size": 100}, "img_size must be a multiple of 32 and >= 64, got 100"),
-    ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
-    ({"final_top_k": -1}, "final_top_k must be >= 0, got -1"),
-    ({"time_budget_s": 0}, "time_budget_s must be > 0 (None: no limit), got 0"),
-    ({"shared_storage": True, "storage": "s3://b/x"}, "shared_storage is for a local path"),
-    ({"video_id_pattern": "(p"}, "video_id_pattern='(p': not a valid regular expression"),
-    ({"scheduler": "pbt", "max_epochs": 4, "pbt_interval": 4}, "no perturbation before the last epoch"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"max_epochs": 2}, "max_epochs must be >= 3 (one per training stage), got 2"),
+        ({"space": "nope"}, "space='nope' is not valid; choose one of: all, baseline"),
+        ({"profile": "huge"}, "profile='huge' is not valid; choose one of: quick, quick-all, full"),
+        ({"objectives": ["auc"]}, "objectives=['auc'] is not valid"),
+        ({"objectives": ["map50", "view_acc"], "scheduler": "asha"}, "scheduler='asha' with several objectives"),
+        ({"cpus_per_trial": 0}, "cpus_per_trial must be > 0, got 0"),
+        ({"gpus_per_trial": 2.5}, "gpus_per_trial above 1 must be a whole number, got 2.5"),
+        ({"img_size": 100}, "img_size must be a multiple of 32 and >= 64, got 100"),
+        ({"num_samples": 0}, "num_samples must be >= 1, got 0"),
+        ({"final_top_k": -1}, "final_top_k must be >= 0, got -1"),
+        ({"time_budget_s": 0}, "time_budget_s must be > 0 (None: no limit), got 0"),
+        ({"shared_storage": True, "storage": "s3://b/x"}, "shared_storage is for a local path"),
+        ({"video_id_pattern": "(p"}, "video_id_pattern='(p': not a valid regular expression"),
+        ({"scheduler": "pbt", "max_epochs": 4, "pbt_interval": 4}, "no perturbation before the last epoch"),
+    ],
+)
 def test_search_config_refuses_what_a_search_cannot_run_with(values, message):
     from echotune.search.search_config import SearchConfig
 
@@ -473,19 +600,23 @@ def test_resume_names_a_run_alone_or_by_its_folder(how, tmp_path):
     from echotune.search.cli.search import search_config_from_args
     from echotune.search.cli.train import resume_checkpoint
 
-    for argv, where in ((["--name", "x", "--storage", "elsewhere", "--resume"], ("elsewhere", "x")),
-                        (["--resume", "results/gradnorm"], ("results", "gradnorm")),
-                        (["--resume", "s3://bucket/echo/x"], ("s3://bucket/echo", "x"))):
+    for argv, where in (
+        (["--name", "x", "--storage", "elsewhere", "--resume"], ("elsewhere", "x")),
+        (["--resume", "results/gradnorm"], ("results", "gradnorm")),
+        (["--resume", "s3://bucket/echo/x"], ("s3://bucket/echo", "x")),
+    ):
         parser = load("run").build_parser()
         cfg = search_config_from_args(parser, parse("search", how, argv))
         assert (cfg.storage, cfg.name) == where
     parser = load("train").build_parser()
     run = tmp_path / "run"
     run.mkdir()
-    for argv, checkpoint in ((["--out", str(run), "--resume"], run / "last.pt"),
-                             (["--name", "r1", "--resume"], Path("results") / "r1" / "last.pt"),
-                             (["--resume", str(run)], run / "last.pt"),
-                             (["--resume", str(run / "best.pt")], run / "best.pt")):
+    for argv, checkpoint in (
+        (["--out", str(run), "--resume"], run / "last.pt"),
+        (["--name", "r1", "--resume"], Path("results") / "r1" / "last.pt"),
+        (["--resume", str(run)], run / "last.pt"),
+        (["--resume", str(run / "best.pt")], run / "best.pt"),
+    ):
         assert resume_checkpoint(parse("train", how, argv), parser) == checkpoint
     with pytest.raises(SystemExit):
         resume_checkpoint(parse("train", how, ["--resume"]), parser)  # which run?

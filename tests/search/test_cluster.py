@@ -1,5 +1,6 @@
 """Cluster rules without a cluster: the storage rule, what a trial asks Ray for (fractional GPUs), the dataset
 check a trial runs on its node, and the command line. The real multi-node runs are in test_cluster_loopback.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,28 +11,42 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from echotune.search.cluster import (ClusterError, check_storage_rule, code_fingerprint, dataset_files,
-                                     find_unusable_files)
-from echotune.trainables.node import NodeInfo, require_dataset_on_node
+from echotune.search.cluster import (
+    ClusterError,
+    check_storage_rule,
+    code_fingerprint,
+    dataset_files,
+    find_unusable_files,
+)
 from echotune.search.search_config import SearchConfig
 from echotune.search.tuner import trial_resources
+from echotune.trainables.node import NodeInfo, require_dataset_on_node
 from tests.search.test_cli import load
 
 HEAD = NodeInfo("a" * 56, "10.0.0.1", "head-host", {"CPU": 2.0, "node:__internal_head__": 1.0})
 WORKER = NodeInfo("b" * 56, "10.0.0.2", "gpu-host", {"CPU": 8.0, "GPU": 1.0})
 
 
-@pytest.mark.parametrize("storage, shared, nodes, client, error", [
-    ("results", False, [HEAD], False, None),  # one node, the driver's machine: a local folder is fine
-    ("results", False, [HEAD, WORKER], False, "this Ray cluster has 2 alive nodes: node aaaaaaaaaaaa (head-host, "
-                                              "10.0.0.1, head), node bbbbbbbbbbbb (gpu-host, 10.0.0.2)"),
-    ("/mnt/nfs/echotune", True, [HEAD, WORKER], False, None),  # declared shared (and then checked on every node)
-    ("s3://bucket/echotune", False, [HEAD, WORKER], False, None),
-    ("gs://bucket/echotune", False, [HEAD, WORKER], False, None),
-    ("results", False, [HEAD], True, "through Ray Client (ray://) the search runs on the cluster"),
-    ("/mnt/nfs/echotune", True, [HEAD], True, None),
-    ("s3://bucket/echotune", False, [HEAD], True, "the Optuna study (SQLite) needs a folder"),
-])
+@pytest.mark.parametrize(
+    "storage, shared, nodes, client, error",
+    [
+        ("results", False, [HEAD], False, None),  # one node, the driver's machine: a local folder is fine
+        (
+            "results",
+            False,
+            [HEAD, WORKER],
+            False,
+            "this Ray cluster has 2 alive nodes: node aaaaaaaaaaaa (head-host, "
+            "10.0.0.1, head), node bbbbbbbbbbbb (gpu-host, 10.0.0.2)",
+        ),
+        ("/mnt/nfs/echotune", True, [HEAD, WORKER], False, None),  # declared shared (and then checked on every node)
+        ("s3://bucket/echotune", False, [HEAD, WORKER], False, None),
+        ("gs://bucket/echotune", False, [HEAD, WORKER], False, None),
+        ("results", False, [HEAD], True, "through Ray Client (ray://) the search runs on the cluster"),
+        ("/mnt/nfs/echotune", True, [HEAD], True, None),
+        ("s3://bucket/echotune", False, [HEAD], True, "the Optuna study (SQLite) needs a folder"),
+    ],
+)
 def test_storage_rule(storage, shared, nodes, client, error):
     if error is None:
         check_storage_rule(storage, shared, nodes, client)
@@ -42,12 +57,15 @@ def test_storage_rule(storage, shared, nodes, client, error):
     assert "s3://" in str(info.value) and "--shared-storage" in str(info.value)  # says what to use instead
 
 
-@pytest.mark.parametrize("cpus, gpus, bundle, device", [
-    (2.0, 0.5, {"CPU": 2.0, "GPU": 0.5}, "cuda"),  # two trials share one GPU
-    (1.0, 0.25, {"CPU": 1.0, "GPU": 0.25}, "cuda"),
-    (4.0, 1.0, {"CPU": 4.0, "GPU": 1.0}, "cuda"),
-    (1.0, 0.0, {"CPU": 1.0}, "cpu"),  # a CPU trial placed on a GPU node leaves the GPU alone
-])
+@pytest.mark.parametrize(
+    "cpus, gpus, bundle, device",
+    [
+        (2.0, 0.5, {"CPU": 2.0, "GPU": 0.5}, "cuda"),  # two trials share one GPU
+        (1.0, 0.25, {"CPU": 1.0, "GPU": 0.25}, "cuda"),
+        (4.0, 1.0, {"CPU": 4.0, "GPU": 1.0}, "cuda"),
+        (1.0, 0.0, {"CPU": 1.0}, "cpu"),  # a CPU trial placed on a GPU node leaves the GPU alone
+    ],
+)
 def test_trial_resource_request(cpus, gpus, bundle, device):
     cfg = SearchConfig(cpus_per_trial=cpus, gpus_per_trial=gpus)
 
@@ -66,8 +84,19 @@ def test_cli_builds_a_fractional_gpu_cluster_search():
 
     run = load("run")
     parser = run.build_parser()
-    args = parser.parse_args(["--address", "auto", "--storage", "/mnt/nfs/echotune", "--shared-storage",
-                              "--gpus-per-trial", "0.5", "--cpus-per-trial", "4"])
+    args = parser.parse_args(
+        [
+            "--address",
+            "auto",
+            "--storage",
+            "/mnt/nfs/echotune",
+            "--shared-storage",
+            "--gpus-per-trial",
+            "0.5",
+            "--cpus-per-trial",
+            "4",
+        ]
+    )
     cfg = search_config_from_args(parser, args)
     assert (cfg.shared_storage, cfg.gpus_per_trial, cfg.cpus_per_trial) == (True, 0.5, 4.0)
     assert trial_resources(cfg) == {"cpu": 4.0, "gpu": 0.5}
@@ -109,9 +138,10 @@ def test_a_trial_names_the_node_and_the_missing_images(tiny_synthetic, tmp_path)
     train = tiny_synthetic.samples["train"]
     moved = tmp_path / "moved.png"
     shutil.copy(train[0].image, moved)
-    data = dataclasses.replace(tiny_synthetic, samples={**tiny_synthetic.samples,
-                                                        "train": [dataclasses.replace(train[0], image=moved),
-                                                                  *train[1:]]})
+    data = dataclasses.replace(
+        tiny_synthetic,
+        samples={**tiny_synthetic.samples, "train": [dataclasses.replace(train[0], image=moved), *train[1:]]},
+    )
     require_dataset_on_node(data)
     os.remove(moved)
     with pytest.raises(FileNotFoundError) as info:

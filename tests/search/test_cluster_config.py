@@ -2,6 +2,7 @@
 the cloud), then the project's rules for it: whole-number node resources, autoscaling worker types for CPU and
 GPU, no port open to the world, no secret in the file, token auth, shared results storage, shared memory, and
 the project installed on every node."""
+
 from __future__ import annotations
 
 import copy
@@ -100,15 +101,21 @@ def test_shared_memory_and_the_project_installed_on_every_node(prepared, raw):
     for key in ("head_setup_commands", "worker_setup_commands"):  # setup_commands merged into both
         commands = " ".join(prepared[key])
         assert "/dev/shm" in commands
-        assert ('pip install --python ~/echotune-venv/bin/python -e "$HOME/echotune[cluster]" '
-                '-c "$HOME/echotune/constraints.txt"') in commands  # the tested set, the same Ray on every node
+        assert (
+            'pip install --python ~/echotune-venv/bin/python -e "$HOME/echotune[cluster]" '
+            '-c "$HOME/echotune/constraints.txt"'
+        ) in commands  # the tested set, the same Ray on every node
         assert "resolve_data_yaml(None)" in commands  # the synthetic set at the same path on every node
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     ray_range = next(d for d in extras["dependencies"] if d.startswith("ray["))
     assert ray_range.replace("ray[tune]", "ray[default]") in extras["optional-dependencies"]["cluster"]
-    tested = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
-                  if line and not line.startswith("#"))
+    tested = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     import ray
+
     assert tested["ray"] == ray.__version__  # the suite runs on the tested set
 
 
@@ -129,7 +136,8 @@ def test_documented_commands_open_only_ssh_from_your_address(raw):
         cidrs = re.findall(r"--cidr(?:-ip)?[ =](\S+)", command)
         assert "--ipv6-cidr" not in command, command
         assert ("--source-group" in command and not cidrs) or (
-            cidrs and all(c.endswith("/32") for c in cidrs) and "--port 22" in command), command
+            cidrs and all(c.endswith("/32") for c in cidrs) and "--port 22" in command
+        ), command
     for command in commands:
         assert "0.0.0.0" not in command and "::/0" not in command, command
     yaml_lines = (ROOT / "cluster.yaml").read_text().splitlines()

@@ -9,6 +9,7 @@ in a subprocess, as a user would: `python search/run.py --address HOST:PORT`, `-
 ray[default], which the test extra installs; skipped without it). The module fixture always tears the cluster
 down: SIGTERM to each `ray start` it started, then SIGKILL to what is left of that process's own group.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,9 +41,29 @@ HAS_CLIENT = importlib.util.find_spec("grpc") is not None  # ray[client] (in ray
 NEEDS_CLUSTER_EXTRA = "pip install -e '.[test]' (ray[default])"
 # --no-reuse-actors: with 1-2 s trials, a reused head worker would take the second trial whenever the first ends
 # before the worker node's actor has started (Tune drops the pending actor), and "ran on both nodes" would be luck.
-SEARCH_ARGS = ["--space", "gradnorm", "--searcher", "random", "--scheduler", "fifo", "--num-samples", "2",
-               "--concurrency", "2", "--max-epochs", "3", "--img-size", "64", "--ensemble-top-k", "0", "--seed", "0",
-               "--no-reuse-actors", "--final-top-k", "0"]
+SEARCH_ARGS = [
+    "--space",
+    "gradnorm",
+    "--searcher",
+    "random",
+    "--scheduler",
+    "fifo",
+    "--num-samples",
+    "2",
+    "--concurrency",
+    "2",
+    "--max-epochs",
+    "3",
+    "--img-size",
+    "64",
+    "--ensemble-top-k",
+    "0",
+    "--seed",
+    "0",
+    "--no-reuse-actors",
+    "--final-top-k",
+    "0",
+]
 
 
 def free_port() -> int:
@@ -65,8 +86,10 @@ class LoopbackCluster:
 
     def ray_logs(self, pattern: str) -> str:
         """The head's Ray log files matching `pattern` (for failure messages)."""
-        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-                         for p in sorted(self.head_temp_dir.glob(f"session_latest/logs/{pattern}")))
+        return "\n".join(
+            f"== {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.head_temp_dir.glob(f"session_latest/logs/{pattern}"))
+        )
 
     def run(self, args: list[str], timeout: float = 420) -> subprocess.CompletedProcess:
         result = subprocess.run(args, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -76,14 +99,17 @@ class LoopbackCluster:
 
 def _wait_for_nodes(env: dict, address: str, count: int, timeout_s: float = 90) -> list[dict]:
     """Ray's node table once `count` nodes are alive (polled from a driver subprocess, as a user would see it)."""
-    script = ("import json, sys, time, ray\n"
-              f"ray.init(address={address!r}, include_dashboard=False, log_to_driver=False)\n"
-              f"deadline = time.time() + {timeout_s}\n"
-              f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
-              "    time.sleep(0.5)\n"
-              "print(json.dumps([n for n in ray.nodes() if n['Alive']]))\n")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                            timeout=timeout_s + 60)
+    script = (
+        "import json, sys, time, ray\n"
+        f"ray.init(address={address!r}, include_dashboard=False, log_to_driver=False)\n"
+        f"deadline = time.time() + {timeout_s}\n"
+        f"while len([n for n in ray.nodes() if n['Alive']]) < {count} and time.time() < deadline:\n"
+        "    time.sleep(0.5)\n"
+        "print(json.dumps([n for n in ray.nodes() if n['Alive']]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout_s + 60
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     nodes = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(nodes) == count, nodes
@@ -127,46 +153,83 @@ def loopback_cluster(tmp_path_factory):
     token.chmod(0o600)
     # A clean Ray environment: no inherited address or token source, token auth on, our own token file.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "ECHOTUNE_"))}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), RAY_USAGE_STATS_ENABLED="0",
-               OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-               # what cluster.yaml exports on every node: the default --storage (a bucket: here a file:// URI,
-               # which Ray Tune treats like one; shared only because both nodes are this machine) and where the
-               # driver keeps the Optuna study of such a search
-               ECHOTUNE_STORAGE=f"file://{root / 'bucket'}", ECHOTUNE_RESULTS_DIR=str(root / "head-results"))
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        RAY_USAGE_STATS_ENABLED="0",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+        # what cluster.yaml exports on every node: the default --storage (a bucket: here a file:// URI,
+        # which Ray Tune treats like one; shared only because both nodes are this machine) and where the
+        # driver keeps the Optuna study of such a search
+        ECHOTUNE_STORAGE=f"file://{root / 'bucket'}",
+        ECHOTUNE_RESULTS_DIR=str(root / "head-results"),
+    )
     # One temp dir per node, as on separate machines: a node unpacks runtime environments (a job's working dir)
     # into its own session folder, and two nodes sharing one would replace each other's copy under a running
     # driver. Short paths: Ray's socket paths must fit 107 bytes.
     temp_dirs = [tempfile.mkdtemp(prefix="ray-lb-", dir="/tmp") for _ in range(2)]
     gcs_port, client_port = free_port(), free_port() if HAS_CLIENT else None
     dashboard_port = free_port() if HAS_DASHBOARD else None
-    node_flags = ["--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
-                  # two raylets on one machine: random worker ports, and agent ports of their own
-                  "--min-worker-port=0", "--max-worker-port=0"]
+    node_flags = [
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--disable-usage-stats",
+        # two raylets on one machine: random worker ports, and agent ports of their own
+        "--min-worker-port=0",
+        "--max-worker-port=0",
+    ]
     procs: list[tuple[subprocess.Popen, object]] = []  # each `ray start` and its open log file
 
     def start(name: str, args: list[str]) -> tuple[subprocess.Popen, Path]:
         log = logs / f"{name}.log"
         out = log.open("w")
-        proc = subprocess.Popen([*RAY_CLI, "start", "--block", *node_flags, *args,
-                                 f"--dashboard-agent-listen-port={free_port()}"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [*RAY_CLI, "start", "--block", *node_flags, *args, f"--dashboard-agent-listen-port={free_port()}"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append((proc, out))
         return proc, log
 
     try:
-        head, head_log = start("head", [
-            "--head", f"--port={gcs_port}", f"--temp-dir={temp_dirs[0]}",
-            *([f"--ray-client-server-port={client_port}"] if HAS_CLIENT else []),
-            *(["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
-              if HAS_DASHBOARD else ["--include-dashboard=false"])])
+        head, head_log = start(
+            "head",
+            [
+                "--head",
+                f"--port={gcs_port}",
+                f"--temp-dir={temp_dirs[0]}",
+                *([f"--ray-client-server-port={client_port}"] if HAS_CLIENT else []),
+                *(
+                    ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+                    if HAS_DASHBOARD
+                    else ["--include-dashboard=false"]
+                ),
+            ],
+        )
         _wait_for_port(gcs_port, head, head_log)
         if HAS_CLIENT:  # the Ray Client server (the proxy) starts after the GCS: drivers get a listening port
             _wait_for_port(client_port, head, head_log)
-        worker, _ = start("worker", [f"--address=127.0.0.1:{gcs_port}", f"--temp-dir={temp_dirs[1]}",
-                                     f'--resources={{"{WORKER_RESOURCE}": 1}}'])
-        cluster = LoopbackCluster(gcs_address=f"127.0.0.1:{gcs_port}", client_address=f"ray://127.0.0.1:{client_port}",
-                                  dashboard_address=f"http://127.0.0.1:{dashboard_port}" if HAS_DASHBOARD else None,
-                                  env=env, root=root, logs=logs, head_temp_dir=Path(temp_dirs[0]), worker=worker)
+        worker, _ = start(
+            "worker",
+            [
+                f"--address=127.0.0.1:{gcs_port}",
+                f"--temp-dir={temp_dirs[1]}",
+                f'--resources={{"{WORKER_RESOURCE}": 1}}',
+            ],
+        )
+        cluster = LoopbackCluster(
+            gcs_address=f"127.0.0.1:{gcs_port}",
+            client_address=f"ray://127.0.0.1:{client_port}",
+            dashboard_address=f"http://127.0.0.1:{dashboard_port}" if HAS_DASHBOARD else None,
+            env=env,
+            root=root,
+            logs=logs,
+            head_temp_dir=Path(temp_dirs[0]),
+            worker=worker,
+        )
         cluster.nodes = _wait_for_nodes(env, cluster.gcs_address, 2)
         yield cluster
     finally:
@@ -179,8 +242,18 @@ def loopback_cluster(tmp_path_factory):
 
 def _search(cluster: LoopbackCluster, data, address: str, name: str, *extra: str, storage: bool = True) -> list[str]:
     """The run.py command line of a tiny search (after the interpreter); storage=False: the cluster's default."""
-    return ["search/run.py", "--address", address, "--data", str(data.config.yaml_path), "--name", name,
-            *(["--storage", str(cluster.root / "results")] if storage else []), *SEARCH_ARGS, *extra]
+    return [
+        "search/run.py",
+        "--address",
+        address,
+        "--data",
+        str(data.config.yaml_path),
+        "--name",
+        name,
+        *(["--storage", str(cluster.root / "results")] if storage else []),
+        *SEARCH_ARGS,
+        *extra,
+    ]
 
 
 def _assert_trials_ran_on_both_nodes(cluster: LoopbackCluster, experiment: Path) -> None:
@@ -204,8 +277,12 @@ def _assert_trials_ran_on_both_nodes(cluster: LoopbackCluster, experiment: Path)
 
 
 def test_run_py_with_address_runs_trials_on_both_nodes(loopback_cluster, tiny_synthetic):
-    result = loopback_cluster.run([sys.executable, *_search(
-        loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address, "direct", "--shared-storage")])
+    result = loopback_cluster.run(
+        [
+            sys.executable,
+            *_search(loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address, "direct", "--shared-storage"),
+        ]
+    )
     assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
     assert "Ray cluster: 2 node(s)" in result.stdout and "checked on every node" in result.stdout
     _assert_trials_ran_on_both_nodes(loopback_cluster, loopback_cluster.root / "results" / "direct")
@@ -217,13 +294,15 @@ def test_every_node_reports_what_it_cannot_see(loopback_cluster, tiny_synthetic)
     node answers from itself (a task pinned to it) and every problem names its node."""
     image = tiny_synthetic.samples["train"][0].image
     files = {str(image): image.stat().st_size + 1, "/nonexistent/echo.png": 10}
-    script = ("import json, ray\n"
-              "from search.cluster import alive_nodes, node_problems, probe_nodes\n"
-              f"ray.init(address={loopback_cluster.gcs_address!r}, include_dashboard=False, log_to_driver=False)\n"
-              "nodes = alive_nodes()\n"
-              f"answers, failed = probe_nodes(nodes, {files!r}, '/nonexistent/.echotune-shared-check', 'x')\n"
-              "problems = node_problems(nodes, answers, '/shared/results', 'driver-code')\n"
-              "print(json.dumps({'answers': answers, 'failed': failed, 'problems': problems}))\n")
+    script = (
+        "import json, ray\n"
+        "from search.cluster import alive_nodes, node_problems, probe_nodes\n"
+        f"ray.init(address={loopback_cluster.gcs_address!r}, include_dashboard=False, log_to_driver=False)\n"
+        "nodes = alive_nodes()\n"
+        f"answers, failed = probe_nodes(nodes, {files!r}, '/nonexistent/.echotune-shared-check', 'x')\n"
+        "problems = node_problems(nodes, answers, '/shared/results', 'driver-code')\n"
+        "print(json.dumps({'answers': answers, 'failed': failed, 'problems': problems}))\n"
+    )
     result = loopback_cluster.run([sys.executable, "-c", script], timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -242,8 +321,9 @@ def test_every_node_reports_what_it_cannot_see(loopback_cluster, tiny_synthetic)
 
 
 def test_local_storage_is_refused_on_a_multi_node_cluster(loopback_cluster, tiny_synthetic):
-    result = loopback_cluster.run([sys.executable, *_search(
-        loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address, "refused")])
+    result = loopback_cluster.run(
+        [sys.executable, *_search(loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address, "refused")]
+    )
     assert result.returncode == 2, (result.stdout[-3000:], result.stderr[-3000:])
     assert "is a local path, but this Ray cluster has 2 alive nodes" in result.stderr
     assert "--shared-storage" in result.stderr and "s3://" in result.stderr
@@ -252,10 +332,17 @@ def test_local_storage_is_refused_on_a_multi_node_cluster(loopback_cluster, tiny
 
 @pytest.mark.skipif(not HAS_CLIENT, reason=f"Ray Client needs ray[client]: {NEEDS_CLUSTER_EXTRA}")
 def test_ray_client_route(loopback_cluster, tiny_synthetic):
-    result = loopback_cluster.run([sys.executable, *_search(
-        loopback_cluster, tiny_synthetic, loopback_cluster.client_address, "client", "--shared-storage")])
-    assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:],
-                                    loopback_cluster.ray_logs("ray_client_server*.err"))
+    result = loopback_cluster.run(
+        [
+            sys.executable,
+            *_search(loopback_cluster, tiny_synthetic, loopback_cluster.client_address, "client", "--shared-storage"),
+        ]
+    )
+    assert result.returncode == 0, (
+        result.stdout[-4000:],
+        result.stderr[-4000:],
+        loopback_cluster.ray_logs("ray_client_server*.err"),
+    )
     assert "through Ray Client" in result.stdout
     _assert_trials_ran_on_both_nodes(loopback_cluster, loopback_cluster.root / "results" / "client")
 
@@ -271,9 +358,11 @@ def test_ray_client_connect_retries_a_server_that_died_at_birth_and_nothing_else
 
     from echotune.search import orchestrate
 
-    died = ConnectionAbortedError("Initialization failure from server:\nTraceback (most recent call last):\n"
-                                  "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err "
-                                  "for detailed logs.\n")
+    died = ConnectionAbortedError(
+        "Initialization failure from server:\nTraceback (most recent call last):\n"
+        "RuntimeError: Starting Ray client server failed. See ray_client_server_23000.err "
+        "for detailed logs.\n"
+    )
     outcomes, calls, sleeps = [], [], []
 
     def scripted_init(**kwargs):
@@ -297,10 +386,14 @@ def test_ray_client_connect_retries_a_server_that_died_at_birth_and_nothing_else
         orchestrate.start_ray("ray://127.0.0.1:10001")
     assert len(calls) == 4 and sleeps == [2.0, 4.0, 8.0]
 
-    for address, error in [("ray://127.0.0.1:10001", ConnectionError("ray client connection timeout")),
-                           ("ray://127.0.0.1:10001", ConnectionAbortedError("Initialization failure from server:\n"
-                                                                            "AuthenticationError: InvalidAuthToken")),
-                           ("127.0.0.1:6379", ConnectionAbortedError("anything, to a GCS address"))]:
+    for address, error in [
+        ("ray://127.0.0.1:10001", ConnectionError("ray client connection timeout")),
+        (
+            "ray://127.0.0.1:10001",
+            ConnectionAbortedError("Initialization failure from server:\nAuthenticationError: InvalidAuthToken"),
+        ),
+        ("127.0.0.1:6379", ConnectionAbortedError("anything, to a GCS address")),
+    ]:
         calls.clear(), sleeps.clear(), capsys.readouterr()
         outcomes[:] = [error, None]
         with pytest.raises(ConnectionError, match="export RAY_AUTH_MODE=token"):  # at once, with the fix
@@ -312,8 +405,18 @@ def test_ray_client_connect_retries_a_server_that_died_at_birth_and_nothing_else
 def test_ray_job_submit_route_with_bucket_storage_then_fetch_and_leaderboard(loopback_cluster, tiny_synthetic):
     """docs/cluster.md steps 5 and 7: submit with the cluster's default storage (ECHOTUNE_STORAGE, a bucket),
     then put the bucket's experiment and the head's Optuna study into one folder and build the leaderboard."""
-    submit = [*RAY_CLI, "job", "submit", "--address", loopback_cluster.dashboard_address, "--working-dir", ".", "--",
-              sys.executable, *_search(loopback_cluster, tiny_synthetic, "auto", "via_job", storage=False)]
+    submit = [
+        *RAY_CLI,
+        "job",
+        "submit",
+        "--address",
+        loopback_cluster.dashboard_address,
+        "--working-dir",
+        ".",
+        "--",
+        sys.executable,
+        *_search(loopback_cluster, tiny_synthetic, "auto", "via_job", storage=False),
+    ]
     result = loopback_cluster.run(submit)
     assert result.returncode == 0, (result.stdout[-4000:], result.stderr[-4000:])
     assert "succeeded" in result.stdout + result.stderr and "sync file://" in result.stdout + result.stderr
@@ -329,9 +432,17 @@ def test_a_driver_without_the_token_is_refused_with_the_fix(loopback_cluster, ti
     """The cluster really enforces token authentication: a driver with neither RAY_AUTH_MODE nor a token (an
     empty HOME: no ~/.ray/auth_token) cannot join, and run.py says what to set."""
     env = {k: v for k, v in loopback_cluster.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
-    result = subprocess.run([sys.executable, *_search(loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address,
-                                                      "no_token", "--shared-storage")],
-                            cwd=REPO, env={**env, "HOME": str(tmp_path)}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            *_search(loopback_cluster, tiny_synthetic, loopback_cluster.gcs_address, "no_token", "--shared-storage"),
+        ],
+        cwd=REPO,
+        env={**env, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, (result.stdout[-3000:], result.stderr[-3000:])
     assert "InvalidAuthToken" in result.stderr  # Ray's own log line: the GCS refused the unauthenticated client
     assert "could not connect to the Ray cluster" in result.stderr and "export RAY_AUTH_MODE=token" in result.stderr
@@ -351,15 +462,33 @@ def test_trials_of_a_lost_node_move_to_another_node_and_finish(loopback_cluster,
     from echotune.data.synthetic import SyntheticSpec, generate
     from tests.reliability.faults import SearchProcess, trial_results, wait_for
 
-    data = generate(tmp_path / "data", SyntheticSpec(train_videos=12, val_videos=4, test_videos=4,
-                                                     frames_per_video=4, img_size=64, seed=1))  # ~1 s epochs
+    data = generate(
+        tmp_path / "data",
+        SyntheticSpec(train_videos=12, val_videos=4, test_videos=4, frames_per_video=4, img_size=64, seed=1),
+    )  # ~1 s epochs
     head_id = next(n["NodeID"] for n in loopback_cluster.nodes if WORKER_RESOURCE not in n["Resources"])
     worker_id = next(n["NodeID"] for n in loopback_cluster.nodes if WORKER_RESOURCE in n["Resources"])
     experiment = loopback_cluster.root / "results" / "node_loss"
-    search = SearchProcess(["--address", loopback_cluster.gcs_address, "--data", str(data), "--name", "node_loss",
-                            "--storage", str(loopback_cluster.root / "results"), "--shared-storage", *SEARCH_ARGS,
-                            "--max-epochs", str(NODE_LOSS_EPOCHS)], tmp_path / "search.log", env=loopback_cluster.env)
+    search = SearchProcess(
+        [
+            "--address",
+            loopback_cluster.gcs_address,
+            "--data",
+            str(data),
+            "--name",
+            "node_loss",
+            "--storage",
+            str(loopback_cluster.root / "results"),
+            "--shared-storage",
+            *SEARCH_ARGS,
+            "--max-epochs",
+            str(NODE_LOSS_EPOCHS),
+        ],
+        tmp_path / "search.log",
+        env=loopback_cluster.env,
+    )
     try:
+
         def trial_on_the_worker_node():
             for trial_id, rows in trial_results(experiment).items():
                 if rows and rows[-1]["node_id"] == worker_id and 2 <= rows[-1]["epoch"] <= 4:

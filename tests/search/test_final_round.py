@@ -5,6 +5,7 @@ Selection and the config file on hand-made rows and files (fast); then one real 
 tests: what the round trained and wrote, that best_config.yaml trains the winning run again bit for bit, and that
 a final round whose driver crashed resumes without running anything twice.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,16 @@ import yaml
 from echotune.engine import TrainConfig
 from echotune.engine.checkpoint import load_checkpoint
 from echotune.search.best_config import read_config_file, train_config_of, write_best_config
-from echotune.search.final_round import (FINAL_DIR, Candidate, baseline_trial_config, choose_winner, read_final,
-                                run_configs, run_final_round, select_candidates)
+from echotune.search.final_round import (
+    FINAL_DIR,
+    Candidate,
+    baseline_trial_config,
+    choose_winner,
+    read_final,
+    run_configs,
+    run_final_round,
+    select_candidates,
+)
 from echotune.search.search_config import SearchConfig
 from echotune.spaces import register_space
 from tests.search.test_cli import load
@@ -31,30 +40,54 @@ EPOCHS = 3
 
 
 # ----------------------------------------------------------------------------------------- selection (no Ray)
-def _row(trial_id: str, score: float | None, status: str = "TERMINATED", baseline: bool = False, epochs: int = 12,
-         **config) -> dict:
+def _row(
+    trial_id: str, score: float | None, status: str = "TERMINATED", baseline: bool = False, epochs: int = 12, **config
+) -> dict:
     config = {"gn_alpha": 1.0, "epochs": 12, "seed": 0, **config}
-    return {"trial_id": trial_id, "best/val/score": score, "status": status, "is_baseline": baseline,
-            "epochs_trained": epochs, "epochs_planned": 12, "config_json": json.dumps(config, sort_keys=True)}
+    return {
+        "trial_id": trial_id,
+        "best/val/score": score,
+        "status": status,
+        "is_baseline": baseline,
+        "epochs_trained": epochs,
+        "epochs_planned": 12,
+        "config_json": json.dumps(config, sort_keys=True),
+    }
 
 
 def test_candidates_are_the_top_k_distinct_configurations_plus_the_baseline():
-    rows = [_row("diverged", 0.9, status="DIVERGED", gn_alpha=9.0), _row("a", 0.5, gn_alpha=0.5),
-            _row("a_twin", 0.45, gn_alpha=0.5),  # the same configuration as a: not a second candidate
-            _row("stopped", 0.4, status="STOPPED_EARLY", epochs=3, gn_alpha=0.4),  # ASHA-stopped: still a candidate
-            _row("c", 0.3, gn_alpha=0.3), _row("base", 0.1, baseline=True, gn_alpha=1.5), _row("pending", None)]
+    rows = [
+        _row("diverged", 0.9, status="DIVERGED", gn_alpha=9.0),
+        _row("a", 0.5, gn_alpha=0.5),
+        _row("a_twin", 0.45, gn_alpha=0.5),  # the same configuration as a: not a second candidate
+        _row("stopped", 0.4, status="STOPPED_EARLY", epochs=3, gn_alpha=0.4),  # ASHA-stopped: still a candidate
+        _row("c", 0.3, gn_alpha=0.3),
+        _row("base", 0.1, baseline=True, gn_alpha=1.5),
+        _row("pending", None),
+    ]
     candidates = select_candidates(rows, 2, baseline_config={"unused": True})
     assert [(c.search_trial_id, c.search_rank, c.is_baseline) for c in candidates] == [
-        ("a", 1, False), ("stopped", 3, False), ("base", 5, True)]  # ranks among the scored, unfailed trials
+        ("a", 1, False),
+        ("stopped", 3, False),
+        ("base", 5, True),
+    ]  # ranks among the scored, unfailed trials
     assert candidates[1].search_epochs_trained == 3 and candidates[0].config["gn_alpha"] == 0.5
     # the baseline already among the top k joins once; without a row its configuration comes from the space
     assert [c.search_trial_id for c in select_candidates(rows, 5, {})] == ["a", "stopped", "c", "base"]
     no_row = select_candidates(rows[:3], 1, baseline_config={"gn_alpha": 1.5, "epochs": 12, "seed": 0})
-    assert [(c.search_trial_id, c.is_baseline, c.config["gn_alpha"]) for c in no_row] == [("a", False, 0.5),
-                                                                                         (None, True, 1.5)]
+    assert [(c.search_trial_id, c.is_baseline, c.config["gn_alpha"]) for c in no_row] == [
+        ("a", False, 0.5),
+        (None, True, 1.5),
+    ]
     configs = run_configs(candidates, [1, 2], 12)
     assert [(c["gn_alpha"], c["seed"], c["epochs"]) for c in configs] == [
-        (0.5, 1, 12), (0.5, 2, 12), (0.4, 1, 12), (0.4, 2, 12), (1.5, 1, 12), (1.5, 2, 12)]
+        (0.5, 1, 12),
+        (0.5, 2, 12),
+        (0.4, 1, 12),
+        (0.4, 2, 12),
+        (1.5, 1, 12),
+        (1.5, 2, 12),
+    ]
 
 
 def test_no_final_round_after_an_interrupted_search():
@@ -69,8 +102,10 @@ def test_no_final_round_after_an_interrupted_search():
 
 
 def _candidate(name: str, rank: int, scores: list[float], baseline: bool = False, status: str = "TERMINATED"):
-    runs = [{"seed": seed, "status": status, "epochs_trained": 12, "best_val_score": s}
-            for seed, s in zip((1, 2, 3), scores)]
+    runs = [
+        {"seed": seed, "status": status, "epochs_trained": 12, "best_val_score": s}
+        for seed, s in zip((1, 2, 3), scores)
+    ]
     return Candidate({"name": name}, baseline, name, rank, 1.0 / rank, 12, 12, runs)
 
 
@@ -89,19 +124,21 @@ def test_the_winner_is_the_best_final_round_mean_not_the_search_best():
 
 def test_final_round_flags_reach_the_search_config_and_survive_a_resume(tmp_path, capsys):
     from echotune.results.search_record import read_search_record, resumed_config, write_search_record
-
     from echotune.search.cli.search import search_config_from_args
 
     parser = load("run").build_parser()
-    cfg = search_config_from_args(parser, parser.parse_args(["--final-top-k", "2", "--final-seeds", "3",
-                                                        "--storage", str(tmp_path)]))
+    cfg = search_config_from_args(
+        parser, parser.parse_args(["--final-top-k", "2", "--final-seeds", "3", "--storage", str(tmp_path)])
+    )
     assert (cfg.final_top_k, cfg.final_seeds) == (2, 3)
     assert (SearchConfig().final_top_k, SearchConfig().final_seeds) == (3, 1)
     write_search_record(cfg, tmp_path / "data.yaml")
     resumed = resumed_config(SearchConfig(name=cfg.name, storage=str(tmp_path)), read_search_record(cfg.local_dir))
     assert (resumed.final_top_k, resumed.final_seeds) == (2, 3)
-    for argv, message in ((["--final-top-k", "-1"], "final_top_k must be >= 0"),
-                          (["--final-seeds", "0"], "expected a positive integer")):
+    for argv, message in (
+        (["--final-top-k", "-1"], "final_top_k must be >= 0"),
+        (["--final-seeds", "0"], "expected a positive integer"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             search_config_from_args(parser, parser.parse_args(argv))
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
@@ -109,36 +146,52 @@ def test_final_round_flags_reach_the_search_config_and_survive_a_resume(tmp_path
 
 # ------------------------------------------------------------------------------ best_config.yaml and --config
 def test_best_config_round_trips_exactly_and_the_command_line_overrides_it(tmp_path):
-    trial = {"arch": "shared", "model_scale": "test", "img_size": 64, "lr_stage1": 0.0031234567891234567,
-             "weight_decay": 1e-05, "gn_alpha": 1, "stage_split": (0.2857, 0.5714, 0.1429), "stage1_frac": 0.3,
-             "stage2_frac": 0.6, "seed": 4, "epochs": 7, "score_weights": {"view_f1": 0.5}}
+    trial = {
+        "arch": "shared",
+        "model_scale": "test",
+        "img_size": 64,
+        "lr_stage1": 0.0031234567891234567,
+        "weight_decay": 1e-05,
+        "gn_alpha": 1,
+        "stage_split": (0.2857, 0.5714, 0.1429),
+        "stage1_frac": 0.3,
+        "stage2_frac": 0.6,
+        "seed": 4,
+        "epochs": 7,
+        "score_weights": {"view_f1": 0.5},
+    }
     config = train_config_of(trial)  # the search-only stage fractions are dropped, like the trainable does
     path = write_best_config(tmp_path / "best_config.yaml", config, {"trial_id": "abc", "val/score": 0.25})
     document = yaml.safe_load(path.read_text())
     assert document["trial_id"] == "abc" and set(document["config"]) == set(TrainConfig().to_dict())
     values = read_config_file(path)
-    assert TrainConfig.from_dict(values) == TrainConfig.from_dict({k: v for k, v in trial.items()
-                                                                   if not k.endswith("_frac")})
+    assert TrainConfig.from_dict(values) == TrainConfig.from_dict(
+        {k: v for k, v in trial.items() if not k.endswith("_frac")}
+    )
     bare = tmp_path / "bare.yaml"
     bare.write_text("model_scale: test\nlr_stage1: 0.002\nstage_split: [0.5, 0.3, 0.2]\n")
     assert read_config_file(bare) == {"model_scale": "test", "lr_stage1": 0.002, "stage_split": [0.5, 0.3, 0.2]}
     from echotune.search.cli import train
 
-    cfg = train.config_from_args(load("train").build_parser().parse_args(["--config", str(path), "--seed", "9",
-                                                                          "--set", "gn_alpha=0.5"]))
+    cfg = train.config_from_args(
+        load("train").build_parser().parse_args(["--config", str(path), "--seed", "9", "--set", "gn_alpha=0.5"])
+    )
     assert (cfg.seed, cfg.gn_alpha, cfg.lr_stage1, cfg.epochs) == (9, 0.5, trial["lr_stage1"], 7)
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such file"),
-    ("config: [unclosed\n", "not valid YAML (line 2, column 1)"),
-    ("- epochs: 3\n", "expected a mapping of TrainConfig fields"),
-    ("trial_id: x\nconfig: 3\n", "'config:' expected a mapping of TrainConfig fields, got int"),
-    ("config:\n  epochs: 3\n  learning_rate: 0.1\n", "'config:' unknown TrainConfig field(s) learning_rate"),
-    ("epochs: ten\n", "epochs: expected an integer, got 'ten'"),
-    ("stage_split: [0.5, 0.5]\n", "stage_split: expected a list of three numbers"),
-    ("img_size: 100\n", "img_size must be a multiple of 32 and >= 64, got 100"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        ("config: [unclosed\n", "not valid YAML (line 2, column 1)"),
+        ("- epochs: 3\n", "expected a mapping of TrainConfig fields"),
+        ("trial_id: x\nconfig: 3\n", "'config:' expected a mapping of TrainConfig fields, got int"),
+        ("config:\n  epochs: 3\n  learning_rate: 0.1\n", "'config:' unknown TrainConfig field(s) learning_rate"),
+        ("epochs: ten\n", "epochs: expected an integer, got 'ten'"),
+        ("stage_split: [0.5, 0.5]\n", "stage_split: expected a list of three numbers"),
+        ("img_size: 100\n", "img_size must be a multiple of 32 and >= 64, got 100"),
+    ],
+)
 def test_train_config_refuses_a_bad_file_naming_it_before_anything_is_written(tmp_path, capsys, content, message):
     path = tmp_path / "bad.yaml"
     if content is not None:
@@ -154,9 +207,17 @@ def test_train_config_refuses_a_bad_file_naming_it_before_anything_is_written(tm
 def _constants() -> dict:
     # view macro-F1 weighs in, so that tiny 3-epoch runs (which detect nothing and whose view kappa is ~0) do not
     # all score exactly 0: the final round then has real numbers to rank
-    return {"arch": "shared", "balance": "gradnorm", "model_scale": "test", "optimizer": "adamw",
-            "lr_stage2": 1e-3, "lr_stage3": 3e-4, "stage_split": (0.3, 0.5, 0.2), "img_size": 64,
-            "score_weights": {"view_f1": 1.0}}
+    return {
+        "arch": "shared",
+        "balance": "gradnorm",
+        "model_scale": "test",
+        "optimizer": "adamw",
+        "lr_stage2": 1e-3,
+        "lr_stage3": 3e-4,
+        "stage_split": (0.3, 0.5, 0.2),
+        "img_size": 64,
+        "score_weights": {"view_f1": 1.0},
+    }
 
 
 def _baseline(profile) -> dict:
@@ -179,9 +240,18 @@ def final_search(tiny_synthetic, tmp_path_factory):
 
     register_space(SPACE, baseline_config=_baseline)(_define)
     try:
-        cfg = SearchConfig(space=SPACE, name="final", storage=str(tmp_path_factory.mktemp("final") / "results"),
-                           num_samples=3, max_epochs=EPOCHS, img_size=64, concurrency=2, seed=0, final_top_k=1,
-                           final_seeds=2)
+        cfg = SearchConfig(
+            space=SPACE,
+            name="final",
+            storage=str(tmp_path_factory.mktemp("final") / "results"),
+            num_samples=3,
+            max_epochs=EPOCHS,
+            img_size=64,
+            concurrency=2,
+            seed=0,
+            final_top_k=1,
+            final_seeds=2,
+        )
         summary = run_search(cfg, tiny_synthetic, resume=False)
         yield cfg, summary, Path(cfg.experiment_dir)
     finally:
@@ -216,9 +286,11 @@ def test_the_final_round_retrains_top_k_and_the_baseline_at_full_epochs_with_fre
     assert sorted(p.name for p in (experiment / FINAL_DIR).glob("trial_*")) == sorted(f"trial_{t}" for t in runs)
     winner = doc["candidates"][doc["winner"]["index"]]
     assert winner["val_mean"] == max(c["val_mean"] for c in doc["candidates"])
-    assert doc["trial_epochs"] == {"search": sum(r["epochs_trained"] for r in rows),
-                                   "final_round": EPOCHS * len(runs),
-                                   "total": sum(r["epochs_trained"] for r in rows) + EPOCHS * len(runs)}
+    assert doc["trial_epochs"] == {
+        "search": sum(r["epochs_trained"] for r in rows),
+        "final_round": EPOCHS * len(runs),
+        "total": sum(r["epochs_trained"] for r in rows) + EPOCHS * len(runs),
+    }
     # the final fit: the winner's and the baseline's seed-1 runs, measured once on test (held_out.json)
     fit, held = doc["final_fit"], json.loads((experiment / "held_out.json").read_text())
     assert (fit["seed"], fit["epochs"], fit["split"]) == (1, EPOCHS, "test")
@@ -236,23 +308,39 @@ def test_the_final_round_retrains_top_k_and_the_baseline_at_full_epochs_with_fre
 
 
 @pytest.mark.ray
-def test_best_config_yaml_names_the_winner_and_train_py_reproduces_its_final_round_run(final_search, tiny_synthetic,
-                                                                                       tmp_path):
+def test_best_config_yaml_names_the_winner_and_train_py_reproduces_its_final_round_run(
+    final_search, tiny_synthetic, tmp_path
+):
     cfg, summary, experiment = final_search
     doc = read_final(experiment)
     winner = doc["candidates"][doc["winner"]["index"]]
     assert summary["best"]["trial_id"] == winner["search_trial_id"] == doc["winner"]["search_trial_id"]
     run = winner["runs"][0]
     best_config = yaml.safe_load((experiment / "best_config.yaml").read_text())
-    assert (best_config["trial_id"], best_config["final_round_trial_id"]) == (winner["search_trial_id"],
-                                                                              run["trial_id"])
-    assert best_config["final_round_seeds"] == [1, 2] and best_config["checkpoint"] == doc["final_fit"]["winner"][
-        "checkpoint"]
+    assert (best_config["trial_id"], best_config["final_round_trial_id"]) == (
+        winner["search_trial_id"],
+        run["trial_id"],
+    )
+    assert (
+        best_config["final_round_seeds"] == [1, 2]
+        and best_config["checkpoint"] == doc["final_fit"]["winner"]["checkpoint"]
+    )
     assert best_config["config"] == train_config_of({**winner["config"], "seed": 1})
     assert (best_config["config"]["seed"], best_config["config"]["epochs"]) == (1, EPOCHS)
     out = tmp_path / "again"
-    assert load("train").main(["--config", str(experiment / "best_config.yaml"), "--data",
-                               str(tiny_synthetic.config.yaml_path), "--out", str(out)]) == 0
+    assert (
+        load("train").main(
+            [
+                "--config",
+                str(experiment / "best_config.yaml"),
+                "--data",
+                str(tiny_synthetic.config.yaml_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     again = load_checkpoint(out / "last.pt")["history"]
     ray_run = _results(experiment / FINAL_DIR / f"trial_{run['trial_id']}")
     assert [m["epoch"] for m in again] == [r["epoch"] for r in ray_run] == list(range(1, EPOCHS + 1))
@@ -299,8 +387,9 @@ def _crash_once(marker: Path):
 
 
 @pytest.mark.ray
-def test_an_interrupted_final_round_resumes_its_runs_and_a_finished_one_is_reused(final_search, tiny_synthetic,
-                                                                                    tmp_path):
+def test_an_interrupted_final_round_resumes_its_runs_and_a_finished_one_is_reused(
+    final_search, tiny_synthetic, tmp_path
+):
     """The search's folder without its final round, then a final round (top 1 + baseline, seeds 1-3: at least 3
     runs on 2 lanes) whose driver crashes after a run has finished and another is part-way; run again it restores
     final/: the finished run is kept as it was, the interrupted one continues from its checkpoint, each planned
@@ -338,7 +427,9 @@ def test_an_interrupted_final_round_resumes_its_runs_and_a_finished_one_is_reuse
     for name in part_way:  # continued from the checkpoint the snapshot held: at most one reported epoch redone
         results = _results(copy / FINAL_DIR / name)
         restarts[name] = start = results[-1]["restored_from_epoch"]
-        assert before[name][-1]["epoch"] - 1 <= start < EPOCHS, [(r["epoch"], r["restored_from_epoch"]) for r in results]
+        assert before[name][-1]["epoch"] - 1 <= start < EPOCHS, [
+            (r["epoch"], r["restored_from_epoch"]) for r in results
+        ]
         assert [r["epoch"] for r in results if r["restored_from_epoch"] == start] == list(range(start + 1, EPOCHS + 1))
     assert max(restarts.values()) >= 1, restarts  # the run whose checkpoint the crash waited for: not from scratch
     state = {p: p.stat().st_mtime_ns for p in (copy / FINAL_DIR).rglob("*")}

@@ -1,5 +1,6 @@
 """The leaderboard on a real tiny search (the session's e2e search: baseline, diverged, errored, normal trials),
 plus table arithmetic, importance and the Pareto front on hand-made data."""
+
 from __future__ import annotations
 
 import json
@@ -11,13 +12,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from echotune.search import leaderboard
 from echotune.reporting.held_out import write_held_out
+from echotune.reporting.tables import (
+    architecture_comparison,
+    baseline_gain,
+    format_frame,
+    metric_column,
+    rank,
+    top_table,
+)
+from echotune.results.leaderboard import SCHEMA
+from echotune.search import leaderboard
 from echotune.search.importance import importances, pareto_front
 from echotune.search.leaderboard_report import build_report, figure_builders
-from echotune.reporting.tables import (architecture_comparison, baseline_gain, format_frame, metric_column, rank,
-                                    top_table)
-from echotune.results.leaderboard import SCHEMA
 from tests.search.test_cli import INVOCATIONS, command
 
 pytestmark = pytest.mark.ray
@@ -31,8 +38,10 @@ def test_cli_writes_parquet_tables_plots_and_html(e2e_search, tmp_path, capsys):
     assert leaderboard.main([str(experiment), "--top", "1"]) == 0  # a read command: nothing written by default
     assert not board.exists()
     capsys.readouterr()
-    assert command("leaderboard", "echotune")([experiment, "--top-k", "1", "--plots", plots, "--html", page,
-                                               "--write"]) == 0
+    assert (
+        command("leaderboard", "echotune")([experiment, "--top-k", "1", "--plots", plots, "--html", page, "--write"])
+        == 0
+    )
     out = capsys.readouterr().out
     table = pq.read_table(experiment / "leaderboard.parquet")
     assert table.schema.equals(SCHEMA) and table.num_rows == 5
@@ -56,11 +65,13 @@ def test_run_search_builds_the_ensemble_and_the_leaderboard_reports_it(e2e_searc
     _, summary, experiment = e2e_search
     ensemble = summary["ensemble"]
     assert ensemble is not None and len(ensemble.members) == 2
-    assert {m.trial_id for m in ensemble.members} <= {r["trial_id"] for r in summary["rows"]
-                                                      if r["status"] in ("TERMINATED", "STOPPED_EARLY")}
+    assert {m.trial_id for m in ensemble.members} <= {
+        r["trial_id"] for r in summary["rows"] if r["status"] in ("TERMINATED", "STOPPED_EARLY")
+    }
     split = ensemble.split
     assert ensemble.gain[f"{split}/score"] == pytest.approx(
-        ensemble.ensemble_metrics[f"{split}/score"] - ensemble.single_best["metrics"][f"{split}/score"])
+        ensemble.ensemble_metrics[f"{split}/score"] - ensemble.single_best["metrics"][f"{split}/score"]
+    )
     assert (experiment / "ensemble" / "manifest.yaml").is_file()
     assert leaderboard.main([str(experiment), "--no-write"]) == 0
     out = capsys.readouterr().out
@@ -69,8 +80,9 @@ def test_run_search_builds_the_ensemble_and_the_leaderboard_reports_it(e2e_searc
     assert f"score: best_single {ensemble.ci['best_single']['score']:.3f}" in out and f"gain {gain:+.3f}" in out
 
 
-def test_run_search_measures_best_and_baseline_on_test_with_paired_intervals(e2e_search, tiny_synthetic, tmp_path,
-                                                                               capsys):
+def test_run_search_measures_best_and_baseline_on_test_with_paired_intervals(
+    e2e_search, tiny_synthetic, tmp_path, capsys
+):
     """held_out.json: the best trial and the baseline, each at its val-chosen confidence, on val and test with
     95 % intervals, and their paired difference; the leaderboard prints it and report.html shows it."""
     _, summary, experiment = e2e_search
@@ -148,13 +160,19 @@ def test_a_search_on_leaky_splits_is_flagged_at_the_top_of_every_output(e2e_sear
     copy = tmp_path / "leaky"
     shutil.copytree(experiment, copy)
     record = json.loads((copy / "search.json").read_text())
-    record["leaky_splits"] = {"videos": 103, "videos_checked": 144, "frames": 1099,
-                              "pairs": {"train+val": 40, "train+test": 30, "val+test": 20, "train+val+test": 13}}
+    record["leaky_splits"] = {
+        "videos": 103,
+        "videos_checked": 144,
+        "frames": 1099,
+        "pairs": {"train+val": 40, "train+test": 30, "val+test": 20, "train+val+test": 13},
+    }
     (copy / "search.json").write_text(json.dumps(record))
     page = tmp_path / "report.html"
     assert leaderboard.main([str(copy), "--no-write", "--html", str(page)]) == 0
-    warning = ("WARNING: leaky splits: 103 source videos in more than one split (train+val 40, train+test 30, "
-               "val+test 20, all three 13): evaluation is optimistic")
+    warning = (
+        "WARNING: leaky splits: 103 source videos in more than one split (train+val 40, train+test 30, "
+        "val+test 20, all three 13): evaluation is optimistic"
+    )
     assert capsys.readouterr().out.splitlines()[0] == warning
     html = page.read_text()
     assert f'<p class="banner" role="alert">{warning}</p>' in html
@@ -176,12 +194,32 @@ def test_bad_paths_and_arguments_fail_clearly(how, tmp_path, capsys):
 
 
 def _frame(scores, baseline_index, arch=None):
-    return pd.DataFrame({"trial_id": [f"t{i}" for i in range(len(scores))], "experiment": "x",
-                         "best/val/score": scores, "is_baseline": [i == baseline_index for i in range(len(scores))],
-                         "status": ["TERMINATED"] * len(scores), "arch": arch or ["shared"] * len(scores),
-                         "hp/balance": ["gradnorm"] * len(scores), "epochs_trained": 4, "epochs_planned": 4,
-                         "wall_time_s": 3600.0, **{f"best/{m}": 0.0 for m in ("val/map50", "val/map50_95",
-                         "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1")}})
+    return pd.DataFrame(
+        {
+            "trial_id": [f"t{i}" for i in range(len(scores))],
+            "experiment": "x",
+            "best/val/score": scores,
+            "is_baseline": [i == baseline_index for i in range(len(scores))],
+            "status": ["TERMINATED"] * len(scores),
+            "arch": arch or ["shared"] * len(scores),
+            "hp/balance": ["gradnorm"] * len(scores),
+            "epochs_trained": 4,
+            "epochs_planned": 4,
+            "wall_time_s": 3600.0,
+            **{
+                f"best/{m}": 0.0
+                for m in (
+                    "val/map50",
+                    "val/map50_95",
+                    "val/precision",
+                    "val/recall",
+                    "val/f1",
+                    "val/view_acc",
+                    "val/view_f1",
+                )
+            },
+        }
+    )
 
 
 def test_ranking_gain_and_baseline_row_arithmetic():
@@ -232,8 +270,10 @@ def test_json_format_parses(e2e_search, capsys):
     assert leaderboard.main([str(experiment), "--format", "json", "--no-write"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["ranked_by"] == "best/val/score" and len(payload["top"]) == 5
-    assert math.isclose(payload["baseline_gain"][0]["gain"],
-                        payload["baseline_gain"][0]["best"] - payload["baseline_gain"][0]["baseline"])
+    assert math.isclose(
+        payload["baseline_gain"][0]["gain"],
+        payload["baseline_gain"][0]["best"] - payload["baseline_gain"][0]["baseline"],
+    )
 
 
 def test_importance_finds_the_parameter_that_matters():

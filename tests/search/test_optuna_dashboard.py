@@ -5,6 +5,7 @@ the per-epoch val/score as intermediate values; Ray's own TensorBoard events sta
 The dashboard is optuna_dashboard.wsgi(storage), the app `optuna-dashboard sqlite:///...` serves, called
 in-process with WSGI environ dicts (no server, no network): the JSON its web page renders from.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,16 @@ import pytest
 from echotune.search.optuna_bridge import BEST_EPOCH_ATTR, RAY_TRIAL_ID_ATTR
 
 pytestmark = pytest.mark.ray
-VAL_METRICS = {"val/map50", "val/map50_95", "val/precision", "val/recall", "val/f1", "val/view_acc", "val/view_f1",
-               "val/score"}
+VAL_METRICS = {
+    "val/map50",
+    "val/map50_95",
+    "val/precision",
+    "val/recall",
+    "val/f1",
+    "val/view_acc",
+    "val/view_f1",
+    "val/score",
+}
 
 
 def get_json(app, path: str) -> dict:

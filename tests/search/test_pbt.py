@@ -1,6 +1,7 @@
 """Population-based training (`--scheduler pbt`, search/pbt.py): where and what it perturbs, the engine's resume
 from another member's checkpoint, the lineage parser, and one real search (4 members x 6 epochs, perturbing every
 2 epochs) whose driver is SIGKILLed after the first perturbation and resumed."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from echotune.engine.checkpoint import check_compatible, load_checkpoint
 from echotune.engine.config import MUTABLE_KEYS
 from echotune.engine.schedule import lr_at, plan_stages
 from echotune.reporting.lineage import PolicyLine, member_schedule, read_lineage, read_policy, weight_chain
-from echotune.search.pbt import (StayInSpace, checkpoints_to_keep, hyperparam_mutations, initial_population, mutation_ranges,
-                        pbt_stage_split, perturbation_epochs)
+from echotune.search.pbt import (
+    StayInSpace,
+    checkpoints_to_keep,
+    hyperparam_mutations,
+    initial_population,
+    mutation_ranges,
+    pbt_stage_split,
+    perturbation_epochs,
+)
 from echotune.search.search_config import SearchConfig
 from echotune.spaces import get_space, parameter_ranges, to_train_config
 from tests.conftest import TINY_TRAIN
@@ -26,12 +34,21 @@ MEMBERS, EPOCHS, INTERVAL = 4, 6, 2
 
 
 def pbt_config(**overrides) -> SearchConfig:
-    values = dict(space="gradnorm", name="pbt", num_samples=MEMBERS, max_epochs=EPOCHS, img_size=64,
-                  scheduler="pbt", pbt_interval=INTERVAL, seed=0)
+    values = dict(
+        space="gradnorm",
+        name="pbt",
+        num_samples=MEMBERS,
+        max_epochs=EPOCHS,
+        img_size=64,
+        scheduler="pbt",
+        pbt_interval=INTERVAL,
+        seed=0,
+    )
     return SearchConfig(**{**values, **overrides})
 
 
 # ---------------------------------------------------------------- where and what PBT perturbs (no Ray run)
+
 
 def test_perturbation_epochs_are_the_stage_ends_or_every_n_epochs_never_the_last():
     assert perturbation_epochs(12, None, (0.3, 0.5, 0.2)) == [4, 10]  # stage 1 ends after 4, stage 2 after 10
@@ -94,8 +111,10 @@ def test_the_search_seed_fixes_the_perturbations():
     def perturbed(seed: int) -> list[dict]:
         scheduler = build_pbt_scheduler(pbt_config(seed=seed))
         donors = initial_population(pbt_config(seed=0))
-        return [_explore(d, scheduler._hyperparam_mutations, 0.5, (1.2, 0.8), scheduler._custom_explore_fn)[0]
-                for d in donors * 3]
+        return [
+            _explore(d, scheduler._hyperparam_mutations, 0.5, (1.2, 0.8), scheduler._custom_explore_fn)[0]
+            for d in donors * 3
+        ]
 
     assert perturbed(3) == perturbed(3)
     assert perturbed(3) != perturbed(4)
@@ -110,11 +129,20 @@ def test_several_objectives_are_refused():
 
 # ---------------------------------------------------------------- the engine continues another member's run
 
+
 def test_a_resume_may_change_only_the_schedule_and_runtime_keys():
     saved = {**TrainConfig().to_dict(), "nc": 4, "n_views": 3}
     state = {"config": saved}
-    mutated = {**saved, "lr_stage2": 0.005, "aug_strength_stage1": 0.9, "mixup_alpha": 0.4, "label_smoothing_stage3": 0,
-               "cpus": 4, "device": "cuda", "stage_split": list(saved["stage_split"])}  # a split read from JSON
+    mutated = {
+        **saved,
+        "lr_stage2": 0.005,
+        "aug_strength_stage1": 0.9,
+        "mixup_alpha": 0.4,
+        "label_smoothing_stage3": 0,
+        "cpus": 4,
+        "device": "cuda",
+        "stage_split": list(saved["stage_split"]),
+    }  # a split read from JSON
     check_compatible(state, mutated, "c.pt", strict=True)
     for key, value in (("loss_box", "giou"), ("epochs", 20), ("weight_decay", 0.1), ("model_scale", "s")):
         with pytest.raises(ValueError, match=f"{key}: checkpoint"):
@@ -131,10 +159,22 @@ def test_a_clone_continues_the_donor_weights_with_its_new_schedule_from_the_next
     reports = []
     saved = load_checkpoint(tmp_path / "donor" / "last.pt")
     assert saved["epoch"] == 2
-    clone = {**donor, "lr_stage2": 0.004, "aug_strength_stage2": 0.9, "lr_stage3": 2e-4, "label_smoothing_stage3": 0.05,
-             "mixup_alpha": 0.6}
-    fit(clone, tiny_synthetic, out_dir=tmp_path / "clone", resume_from=tmp_path / "donor" / "last.pt",
-        log=lambda _: None, report=lambda m, _: reports.append(m))
+    clone = {
+        **donor,
+        "lr_stage2": 0.004,
+        "aug_strength_stage2": 0.9,
+        "lr_stage3": 2e-4,
+        "label_smoothing_stage3": 0.05,
+        "mixup_alpha": 0.6,
+    }
+    fit(
+        clone,
+        tiny_synthetic,
+        out_dir=tmp_path / "clone",
+        resume_from=tmp_path / "donor" / "last.pt",
+        log=lambda _: None,
+        report=lambda m, _: reports.append(m),
+    )
     assert [m["epoch"] for m in reports] == [3, 4]
     stages = plan_stages(TrainConfig.from_dict(clone))
     steps = math.ceil(len(tiny_synthetic.samples["train"]) / clone["batch_size"])
@@ -158,19 +198,30 @@ def _stop_after(epochs: int):
     def report(metrics, _):
         if metrics["epoch"] == epochs:
             raise _Stop
+
     return report
 
 
 # ---------------------------------------------------------------- lineage parser (a hand-written policy file)
+
 
 def _line(member, donor, epoch, donor_config, new_config) -> str:
     return json.dumps([member, donor, epoch, epoch, donor_config, new_config]) + "\n"
 
 
 def _config(lr1, lr2, lr3, mixup=0.0) -> dict:
-    return {"lr_stage1": lr1, "lr_stage2": lr2, "lr_stage3": lr3, "aug_strength_stage1": 0.0,
-            "aug_strength_stage2": 0.0, "aug_strength_stage3": 0.0, "label_smoothing_stage3": 0.1, "mixup_alpha": mixup,
-            "epochs": 6, "stage_split": [0.3, 0.5, 0.2]}
+    return {
+        "lr_stage1": lr1,
+        "lr_stage2": lr2,
+        "lr_stage3": lr3,
+        "aug_strength_stage1": 0.0,
+        "aug_strength_stage2": 0.0,
+        "aug_strength_stage3": 0.0,
+        "label_smoothing_stage3": 0.1,
+        "mixup_alpha": mixup,
+        "epochs": 6,
+        "stage_split": [0.3, 0.5, 0.2],
+    }
 
 
 def test_lineage_follows_the_weights_through_the_policy_files(tmp_path):
@@ -180,14 +231,19 @@ def test_lineage_follows_the_weights_through_the_policy_files(tmp_path):
     c1 = _config(5e-3, 1e-4, 2e-5, 0.4)  # t3's, mutated at epoch 2
     c2 = _config(5e-3, 1.2e-4, 1e-5, 0.3)  # t1's (c1), mutated at epoch 4
     c1b = _config(8e-3, 9e-4, 9e-5, 0.1)  # t0's, mutated at epoch 4
-    (tmp_path / "pbt_global.txt").write_text(_line("1", "3", 2, c3, c1) + _line("2", "1", 4, c1, c2)
-                                             + _line("1", "0", 4, c0, c1b))
+    (tmp_path / "pbt_global.txt").write_text(
+        _line("1", "3", 2, c3, c1) + _line("2", "1", 4, c1, c2) + _line("1", "0", 4, c0, c1b)
+    )
     (tmp_path / "pbt_policy_t1.txt").write_text(_line("1", "3", 2, c3, c1) + _line("1", "0", 4, c0, c1b))
     (tmp_path / "pbt_policy_t2.txt").write_text(_line("1", "3", 2, c3, c1) + _line("2", "1", 4, c1, c2))
     assert [line.member_tag for line in weight_chain(read_policy(tmp_path / "pbt_policy_t1.txt"))] == ["1"]
     assert [line.member_tag for line in weight_chain(read_policy(tmp_path / "pbt_policy_t2.txt"))] == ["1", "2"]
-    trials = {"t0": ("0", c0), "t1": ("1@perturbed[lr_stage1=0.008]", c1b), "t2": ("2@perturbed[x]", c2),
-              "t3": ("3", c3)}
+    trials = {
+        "t0": ("0", c0),
+        "t1": ("1@perturbed[lr_stage1=0.008]", c1b),
+        "t2": ("2@perturbed[x]", c2),
+        "t3": ("3", c3),
+    }
     lineage = read_lineage(tmp_path, trials)
     assert lineage["t1"].text == "e2←t3; e4←t0" and lineage["t2"].text == "e4←t1"
     assert lineage["t0"].text == lineage["t3"].text == ""
@@ -206,6 +262,7 @@ def test_lineage_follows_the_weights_through_the_policy_files(tmp_path):
 
 # ---------------------------------------------------------------- one real search, its driver killed and resumed
 
+
 def _global_lines(experiment) -> list[list]:
     path = experiment / "pbt_global.txt"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
@@ -216,11 +273,33 @@ def _global_lines(experiment) -> list[list]:
 def test_pbt_search_exploits_continues_and_survives_a_driver_kill(tiny_synthetic, tmp_path):
     name = "pbt"
     experiment = tmp_path / "results" / name
-    args = ["--data", str(tiny_synthetic.config.yaml_path), "--storage", str(tmp_path / "results"), "--name", name,
-            "--scheduler", "pbt", "--pbt-interval", str(INTERVAL), "--num-samples", str(MEMBERS), "--max-epochs",
-            str(EPOCHS), "--img-size", "64", "--ensemble-top-k", "0", "--final-top-k", "0", "--seed", "0"]
+    args = [
+        "--data",
+        str(tiny_synthetic.config.yaml_path),
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        name,
+        "--scheduler",
+        "pbt",
+        "--pbt-interval",
+        str(INTERVAL),
+        "--num-samples",
+        str(MEMBERS),
+        "--max-epochs",
+        str(EPOCHS),
+        "--img-size",
+        "64",
+        "--ensemble-top-k",
+        "0",
+        "--final-top-k",
+        "0",
+        "--seed",
+        "0",
+    ]
     search = SearchProcess(args, tmp_path / "search.log")
     try:
+
         def first_perturbation_synced():
             synced = experiment / "pbt_synced.json"
             return synced.is_file() and json.loads(synced.read_text())[:1] == [INTERVAL]
@@ -246,8 +325,11 @@ def test_pbt_search_exploits_continues_and_survives_a_driver_kill(tiny_synthetic
     for trial_id, reports in results.items():
         assert {r["epoch"] for r in reports} == set(range(1, EPOCHS + 1)), trial_id
         for previous, report in zip([None, *reports], reports):
-            if previous is None or report["restored_from_epoch"] != previous["restored_from_epoch"] \
-                    or report["restored_from_trial"] != previous["restored_from_trial"]:  # a new run starts here
+            if (
+                previous is None
+                or report["restored_from_epoch"] != previous["restored_from_epoch"]
+                or report["restored_from_trial"] != previous["restored_from_trial"]
+            ):  # a new run starts here
                 assert report["epoch"] == report["restored_from_epoch"] + 1, (trial_id, report["epoch"])
             if report["restored_from_trial"] != trial_id:
                 clones.add((trial_id, report["restored_from_epoch"], report["restored_from_trial"]))
@@ -268,15 +350,17 @@ def test_pbt_search_exploits_continues_and_survives_a_driver_kill(tiny_synthetic
         member_tag = next(t for t, i in by_tag.items() if i == member)
         donor_tag, _, new_config = logged[(member_tag, epoch)]
         assert by_tag[donor_tag] == donor
-        first = next(r for r in results[member]
-                     if r["restored_from_trial"] == donor and r["restored_from_epoch"] == epoch)
+        first = next(
+            r for r in results[member] if r["restored_from_trial"] == donor and r["restored_from_epoch"] == epoch
+        )
         assert {k: first["config"][k] for k in MUTABLE_KEYS} == {k: new_config[k] for k in MUTABLE_KEYS}
 
     # the leaderboard's lineage columns say what the pbt files say
     for trial_id, row in rows.items():
         tag = next(t for t, i in by_tag.items() if i == trial_id)
-        expected = "; ".join(f"e{epoch}←{by_tag[donor]}" for member, donor, epoch, *_ in _global_lines(experiment)
-                             if member == tag)
+        expected = "; ".join(
+            f"e{epoch}←{by_tag[donor]}" for member, donor, epoch, *_ in _global_lines(experiment) if member == tag
+        )
         assert row["pbt_lineage"] == expected, trial_id
         schedule = json.loads(row["pbt_final_config"])
         final = results[trial_id][-1]["config"]  # stage 3 ends at the last epoch: its values are the final config's
@@ -293,6 +377,6 @@ def test_the_schedule_follows_what_the_member_reported_over_a_policy_line_a_cras
     phantom = weight_chain([PolicyLine("1", "0", 2, 2, old, new)])
     assert member_schedule(phantom, new)["stage3"]["mixup_alpha"] == 0.5  # the policy file alone says: cloned
     reported = {e: old for e in range(1, 7)}  # ... but every epoch was trained under the old config
-    assert member_schedule(phantom, new, reported)["stage3"] == {k: old[k] for k in
-                                                                   ("lr_stage3", "aug_strength_stage3",
-                                                                    "label_smoothing_stage3", "mixup_alpha")}
+    assert member_schedule(phantom, new, reported)["stage3"] == {
+        k: old[k] for k in ("lr_stage3", "aug_strength_stage3", "label_smoothing_stage3", "mixup_alpha")
+    }

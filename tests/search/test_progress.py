@@ -1,6 +1,7 @@
 """The live search status (search/progress.py): counting, ETA arithmetic and formatting on hand-made trials, the
 terminal and plain-line output, pickling into tuner.pkl; then real Ray searches: the first status line within 5 s,
 final counts equal to the leaderboard's, a failed trial's error lines and its worker's stderr printed."""
+
 from __future__ import annotations
 
 import io
@@ -16,16 +17,39 @@ import numpy as np
 import pytest
 from ray import tune
 
-from echotune.search.progress import (TAIL_LINES, Counts, SearchStatus, count_trials, error_message, eta_s, failure_report,
-                             format_duration, format_status, lanes, last_failure, outcome, worker_pid)
+from echotune.search.progress import (
+    TAIL_LINES,
+    Counts,
+    SearchStatus,
+    count_trials,
+    error_message,
+    eta_s,
+    failure_report,
+    format_duration,
+    format_status,
+    lanes,
+    last_failure,
+    outcome,
+    worker_pid,
+)
 from tests.search.conftest import probe_search
 
 
-def trial(trial_id: str, status: str, epoch: int | None = None, best: float | None = None, planned: int = 4,
-          **extra) -> SimpleNamespace:
+def trial(
+    trial_id: str, status: str, epoch: int | None = None, best: float | None = None, planned: int = 4, **extra
+) -> SimpleNamespace:
     """What SearchStatus reads of a Ray trial: id, status, last result, config."""
-    last = {} if epoch is None else {"epoch": epoch, "epochs_planned": planned, "training_iteration": epoch,
-                                     **({"val/best_score": best} if best is not None else {}), **extra}
+    last = (
+        {}
+        if epoch is None
+        else {
+            "epoch": epoch,
+            "epochs_planned": planned,
+            "training_iteration": epoch,
+            **({"val/best_score": best} if best is not None else {}),
+            **extra,
+        }
+    )
     return SimpleNamespace(trial_id=trial_id, status=status, last_result=last, config={"epochs": planned})
 
 
@@ -47,8 +71,19 @@ def test_trials_are_counted_by_the_leaderboards_rules():
     assert outcome("ERROR", {}, 4) == "failed" and outcome("PAUSED", {}, 4) == "paused"
     assert outcome("PENDING", None, 4) == "pending" and outcome("RUNNING", {"epoch": 1}, 4) == "running"
     counts = count_trials(HAND_MADE, num_samples=10, max_epochs=4)
-    assert counts == Counts(running=2, pending=1 + 3, starting=1, paused=0, finished=1, pruned=1, failed=2, diverged=1,
-                            epochs_done=1 + 3 + 4 + 2 + 2 + 1, epochs_left=3 + 1 + 4 + 3 * 4, best=(0.30, "done"))
+    assert counts == Counts(
+        running=2,
+        pending=1 + 3,
+        starting=1,
+        paused=0,
+        finished=1,
+        pruned=1,
+        failed=2,
+        diverged=1,
+        epochs_done=1 + 3 + 4 + 2 + 2 + 1,
+        epochs_left=3 + 1 + 4 + 3 * 4,
+        best=(0.30, "done"),
+    )
     assert counts.ended == 4
     # a trial-epoch budget caps what is left; a trial Ray is about to mark TERMINATED counts as ended
     assert count_trials(HAND_MADE, 10, 4, budget_left=5).epochs_left == 5
@@ -66,11 +101,14 @@ def test_eta_is_trial_epochs_left_times_the_epoch_time_over_the_trials_running_a
     assert lanes(2, tail) == 1 and eta_s(tail.epochs_left, 10.0, lanes(2, tail)) == pytest.approx(30.0)
     assert [format_duration(s) for s in (0, 59.6, 65, 3600 + 62, None)] == ["0:00", "1:00", "1:05", "1:01:02", "?"]
     line = format_status("demo", counts, elapsed_s=42.4, eta=eta_s(counts.epochs_left, 20.0, lanes(2, counts)))
-    assert line == ("    42s status demo: 2 running, 4 pending (1 starting), 1 finished, 1 pruned, 2 failed "
-                    "(1 diverged) | best 0.300 (trial done) | 13/33 trial-epochs, ETA 3:20")
+    assert line == (
+        "    42s status demo: 2 running, 4 pending (1 starting), 1 finished, 1 pruned, 2 failed "
+        "(1 diverged) | best 0.300 (trial done) | 13/33 trial-epochs, ETA 3:20"
+    )
     quiet = format_status("demo", Counts(pending=8, epochs_left=32), 3.0, None)
-    assert quiet == ("     3s status demo: 0 running, 8 pending, 0 finished, 0 pruned, 0 failed | best - | 0/32 "
-                     "trial-epochs, ETA -")
+    assert quiet == (
+        "     3s status demo: 0 running, 8 pending, 0 finished, 0 pruned, 0 failed | best - | 0/32 trial-epochs, ETA -"
+    )
 
 
 class Terminal(io.StringIO):
@@ -86,8 +124,12 @@ def test_plain_lines_off_a_terminal_and_one_redrawn_line_on_it(monkeypatch):
         status.setup()
         status.on_step_begin(0, HAND_MADE[:3])  # the first step prints at once
         status.on_step_begin(1, HAND_MADE[:3])  # too soon for another
-        status.on_trial_result(2, HAND_MADE[:3], HAND_MADE[0], {"epoch": 2, "epochs_planned": 4, "stage": 1,
-                                                                "training_iteration": 2, "val/score": 0.1})
+        status.on_trial_result(
+            2,
+            HAND_MADE[:3],
+            HAND_MADE[0],
+            {"epoch": 2, "epochs_planned": 4, "stage": 1, "training_iteration": 2, "val/score": 0.1},
+        )
         status.last_status_at -= 60  # a minute later
         status.on_step_begin(3, HAND_MADE[:3])
         status.on_experiment_end(HAND_MADE[:3])
@@ -100,8 +142,9 @@ def test_plain_lines_off_a_terminal_and_one_redrawn_line_on_it(monkeypatch):
         else:
             assert "\x1b" not in out and "\r" not in out
             lines = out.splitlines()
-            assert lines[1].endswith("run1 epoch  2/4 stage 1 | score 0.100 (best nan) mAP50 nan view_acc nan kappa "
-                                     "nan | None None")
+            assert lines[1].endswith(
+                "run1 epoch  2/4 stage 1 | score 0.100 (best nan) mAP50 nan view_acc nan kappa nan | None None"
+            )
             assert [lines[0], lines[2], lines[3]] == [line for _, line in status.lines]
     before = SearchStatus(4, 4, label="demo", stream=Terminal())  # while Ray starts: ordinary lines
     before.note("starting Ray (local) ...")
@@ -147,15 +190,22 @@ def test_a_failed_trials_error_and_worker_stderr_lines(tmp_path):
     (trial_dir / "error.txt").write_text(ERROR_TXT)
     stderr = [":job_id:01000000", ":actor_name:ImplicitFunc"] + [f"line {i}" for i in range(30)]
     (logs / "worker-ffff-01000000-222.err").write_text("\n".join(stderr) + "\n")
-    failed = SimpleNamespace(trial_id="x", error_file=str(trial_dir / "error.txt"), path="/results/exp/trial_x",
-                             last_result={"pid": 5}, run_metadata=SimpleNamespace(num_failures=2))
+    failed = SimpleNamespace(
+        trial_id="x",
+        error_file=str(trial_dir / "error.txt"),
+        path="/results/exp/trial_x",
+        last_result={"pid": 5},
+        run_metadata=SimpleNamespace(num_failures=2),
+    )
     report = failure_report(failed, retrying=False, logs_dir=logs)
     assert report[0] == "trial x FAILED (ERROR after 2 failures): ValueError: loss_box='no_such_loss' is not valid"
     assert report[1] == "  last lines of its error file /results/exp/trial_x/error.txt:"
-    assert report[2:6] == ["  | ray::ImplicitFunc.train() (pid=222, ip=10.0.0.1, actor_id=cd, repr=train_any)",
-                           '  |   File "/work/main/trainables/trial.py", line 70, in train_with_tune',
-                           "  |     cfg = TrainConfig.from_dict(config)",
-                           "  | ValueError: loss_box='no_such_loss' is not valid"]
+    assert report[2:6] == [
+        "  | ray::ImplicitFunc.train() (pid=222, ip=10.0.0.1, actor_id=cd, repr=train_any)",
+        '  |   File "/work/main/trainables/trial.py", line 70, in train_with_tune',
+        "  |     cfg = TrainConfig.from_dict(config)",
+        "  | ValueError: loss_box='no_such_loss' is not valid",
+    ]
     assert report[6].startswith("  last lines of its worker's stderr (pid 222, ")
     assert report[7:] == [f"  | line {i}" for i in range(30 - TAIL_LINES, 30)]  # Ray's markers left out
     retried = failure_report(failed, retrying=True, logs_dir=tmp_path / "elsewhere")
@@ -181,13 +231,30 @@ def hand_made_predictions(split: str = "val"):
     truth = [np.array([[10 + 5 * i, 12, 40 + 5 * i, 44]], np.float32) for i in range(6)]
     members, probs = [], []
     for _ in range(2):
-        members.append([[{"boxes": t + rng.normal(0, 3, t.shape).astype(np.float32),
-                          "scores": rng.uniform(0.3, 0.9, 1).astype(np.float32), "labels": np.array([i % 4])}
-                         for i, t in enumerate(truth)]])
+        members.append(
+            [
+                [
+                    {
+                        "boxes": t + rng.normal(0, 3, t.shape).astype(np.float32),
+                        "scores": rng.uniform(0.3, 0.9, 1).astype(np.float32),
+                        "labels": np.array([i % 4]),
+                    }
+                    for i, t in enumerate(truth)
+                ]
+            ]
+        )
         probs.append(rng.dirichlet(np.ones(3), size=(1, 6)).astype(np.float32))
-    return SplitPredictions(split, 4, [f"im{i}.png" for i in range(6)], [(96, 96)] * 6, members, probs,
-                            [{"boxes": t, "labels": np.array([i % 4])} for i, t in enumerate(truth)],
-                            np.array([0, 1, 2, 0, 1, 2]), [f"v{i // 2}" for i in range(6)])
+    return SplitPredictions(
+        split,
+        4,
+        [f"im{i}.png" for i in range(6)],
+        [(96, 96)] * 6,
+        members,
+        probs,
+        [{"boxes": t, "labels": np.array([i % 4])} for i, t in enumerate(truth)],
+        np.array([0, 1, 2, 0, 1, 2]),
+        [f"v{i // 2}" for i in range(6)],
+    )
 
 
 def test_ensemble_tuning_progress_bar_shows_on_a_terminal_only_and_changes_nothing(monkeypatch):
@@ -202,7 +269,11 @@ def test_ensemble_tuning_progress_bar_shows_on_a_terminal_only_and_changes_nothi
     assert outputs[0] == "" and "tuning wbf on val" in outputs[1] and "trial" in outputs[1]
     plain, shown = results
     assert (plain.weights, plain.params, plain.val_score, plain.default_score) == (
-        shown.weights, shown.params, shown.val_score, shown.default_score)
+        shown.weights,
+        shown.params,
+        shown.val_score,
+        shown.default_score,
+    )
 
 
 # ------------------------------------------------------------------------------------------- real Ray searches
@@ -231,8 +302,9 @@ class TimedStream(io.TextIOBase):
 
 
 @pytest.mark.ray
-def test_first_status_within_5_s_and_final_counts_equal_the_leaderboards(tiny_synthetic, probe_space, tmp_path,
-                                                                        monkeypatch):
+def test_first_status_within_5_s_and_final_counts_equal_the_leaderboards(
+    tiny_synthetic, probe_space, tmp_path, monkeypatch
+):
     """The probe search (tests/search/conftest.py): the baseline, a diverging trial, an erroring one and two
     others, ASHA at epochs 1 and 2 of 4, a status line every second."""
     from echotune.search.orchestrate import run_search
@@ -260,18 +332,25 @@ def test_first_status_within_5_s_and_final_counts_equal_the_leaderboards(tiny_sy
     final = status.last_counts
     assert (final.running, final.pending, final.paused) == (0, 0, 0) and len(rows) == cfg.num_samples
     assert (final.finished, final.pruned, final.failed, final.diverged) == (
-        by_status["TERMINATED"], by_status["STOPPED_EARLY"], by_status["ERROR"] + by_status["DIVERGED"],
-        by_status["DIVERGED"])
+        by_status["TERMINATED"],
+        by_status["STOPPED_EARLY"],
+        by_status["ERROR"] + by_status["DIVERGED"],
+        by_status["DIVERGED"],
+    )
     assert (final.failed, final.diverged) == (2, 1)  # the probe's erroring and diverging trials
     assert final.epochs_done == sum(r["epochs_trained"] for r in rows) and final.epochs_left == 0
     scored = [r["best/val/score"] for r in rows if r["status"] not in ("ERROR", "DIVERGED")]
     assert final.best[0] == pytest.approx(max(scored))
     last_line = status.lines[-1][1]
-    assert last_line in text and (f"0 running, 0 pending, {final.finished} finished, {final.pruned} pruned, "
-                                  f"2 failed (1 diverged)") in last_line and last_line.endswith("ETA 0:00")
+    assert (
+        last_line in text
+        and (f"0 running, 0 pending, {final.finished} finished, {final.pruned} pruned, 2 failed (1 diverged)")
+        in last_line
+        and last_line.endswith("ETA 0:00")
+    )
     # the erroring trial: its id, the error, the end of its traceback; per-epoch and per-trial lines as before
     errored = next(r for r in rows if r["status"] == "ERROR")
-    assert (f"trial {errored['trial_id']} FAILED (ERROR): ValueError: loss_box='no_such_loss' is not valid" in text)
+    assert f"trial {errored['trial_id']} FAILED (ERROR): ValueError: loss_box='no_such_loss' is not valid" in text
     assert f"  last lines of its error file {cfg.experiment_dir}/trial_{errored['trial_id']}/error.txt:" in text
     assert "  | ValueError: loss_box='no_such_loss' is not valid" in text
     assert f"{summary['baseline']['trial_id']} epoch  1/4 stage 1 | score" in text and "trials done]" in text
@@ -313,8 +392,9 @@ def test_a_crashed_trials_worker_stderr_is_printed(tiny_synthetic, probe_space, 
     lines = out.getvalue().splitlines()
     head = next(i for i, line in enumerate(lines) if f"trial {trial_id} FAILED (ERROR)" in line)
     assert "actor" in lines[head].lower() or "worker" in lines[head].lower(), lines[head]  # Ray's message: it died
-    start = next(i for i in range(head, len(lines)) if lines[i].startswith(f"  last lines of its worker's stderr "
-                                                                               f"(pid {pid}, "))
-    shown = lines[start + 1:start + 1 + TAIL_LINES]
+    start = next(
+        i for i in range(head, len(lines)) if lines[i].startswith(f"  last lines of its worker's stderr (pid {pid}, ")
+    )
+    shown = lines[start + 1 : start + 1 + TAIL_LINES]
     assert shown == [f"  | worker's last words {i}" for i in range(5, TAIL_LINES + 5)], "\n".join(lines[head:])
     assert status.last_counts.failed == 1 and status.last_counts.finished == 0

@@ -1,5 +1,6 @@
 """Search building blocks without a Ray cluster: Optuna trial states, equal-epoch rungs, the baseline's
 exemption from early stopping, resume of rungs."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ EPOCHS = 12  # run.py's default --max-epochs
 
 
 def test_best_epoch_attrs_are_the_validation_metrics_of_a_best_epoch_only():
-    result = {"epoch": 3, "val/score": 0.4, "val/best_score": 0.4, "val/map50": 0.3, "val/view_kappa": 0.5,
-              "val/f1": float("nan"), "train/loss": 1.0, "val/flag": True}
+    result = {
+        "epoch": 3,
+        "val/score": 0.4,
+        "val/best_score": 0.4,
+        "val/map50": 0.3,
+        "val/view_kappa": 0.5,
+        "val/f1": float("nan"),
+        "train/loss": 1.0,
+        "val/flag": True,
+    }
     assert best_epoch_attrs(result) == {"val/score": 0.4, "val/map50": 0.3, "val/view_kappa": 0.5, "best_epoch": 3}
     assert best_epoch_attrs({**result, "val/score": 0.35}) == {}  # not the best epoch: the attributes stay
     assert best_epoch_attrs({**result, "diverged": 1.0}) == {}
@@ -37,8 +46,12 @@ def test_final_states():
 
 def _trial(trial_id: str, stage1_frac: float, stage2_frac: float = 0.3) -> Trial:
     """A Ray Trial as the searcher would create it, config as the space builds it (split from the fractions)."""
-    config = {"stage1_frac": stage1_frac, "stage2_frac": stage2_frac, "epochs": EPOCHS,
-              "stage_split": split_from_fractions(stage1_frac, stage2_frac)}
+    config = {
+        "stage1_frac": stage1_frac,
+        "stage2_frac": stage2_frac,
+        "epochs": EPOCHS,
+        "stage_split": split_from_fractions(stage1_frac, stage2_frac),
+    }
     return Trial("__fake", config=config, trial_id=trial_id, stub=True)
 
 
@@ -54,8 +67,12 @@ def _results(trial: Trial, epoch: int) -> dict:
     better early, with no bearing on how good it ends."""
     cfg = TrainConfig(epochs=EPOCHS, stage_split=trial.config["stage_split"])
     stages_done = sum(stage.end_epoch <= epoch for stage in plan_stages(cfg))
-    return {"epoch": epoch, "stages_done": stages_done, "stage": _stage(trial, epoch),
-            "val/score": 0.02 * epoch + 0.1 * (_stage(trial, epoch) > 1) + 0.001 * int(trial.trial_id[1:])}
+    return {
+        "epoch": epoch,
+        "stages_done": stages_done,
+        "stage": _stage(trial, epoch),
+        "val/score": 0.02 * epoch + 0.1 * (_stage(trial, epoch) > 1) + 0.001 * int(trial.trial_id[1:]),
+    }
 
 
 def _drive(scheduler, trials: list[Trial]) -> tuple[dict[str, dict[float, int]], dict[str, int]]:
@@ -88,8 +105,9 @@ def test_rungs_sit_at_fixed_epochs_from_a_quarter_of_the_budget(tmp_path):
 def test_every_rung_compares_trials_after_the_same_epochs_whatever_their_stage_split(tmp_path):
     # stage 1 of 1, 2, 4 and 6 epochs of 12: the extremes of stage1_frac in [0.1, 0.5]
     trials = [_trial(f"t{i}", frac) for i, frac in enumerate((0.1, 0.2, 0.35, 0.5))]
-    stage1_ends = {plan_stages(TrainConfig(epochs=EPOCHS, stage_split=t.config["stage_split"]))[0].end_epoch
-                   for t in trials}
+    stage1_ends = {
+        plan_stages(TrainConfig(epochs=EPOCHS, stage_split=t.config["stage_split"]))[0].end_epoch for t in trials
+    }
     assert stage1_ends == {1, 2, 4, 6}
     entered, _ = _drive(EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS), trials)
     for milestone in (3, 6):
@@ -98,8 +116,9 @@ def test_every_rung_compares_trials_after_the_same_epochs_whatever_their_stage_s
     assert all(3 in rungs for rungs in entered.values())  # every trial was judged at the first rung
     # The old axis (stages done, rungs at stage ends) on the same reports compares unequal training: this
     # harness would catch it.
-    old = AsyncHyperBandScheduler(time_attr="stages_done", metric="val/score", mode="max", grace_period=1, max_t=3,
-                                  reduction_factor=2)
+    old = AsyncHyperBandScheduler(
+        time_attr="stages_done", metric="val/score", mode="max", grace_period=1, max_t=3, reduction_factor=2
+    )
     old_entered, _ = _drive(old, trials)
     assert {rungs[1] for rungs in old_entered.values() if 1 in rungs} == stage1_ends
 
@@ -125,11 +144,13 @@ def test_a_protected_point_such_as_the_recipe_trains_in_full_too(tmp_path):
     for i, trial in enumerate(trials):
         trial.config["gn_alpha"] = 1.5 + i
     baseline, recipe = {"gn_alpha": 1.5}, {"gn_alpha": 2.5}
-    entered, trained = _drive(EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS, baseline=baseline,
-                                        protected=(recipe,)), trials[::-1])
+    entered, trained = _drive(
+        EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS, baseline=baseline, protected=(recipe,)), trials[::-1]
+    )
     assert trained["t0"] == trained["t1"] == EPOCHS
-    _, unprotected = _drive(EpochASHA("val/score", "max", tmp_path / "control", max_epochs=EPOCHS,
-                                      baseline=baseline), trials[::-1])
+    _, unprotected = _drive(
+        EpochASHA("val/score", "max", tmp_path / "control", max_epochs=EPOCHS, baseline=baseline), trials[::-1]
+    )
     assert unprotected["t1"] < EPOCHS  # the control: without the protection ASHA stops it
 
 
@@ -168,7 +189,8 @@ def test_a_stop_decided_before_a_driver_crash_is_kept_after_the_resume(tmp_path)
     for trial_id, score in (("a", 0.9), ("b", 0.1)):  # what the trials' result files hold at the crash
         (tmp_path / f"trial_{trial_id}").mkdir()
         (tmp_path / f"trial_{trial_id}" / "result.json").write_text(
-            "".join(json.dumps({"trial_id": trial_id, "epoch": e, "val/score": score}) + "\n" for e in (1, 2, 3)))
+            "".join(json.dumps({"trial_id": trial_id, "epoch": e, "val/score": score}) + "\n" for e in (1, 2, 3))
+        )
     restored = EpochASHA("val/score", "max", tmp_path, max_epochs=EPOCHS)  # as Tuner.restore gives it back
     for trial in (strong, weak):
         restored.on_trial_add(None, trial)

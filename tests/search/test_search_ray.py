@@ -1,5 +1,6 @@
 """Real Ray end-to-end searches (2 CPUs, tiny model, 64 px): files, leaderboard rows, Optuna states, divergence.
 Ray is always shut down by run_search / the fixtures. Resume after a killed driver: tests/reliability/test_faults.py."""
+
 from __future__ import annotations
 
 import json
@@ -14,6 +15,8 @@ from echotune.search.search_config import SearchConfig
 from tests.search.conftest import ERRORING_TRIAL, POISONED_TRIAL, probe_search
 
 pytestmark = pytest.mark.ray
+
+
 def optuna_states(cfg: SearchConfig) -> list[str]:
     study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{cfg.experiment_dir}/optuna.db")
     return [t.state.name for t in sorted(study.trials, key=lambda t: t.number)]
@@ -43,8 +46,9 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
     study = optuna.load_study(study_name=cfg.name, storage=f"sqlite:///{cfg.experiment_dir}/optuna.db")
     for trial in study.trials:
         row = by_lr[trial.params["gn_alpha"]]
-        expected = {"TERMINATED": "COMPLETE", "STOPPED_EARLY": "PRUNED", "DIVERGED": "FAIL",
-                    "ERROR": "FAIL"}[row["status"]]
+        expected = {"TERMINATED": "COMPLETE", "STOPPED_EARLY": "PRUNED", "DIVERGED": "FAIL", "ERROR": "FAIL"}[
+            row["status"]
+        ]
         assert trial.state.name == expected, (row["status"], trial.state.name)
         if expected == "PRUNED":
             assert max(trial.intermediate_values) == row["epochs_trained"]
@@ -66,9 +70,9 @@ def test_search_end_to_end_with_a_diverging_and_an_erroring_trial(e2e_search):
     assert {t.user_attrs.get("ray_trial_id") for t in study.trials} == {r["trial_id"] for r in rows}
 
 
-
-def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every_rung(tiny_synthetic, probe_space,
-                                                                                      tmp_path):
+def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every_rung(
+    tiny_synthetic, probe_space, tmp_path
+):
     """The rungs already hold a trial scoring 1.0 at every epoch (as after a resume: EpochASHA reads every
     result.json in the experiment folder first), so the baseline is below the cutoff at each rung (1, 2 of 4).
     It trains all 4 epochs; the normal trial (3; 1 diverges, 2 errors) is stopped at the first rung."""
@@ -77,9 +81,12 @@ def test_asha_lets_the_baseline_train_every_epoch_while_it_is_the_worst_at_every
     cfg = probe_search(tmp_path, "worst_baseline", num_samples=4, max_failures=0)
     planted = Path(cfg.experiment_dir, "trial_planted")
     planted.mkdir(parents=True)
-    planted.joinpath("result.json").write_text("".join(
-        json.dumps({"trial_id": "planted", "epoch": e, "val/score": 1.0, "val/best_score": 1.0}) + "\n"
-        for e in range(1, 5)))
+    planted.joinpath("result.json").write_text(
+        "".join(
+            json.dumps({"trial_id": "planted", "epoch": e, "val/score": 1.0, "val/best_score": 1.0}) + "\n"
+            for e in range(1, 5)
+        )
+    )
     summary = run_search(cfg, tiny_synthetic, resume=False)
     rows = {r["trial_id"]: r for r in summary["rows"]}
     baseline = summary["baseline"]

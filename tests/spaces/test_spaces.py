@@ -2,6 +2,7 @@
 
 All against real Optuna studies (and Ray's real OptunaSearch for points_to_evaluate); no Ray cluster needed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,7 +72,9 @@ def test_every_sampled_config_is_a_valid_train_config(name, profile):
             for child in children:
                 if searched is None or child in searched:
                     assert (child in params) == wanted, (seed, child, config)
-    if name != "baseline" and spaces.get_profile(profile).searched is None:  # 30 seeds reach both sides of every condition (of the arch only in `all`)
+    if (
+        name != "baseline" and spaces.get_profile(profile).searched is None
+    ):  # 30 seeds reach both sides of every condition (of the arch only in `all`)
         varying = [c for c in CONDITIONALS if name == "all" or c not in ARCH_CHILDREN]
         assert all(seen[children] == {True, False} for children in varying), seen
 
@@ -108,10 +111,13 @@ def test_baseline_point_is_accepted_as_is_and_reproduces_the_original(name, prof
     if name != "dual_backbone":
         assert config == original_config(profile)
     else:  # the original recipe on the dual model, without the shared-only keys
-        dual_keys, shared_only = ({"arch", "balance", "classifier", "lr_cls_factor"},
-                                   {"view_level", "gn_alpha", "gn_lr", "gn_min_weight"})
-        assert {k: v for k, v in config.items() if k not in dual_keys} == \
-            {k: v for k, v in original_config(profile).items() if k not in dual_keys | shared_only}
+        dual_keys, shared_only = (
+            {"arch", "balance", "classifier", "lr_cls_factor"},
+            {"view_level", "gn_alpha", "gn_lr", "gn_min_weight"},
+        )
+        assert {k: v for k, v in config.items() if k not in dual_keys} == {
+            k: v for k, v in original_config(profile).items() if k not in dual_keys | shared_only
+        }
 
 
 def test_a_point_outside_the_distributions_is_what_optuna_warns_about():
@@ -130,8 +136,13 @@ def test_ray_optuna_search_runs_the_baseline_first_then_samples(name):
 
     space = spaces.get_space(name)
     baseline = space.baseline("quick")
-    searcher = OptunaSearch(space=functools.partial(space.define, profile="quick"), metric="val/score", mode="max",
-                            points_to_evaluate=[baseline], sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = OptunaSearch(
+        space=functools.partial(space.define, profile="quick"),
+        metric="val/score",
+        mode="max",
+        points_to_evaluate=[baseline],
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         first, second = searcher.suggest("t1"), searcher.suggest("t2")
@@ -171,11 +182,25 @@ STORED_CHOICES = {
     "loss_view": ("ce", "label_smoothing", "focal", "class_balanced"),
 }
 STORED_PROFILE_CHOICES = {
-    "quick": {"model_scale": ("test", "n"), "aug_policy": ("none", "medical"),
-              "classifier": ("resnet10t", "mobilenetv3_small_050", "mobilenetv3_large_100", "efficientnet_b0")},
-    "full": {"model_scale": ("n", "s", "m", "l"), "aug_policy": ("none", "medical", "medical+flip"),
-             "classifier": ("resnet18", "resnet34", "resnet50", "efficientnet_b0", "efficientnet_b1",
-                            "efficientnet_b2", "convnext_tiny", "mobilenetv3_large_100")},
+    "quick": {
+        "model_scale": ("test", "n"),
+        "aug_policy": ("none", "medical"),
+        "classifier": ("resnet10t", "mobilenetv3_small_050", "mobilenetv3_large_100", "efficientnet_b0"),
+    },
+    "full": {
+        "model_scale": ("n", "s", "m", "l"),
+        "aug_policy": ("none", "medical", "medical+flip"),
+        "classifier": (
+            "resnet18",
+            "resnet34",
+            "resnet50",
+            "efficientnet_b0",
+            "efficientnet_b1",
+            "efficientnet_b2",
+            "convnext_tiny",
+            "mobilenetv3_large_100",
+        ),
+    },
 }
 STORED_PROFILE_CHOICES["quick-all"] = STORED_PROFILE_CHOICES["quick"]
 
@@ -187,8 +212,13 @@ def test_categorical_choices_are_those_stored_studies_hold(profile):
     for _ in range(40):  # enough to open both branches of `all` and every conditional parameter
         trial = study.ask()
         spaces.get_space("all").define(trial, profile)
-        choices.update({p: d.choices for p, d in trial.distributions.items()
-                        if isinstance(d, optuna.distributions.CategoricalDistribution)})
+        choices.update(
+            {
+                p: d.choices
+                for p, d in trial.distributions.items()
+                if isinstance(d, optuna.distributions.CategoricalDistribution)
+            }
+        )
     searched = spaces.get_profile(profile).searched
     stored = {**STORED_CHOICES, **STORED_PROFILE_CHOICES[profile]}
     assert choices == {p: c for p, c in stored.items() if searched is None or p in searched}
@@ -264,8 +294,11 @@ def test_docstrings_and_describe_cover_every_parameter(name):
 def test_a_focused_profile_searches_its_parameters_and_fixes_the_rest_at_the_baseline():
     """The quick profile's mechanism, on a chosen subset: only the listed parameters reach Optuna; every other
     one is a constant at the original recipe's value, and conditions still follow the fixed values."""
-    focused = dataclasses.replace(spaces.get_profile("quick-all"), name="focused",
-                                  searched=("lr_stage1", "mixup_alpha", "loss_obj", "focal_gamma", "model_scale"))
+    focused = dataclasses.replace(
+        spaces.get_profile("quick-all"),
+        name="focused",
+        searched=("lr_stage1", "mixup_alpha", "loss_obj", "focal_gamma", "model_scale"),
+    )
     space = spaces.get_space("gradnorm")
     original = original_config("quick-all")
     seen_focal = set()

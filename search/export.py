@@ -1,14 +1,10 @@
 """`python search/export.py`: `echotune export` under its name from before `echotune` (issue #17), kept
 so that every existing command line works (search/cli/export.py)."""
 
-from functools import partial
-
-from echotune.search.cli import export as command
-from echotune.search.cli.command import run_command, standalone_parser
+from echotune.search.cli.command import script_entry_point
 
 PROG = "python search/export.py"
-build_parser = partial(standalone_parser, command, PROG)
-main = partial(run_command, command, PROG)
+build_parser, main = script_entry_point("export", PROG)
 
 if __name__ == "__main__":
     raise SystemExit(main())

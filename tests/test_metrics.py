@@ -21,7 +21,10 @@ from echotune.metrics import (
 )
 from tests.metrics.cases import random_case
 
-KEYS = [
+# metrics_dict's names, in its order: the contract every reporter builds on (the engine's per-epoch metrics,
+# tests/engine/test_fit.py; the leaderboard's best/ columns and Optuna's user attributes, tests/search/); this is
+# the one place the tests spell them out.
+METRIC_KEYS = [
     "val/map50",
     "val/map50_95",
     "val/precision",
@@ -262,9 +265,9 @@ def test_metrics_dict_keys_and_finite():
     view = view_metrics(np.array([0, 1, 1]), np.array([0, 1, -1]), 2)
     for d, v in ((det, view), (DetectionMetrics(), ViewMetrics())):
         out = metrics_dict(d, v)
-        assert list(out) == KEYS
+        assert list(out) == METRIC_KEYS
         assert all(type(x) is float and math.isfinite(x) for x in out.values())
     out = metrics_dict(det, view)
     assert out["val/score"] == pytest.approx(validation_score(det, view))
     assert out["val/view_acc"] == 1.0 and out["val/map50"] == det.map50
-    assert list(metrics_dict(det, view, prefix="test/")) == [k.replace("val/", "test/") for k in KEYS]
+    assert list(metrics_dict(det, view, prefix="test/")) == [k.replace("val/", "test/") for k in METRIC_KEYS]

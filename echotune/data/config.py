@@ -80,12 +80,7 @@ def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None 
     yaml_path = Path(yaml_path).expanduser().resolve()
     if not yaml_path.is_file():
         raise DataError(f"{yaml_path}: data.yaml not found")
-    try:
-        raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise DataError(f"{yaml_path}: not valid YAML: {yaml_error_text(exc)}") from exc
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{yaml_path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    raw = read_yaml(yaml_path, DataError)
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else f"{type(raw).__name__} {repr(raw)[:60]}"
         raise DataError(
@@ -151,6 +146,17 @@ def load_data_config(yaml_path: str | os.PathLike, video_id_pattern: str | None 
     return DataConfig(
         yaml_path, root, tuple(names), view_names and tuple(view_names), sources, pattern, origin, pattern_line
     )
+
+
+def read_yaml(path: Path, error: type[ValueError] = ValueError) -> object:
+    """The YAML document in the file at `path`; `error` (a ValueError class: DataError, ...) naming the file when
+    it is not valid YAML or not UTF-8 text."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {yaml_error_text(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
 
 
 def yaml_error_text(exc: yaml.YAMLError) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from echotune.atomic import atomic_write_text
-from echotune.data.config import yaml_error_text
+from echotune.data.config import read_yaml
 from echotune.ensemble.fusion import FusionParams
 from echotune.ensemble.tta import TTA_MODES
 
@@ -141,12 +141,7 @@ def load_manifest(path: str | Path) -> Manifest:
     path = path / MANIFEST_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"ensemble manifest {path} does not exist (build one with echotune ensemble)")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {yaml_error_text(exc)}") from exc
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+    doc = read_yaml(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a mapping with keys {', '.join(_REQUIRED)} (got {doc!r:.60})")
     missing = [k for k in _REQUIRED if k not in doc]

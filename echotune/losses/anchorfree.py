@@ -31,17 +31,7 @@ from echotune.models.anchorfree import (
     flatten_levels,
 )
 
-from .functional import (
-    BINARY_LOSSES,
-    BOX_LOSS_FNS,
-    BOX_LOSSES,
-    DETECTION_LOSS_KEYS,
-    binary_loss,
-    check_choice,
-    check_detection_args,
-    graph_zero,
-    smooth_one_hot,
-)
+from .functional import BOX_LOSS_FNS, DETECTION_LOSS_KEYS, binary_loss, check_detection_args, graph_zero, smooth_one_hot
 from .tal import DEFAULT_ALPHA, DEFAULT_BETA, DEFAULT_TOPK, pad_targets, task_aligned_assign
 
 # Multiplies the three published gains (see AnchorFreeLoss): a per-image scale at the default batch of 16.
@@ -103,12 +93,10 @@ class AnchorFreeLoss:
         alpha: float = DEFAULT_ALPHA,
         beta: float = DEFAULT_BETA,
     ):
-        check_detection_args(nc, label_smoothing)
+        self.box, self.cls = check_detection_args(nc, label_smoothing, box, cls=cls)
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         self.nc, self.reg_max = nc, reg_max
-        self.box = check_choice("box", box, BOX_LOSSES)
-        self.cls = check_choice("cls", cls, BINARY_LOSSES)
         self.gamma, self.focal_alpha, self.eps = focal_gamma, focal_alpha, label_smoothing
         self.box_gain, self.cls_gain, self.dfl_gain = (g * gain_scale for g in (box_gain, cls_gain, dfl_gain))
         self.topk, self.alpha, self.beta = topk, alpha, beta

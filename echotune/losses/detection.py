@@ -16,17 +16,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 from .assign import LevelTargets, build_targets
-from .functional import (
-    BINARY_LOSSES,
-    BOX_LOSS_FNS,
-    BOX_LOSSES,
-    DETECTION_LOSS_KEYS,
-    binary_loss,
-    check_choice,
-    check_detection_args,
-    graph_zero,
-    smooth_one_hot,
-)
+from .functional import BOX_LOSS_FNS, DETECTION_LOSS_KEYS, binary_loss, check_detection_args, graph_zero, smooth_one_hot
 
 # Added to decoded sizes (grid units): saturated logits (< about -50) decode to w = h = 0 exactly, and CIoU's
 # atan(w / h) would then be NaN. Negligible against real sizes (>= ~0.1 cells); keeps the gradient, unlike a clamp.
@@ -61,11 +51,8 @@ class DetectionLoss:
         img_size: int = 640,
         anchor_t: float = 4.0,
     ):
-        check_detection_args(nc, label_smoothing)
+        self.box, self.obj, self.cls = check_detection_args(nc, label_smoothing, box, obj=obj, cls=cls)
         self.nc = nc
-        self.box = check_choice("box", box, BOX_LOSSES)
-        self.obj = check_choice("obj", obj, BINARY_LOSSES)
-        self.cls = check_choice("cls", cls, BINARY_LOSSES)
         self.gamma, self.alpha, self.eps = focal_gamma, focal_alpha, label_smoothing
         self.level_balance = tuple(float(b) for b in level_balance)
         self.anchor_t = anchor_t

@@ -26,12 +26,15 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def check_detection_args(nc: int, label_smoothing: float) -> None:
-    """The arguments both detection losses (anchor and anchor-free) validate the same way."""
+def check_detection_args(nc: int, label_smoothing: float, box: str, **binary: str) -> tuple[str, ...]:
+    """The arguments both detection losses (anchor and anchor-free) validate the same way: nc, label_smoothing,
+    the box loss (one of BOX_LOSSES) and each binary loss, by name (obj=, cls=: one of BINARY_LOSSES).
+    Returns (box, *binary's values)."""
     if nc < 1:
         raise ValueError(f"nc must be >= 1, got {nc}")
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    return check_choice("box", box, BOX_LOSSES), *(check_choice(k, v, BINARY_LOSSES) for k, v in binary.items())
 
 
 def graph_zero(x: Tensor) -> Tensor:

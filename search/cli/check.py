@@ -53,11 +53,23 @@ def load_dataset(
     return check_dataset(resolve_data_yaml(data, cache_dir, log=note), strict=strict, video_id_pattern=video_id_pattern)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    validate_arguments(parser, args)
+def load_usable_dataset(args: argparse.Namespace, video_id_pattern: str | None) -> CheckedDataset | int:
+    """The dataset the check's options name, checked (check, resplit and search start with it); when it is not
+    usable, the bad-input exit code instead, after printing why (the DataError, or the data report's problems)."""
     try:
-        check = load_dataset(args.data, args.cache_dir, args.strict, args.video_id_pattern)
+        check = load_dataset(args.data, args.cache_dir, args.strict, video_id_pattern)
     except DataError as exc:
         return fail(exc)
+    if not check.ok:
+        print(format_report(check, args.max_problems))
+        return EXIT_BAD_INPUT
+    return check
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    validate_arguments(parser, args)
+    check = load_usable_dataset(args, args.video_id_pattern)
+    if isinstance(check, int):
+        return check
     print(format_report(check, args.max_problems))
-    return EXIT_OK if check.ok else EXIT_BAD_INPUT
+    return EXIT_OK

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import sys
+from functools import partial
 from pathlib import Path
 
 from echotune.data.config import compile_video_id_pattern
@@ -73,6 +75,13 @@ def run_command(module, prog: str, argv: list[str] | None = None) -> int:
     """Parse `argv` with the module's options under `prog` and run it: an old script's main."""
     parser = standalone_parser(module, prog)
     return module.run(parser.parse_args(argv), parser)
+
+
+def script_entry_point(command_name: str, prog: str):
+    """An old script's (build_parser, main): `echotune COMMAND_NAME` (search/cli/COMMAND_NAME.py) under `prog`
+    (`python search/train.py`); build_parser() -> its parser, main(argv=None) -> its exit code."""
+    module = importlib.import_module(f"echotune.search.cli.{command_name}")
+    return partial(standalone_parser, module, prog), partial(run_command, module, prog)
 
 
 # ---------------------------------------------------------------- defaults from the code they configure

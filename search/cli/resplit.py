@@ -19,11 +19,9 @@ from pathlib import Path
 
 from echotune.atomic import atomic_directory
 from echotune.data.check import CheckedDataset
-from echotune.data.check_report import format_report
-from echotune.data.problems import DataError
 from echotune.data.split import DEFAULT_RATIOS, grouped_kfold, resplit_by_video, write_split
 from echotune.search.cli import check as data_check
-from echotune.search.cli.command import EXIT_BAD_INPUT, EXIT_OK, add_out, add_seed, cannot_write, fail
+from echotune.search.cli.command import EXIT_OK, add_out, add_seed, cannot_write, fail
 
 
 def ratios(text: str) -> tuple[float, float, float]:
@@ -72,13 +70,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     data_check.validate_arguments(parser, args)
     if args.folds is not None and not 0 <= args.fold < max(args.folds, 1):
         parser.error(f"--fold must be in 0..{args.folds - 1}, got {args.fold}")
-    try:
-        check = data_check.load_dataset(args.data, args.cache_dir, args.strict, args.video_id_pattern)
-    except DataError as exc:
-        return fail(exc)
-    if not check.ok:
-        print(format_report(check, args.max_problems))
-        return EXIT_BAD_INPUT
+    check = data_check.load_usable_dataset(args, args.video_id_pattern)
+    if isinstance(check, int):
+        return check
     try:
         write_resplit(args, check)
     except ValueError as exc:  # e.g. images without a source-video id

@@ -26,14 +26,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from echotune.data.check_report import format_report, verdict
+from echotune.data.check_report import verdict
 from echotune.data.leakage import LeakySplitsError, guard_leakage
-from echotune.data.problems import DataError
 from echotune.metrics import OBJECTIVES
 from echotune.results.layout import is_object_store
 from echotune.search.cli import check as data_check
 from echotune.search.cli.command import (
-    EXIT_BAD_INPUT,
     EXIT_OK,
     add_allow_leaky_splits,
     add_epochs,
@@ -310,13 +308,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             search_config = _resume_from_record(search_config, args)
         except ValueError as exc:  # a damaged search.json
             return fail(exc)
-    try:
-        check = data_check.load_dataset(args.data, args.cache_dir, args.strict, search_config.video_id_pattern)
-    except DataError as exc:
-        return fail(exc)
-    if not check.ok:
-        print(format_report(check, args.max_problems))
-        return EXIT_BAD_INPUT
+    check = data_check.load_usable_dataset(args, search_config.video_id_pattern)
+    if isinstance(check, int):
+        return check
     print(verdict(check), f"Dataset: {check.config.yaml_path}", flush=True)
     try:  # before Ray starts and before anything is written
         guard_leakage(check, search_config.allow_leaky_splits, log=note)

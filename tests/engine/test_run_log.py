@@ -17,7 +17,7 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 
 from echotune.engine.run_log import CSV_NAME, TENSORBOARD_DIR, RunLog, render_csv
 from tests.conftest import TINY_TRAIN
-from tests.search.test_cli import command, load
+from tests.search.test_cli import command, load, train_argv
 
 
 def read_records(path: Path) -> list[bytes]:
@@ -130,18 +130,7 @@ def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_pa
     """search/train.py end to end: 2 epochs, then `echotune train --resume` to 3 (1,0,1 then 1,1,1 per stage)."""
     train = load("train")
     out = tmp_path / "run"
-    common = [
-        "--data",
-        str(tiny_synthetic.config.yaml_path),
-        "--scale",
-        "test",
-        "--img-size",
-        "64",
-        "--batch-size",
-        str(TINY_TRAIN["batch_size"]),
-        "--out",
-        str(out),
-    ]
+    common = train_argv(tiny_synthetic.config.yaml_path, out, "--batch-size", TINY_TRAIN["batch_size"])
     assert train.main([*common, "--epochs", "1,0,1"]) == 0
     printed = capsys.readouterr().out
     assert f"tensorboard --logdir {out / TENSORBOARD_DIR}" in printed and str(out / CSV_NAME) in printed
@@ -166,22 +155,7 @@ def test_train_cli_writes_csv_and_events_and_resumes_them(tiny_synthetic, tmp_pa
 def test_train_cli_no_tensorboard_writes_the_csv_only(tiny_synthetic, tmp_path, capsys):
     out = tmp_path / "run"
     assert (
-        load("train").main(
-            [
-                "--data",
-                str(tiny_synthetic.config.yaml_path),
-                "--scale",
-                "test",
-                "--img-size",
-                "64",
-                "--epochs",
-                "1",
-                "--out",
-                str(out),
-                "--no-tensorboard",
-            ]
-        )
-        == 0
+        load("train").main(train_argv(tiny_synthetic.config.yaml_path, out, "--epochs", "1", "--no-tensorboard")) == 0
     )
     assert "tensorboard --logdir" not in capsys.readouterr().out
     assert (out / CSV_NAME).is_file() and not (out / TENSORBOARD_DIR).exists()

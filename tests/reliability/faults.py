@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+def search_argv(data: Path, root: Path, name: str, *more) -> list[str]:
+    """A real search's command line at the tests' smallest: on DATA, into ROOT/results/NAME, 64 px, seed 0, no
+    ensemble and no final round; then MORE (--max-epochs and the options the test is about)."""
+    where = ["--data", str(data), "--storage", str(root / "results"), "--name", name]
+    return [*where, "--img-size", "64", "--ensemble-top-k", "0", "--final-top-k", "0", "--seed", "0", *map(str, more)]
+
+
 class SearchProcess:
     """`python search/run.py ARGV` in the background, its output in `log`."""
 

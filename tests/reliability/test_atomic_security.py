@@ -34,7 +34,7 @@ import yaml
 from echotune.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
 from echotune.engine.checkpoint import save_checkpoint
 from tests.data.export_fixture import make_export, write_image
-from tests.search.test_cli import load
+from tests.search.test_cli import load, train_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = ("echotune", "search", "trainables", "spaces", "models", "benchmarks")
@@ -706,23 +706,7 @@ def test_train_cli_resume_refuses_with_exit_2(evil, tiny_synthetic, tmp_path, ca
     path, marker = evil
     out = tmp_path / "run"
     assert (
-        load("train").main(
-            [
-                "--data",
-                str(tiny_synthetic.config.yaml_path),
-                "--scale",
-                "test",
-                "--img-size",
-                "64",
-                "--epochs",
-                "1,1,1",
-                "--out",
-                str(out),
-                "--resume",
-                str(path),
-            ]
-        )
-        == 2
+        load("train").main(train_argv(tiny_synthetic.config.yaml_path, out, "--epochs", "1,1,1", "--resume", path)) == 2
     )
     _refused(capsys.readouterr().err, path, marker)
     assert not out.exists()

@@ -21,7 +21,7 @@ import yaml
 
 from tests.conftest import TINY_TRAIN
 from tests.data.export_fixture import EXPORT_YAML, default_frames, leaky_export, make_export, write_image
-from tests.search.test_cli import INVOCATIONS, ROOT, command, load, prog
+from tests.search.test_cli import INVOCATIONS, ROOT, command, load, prog, train_argv
 
 NAME = "Regurgitation-YOLODataset-1new"  # make_export's dataset folder
 VIEW_LINE = "\n0 1 0\n"
@@ -327,15 +327,20 @@ RUN_VALUES = [  # (id, command, argv, message after "<prog>: error: ")
 ]
 
 
+def assert_refused_by_the_parser(name, argv, message, how, capsys, out: Path) -> None:
+    """`NAME ARGV` exits 2 with `<prog>: error: MESSAGE` as its last line, having written nothing (nor OUT)."""
+    code, lines = run_cli(name, argv, capsys, how)
+    assert code == 2
+    assert lines[-1] == f"{prog(name, how)}: error: {message}"
+    assert_nothing_written(out.parent, out)
+
+
 @pytest.mark.parametrize("how", INVOCATIONS)
 @pytest.mark.parametrize("name, argv, message", [c[1:] for c in RUN_VALUES], ids=[c[0] for c in RUN_VALUES])
 def test_bad_search_option_is_refused_by_the_parser(name, argv, message, how, tmp_path, capsys):
     storage = tmp_path / "results"
     argv = argv if "--storage" in argv or name != "search" else argv + ["--storage", storage]
-    code, lines = run_cli(name, ["--data", tmp_path / "data.yaml"] + argv, capsys, how)
-    assert code == 2
-    assert lines[-1] == f"{prog(name, how)}: error: {message}"
-    assert_nothing_written(tmp_path, storage)
+    assert_refused_by_the_parser(name, ["--data", tmp_path / "data.yaml"] + argv, message, how, capsys, storage)
 
 
 OTHER_VALUES = [  # (id, command, argv, message after "<prog>: error: ")
@@ -373,10 +378,9 @@ OTHER_VALUES = [  # (id, command, argv, message after "<prog>: error: ")
 @pytest.mark.parametrize("name, argv, message", [c[1:] for c in OTHER_VALUES], ids=[c[0] for c in OTHER_VALUES])
 def test_bad_option_of_the_other_commands_is_refused_by_the_parser(name, argv, message, how, tmp_path, capsys):
     out = tmp_path / "out"
-    code, lines = run_cli(name, argv + (["--out", out] if name in ("train", "predict") else []), capsys, how)
-    assert code == 2
-    assert lines[-1] == f"{prog(name, how)}: error: {message}"
-    assert_nothing_written(tmp_path, out)
+    assert_refused_by_the_parser(
+        name, argv + (["--out", out] if name in ("train", "predict") else []), message, how, capsys, out
+    )
 
 
 # ---------------------------------------------------------------- trial resources no node has
@@ -563,7 +567,7 @@ def test_train_refuses_a_checkpoint_it_cannot_resume(argv, dataset, resume, mess
     given = resume(tmp_path, checkpoint)
     code, lines = run_cli(
         "train",
-        ["--data", dataset(tmp_path), "--scale", "test", "--img-size", "64", "--out", out, "--resume", given] + argv,
+        train_argv(dataset(tmp_path), out, "--resume", given, *argv),
         capsys,
     )
     assert code == 2

@@ -21,6 +21,7 @@ from tests.reliability.faults import (
     SearchProcess,
     assert_leaderboard_sees_the_interrupted_search,
     run_cli,
+    search_argv,
     trial_results,
     trial_statuses,
     wait_for,
@@ -41,27 +42,8 @@ def fault_data(tmp_path_factory) -> Path:
 
 
 def search_args(data: Path, root: Path, name: str, *extra: str) -> list[str]:
-    return [
-        "--data",
-        str(data),
-        "--storage",
-        str(root / "results"),
-        "--name",
-        name,
-        "--max-epochs",
-        str(EPOCHS),
-        "--img-size",
-        "64",
-        "--concurrency",
-        "2",
-        "--ensemble-top-k",
-        "0",
-        "--final-top-k",
-        "0",
-        "--seed",
-        "0",
-        *extra,
-    ]
+    """The fault tests' search: EPOCHS per trial, two trials at once (one CPU each), then EXTRA."""
+    return search_argv(data, root, name, "--max-epochs", EPOCHS, "--concurrency", 2, *extra)
 
 
 def leaderboard(experiment: Path) -> list[dict]:

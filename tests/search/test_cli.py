@@ -53,6 +53,12 @@ def command(name: str, how: str):
     return lambda argv: script.main([*map(str, argv), *SCRIPT_MODES.get(name, [])])
 
 
+def train_argv(data, out, *more) -> list[str]:
+    """The smallest `train` command line: the test-scale detector at 64 px, on DATA, into OUT; then MORE (the
+    tests' own options, --epochs among them)."""
+    return ["--data", str(data), "--scale", "test", "--img-size", "64", "--out", str(out), *map(str, more)]
+
+
 def prog(name: str, how: str) -> str:
     """What the command's usage errors start with."""
     return f"echotune {name}" if how == "echotune" else f"python search/{SCRIPTS[name]}.py"
@@ -113,22 +119,9 @@ def test_train_cli_trains_and_writes_metrics(tiny_synthetic, tmp_path, capsys):
     train = load("train")
     out = tmp_path / "run"
     code = train.main(
-        [
-            "--data",
-            str(tiny_synthetic.config.yaml_path),
-            "--scale",
-            "test",
-            "--img-size",
-            "64",
-            "--epochs",
-            "1,1,1",
-            "--batch-size",
-            "8",
-            "--out",
-            str(out),
-            "--set",
-            "loss_box=giou",
-        ]
+        train_argv(
+            tiny_synthetic.config.yaml_path, out, "--epochs", "1,1,1", "--batch-size", "8", "--set", "loss_box=giou"
+        )
     )
     assert code == 0
     printed = capsys.readouterr().out
@@ -337,21 +330,7 @@ def test_video_id_pattern_option_is_used_and_recorded_by_a_resplit(how, tmp_path
 def test_train_allowed_on_leaky_splits_flags_metrics_json(tmp_path, capsys):
     out = tmp_path / "run"  # (through `echotune train`; test_train_cli_trains_and_writes_metrics runs the script)
     code = command("train", "echotune")(
-        [
-            "--data",
-            leaky_export(tmp_path),
-            "--scale",
-            "test",
-            "--imgsz",
-            "64",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--out",
-            out,
-            "--allow-leaky-splits",
-        ]
+        train_argv(leaky_export(tmp_path), out, "--epochs", "1", "--batch-size", "8", "--allow-leaky-splits")
     )
     assert code == 0
     assert "WARNING: leaky splits: 1 of 4 source videos" in capsys.readouterr().err

@@ -18,18 +18,10 @@ import optuna_dashboard  # the test extra: optuna-dashboard>=0.21
 import pytest
 
 from echotune.search.optuna_bridge import BEST_EPOCH_ATTR, RAY_TRIAL_ID_ATTR
+from tests.test_metrics import METRIC_KEYS
 
 pytestmark = pytest.mark.ray
-VAL_METRICS = {
-    "val/map50",
-    "val/map50_95",
-    "val/precision",
-    "val/recall",
-    "val/f1",
-    "val/view_acc",
-    "val/view_f1",
-    "val/score",
-}
+VAL_METRICS = set(METRIC_KEYS)  # every validation metric of an epoch (metrics_dict's names)
 
 
 def get_json(app, path: str) -> dict:

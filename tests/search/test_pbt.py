@@ -28,7 +28,7 @@ from echotune.search.pbt import (
 from echotune.search.search_config import SearchConfig
 from echotune.spaces import get_space, parameter_ranges, to_train_config
 from tests.conftest import TINY_TRAIN
-from tests.reliability.faults import SearchProcess, run_cli, trial_results, wait_for
+from tests.reliability.faults import SearchProcess, run_cli, search_argv, trial_results, wait_for
 
 MEMBERS, EPOCHS, INTERVAL = 4, 6, 2
 
@@ -273,30 +273,8 @@ def _global_lines(experiment) -> list[list]:
 def test_pbt_search_exploits_continues_and_survives_a_driver_kill(tiny_synthetic, tmp_path):
     name = "pbt"
     experiment = tmp_path / "results" / name
-    args = [
-        "--data",
-        str(tiny_synthetic.config.yaml_path),
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        name,
-        "--scheduler",
-        "pbt",
-        "--pbt-interval",
-        str(INTERVAL),
-        "--num-samples",
-        str(MEMBERS),
-        "--max-epochs",
-        str(EPOCHS),
-        "--img-size",
-        "64",
-        "--ensemble-top-k",
-        "0",
-        "--final-top-k",
-        "0",
-        "--seed",
-        "0",
-    ]
+    pbt = ("--scheduler", "pbt", "--pbt-interval", INTERVAL, "--num-samples", MEMBERS, "--max-epochs", EPOCHS)
+    args = search_argv(tiny_synthetic.config.yaml_path, tmp_path, name, *pbt)
     search = SearchProcess(args, tmp_path / "search.log")
     try:
 

@@ -18,6 +18,7 @@ from echotune.metrics import SCORE_METRIC
 from echotune.reporting.lineage import is_pbt_search, lineage_columns, read_lineage
 from echotune.results.layout import BEST_PREFIX, FINAL_PREFIX, HP_PREFIX, trial_folder_name
 from echotune.results.leaderboard import METRICS, SCHEMA, finite_or_none, hp_value
+from echotune.search.legacy_names import legacy_module_names
 from echotune.trainables.trial import DIVERGED_KEY, ERROR_KEY
 
 
@@ -33,7 +34,7 @@ def _error_message(experiment_dir: Path, trial) -> str | None:
 
 def load_analysis(experiment_dir: str | Path) -> ExperimentAnalysis:
     """Ray's view of an experiment folder (finished, running or interrupted)."""
-    with quiet_ray_analysis():
+    with quiet_ray_analysis(), legacy_module_names():  # experiments of versions before echotune.search
         return ExperimentAnalysis(str(experiment_dir), default_metric=SCORE_METRIC, default_mode="max")
 
 

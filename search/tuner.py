@@ -19,6 +19,7 @@ from echotune.data.check import CheckedDataset
 from echotune.metrics import SCORE_METRIC
 from echotune.results.layout import is_object_store, trial_folder_name
 from echotune.search.atomic_storage import atomic_local_filesystem
+from echotune.search.legacy_names import LegacyExperimentError, legacy_module_names
 from echotune.search.optuna_bridge import EchoOptunaSearch
 from echotune.search.pbt import build_pbt_scheduler, build_pbt_search, pbt_checkpoint_config
 from echotune.search.progress import SearchStatus
@@ -160,14 +161,24 @@ def restore_tuner(cfg: SearchConfig, data: CheckedDataset, status: tune.Callback
     the Optuna study (SQLite) keeps its history, and EpochASHA rebuilds its rungs from the trials' results.
     `status`: the live status of this run, in place of the one the experiment saved (its settings were the
     first run's, and experiments of earlier versions saved a ProgressPrinter)."""
-    tuner = tune.Tuner.restore(
-        cfg.experiment_dir,
-        trainable=build_trainable(cfg, data),
-        resume_unfinished=True,
-        resume_errored=False,
-        restart_errored=False,
-        storage_filesystem=storage_filesystem(cfg),
-    )
+    try:
+        with legacy_module_names():  # experiments saved before echotune.search name `search.tuner` & co.
+            tuner = tune.Tuner.restore(
+                cfg.experiment_dir,
+                trainable=build_trainable(cfg, data),
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=False,
+                storage_filesystem=storage_filesystem(cfg),
+            )
+    except ValueError as exc:
+        if "expected 'train_any'" not in str(exc):
+            raise
+        raise LegacyExperimentError(
+            f"{cfg.experiment_dir}: started by an EchoTune version before the `echotune` command (its trials run "
+            "`trainables.train_any`); this version cannot continue it. Its results stay readable (echotune "
+            "leaderboard / ensemble); to finish it, resume it with the version that started it."
+        ) from None
     if status is not None:
         replace_status(tuner, status)
     return tuner

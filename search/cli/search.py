@@ -327,6 +327,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         except OSError as exc:
             return fail(f"cannot write the results folder {experiment}: {exc.strerror or exc}")
     from echotune.search.cluster import ClusterError  # these import Ray: keep the data check and --help fast
+    from echotune.search.legacy_names import LegacyExperimentError
     from echotune.search.orchestrate import run_search
 
     print(describe(search_config, experiment), flush=True)
@@ -340,7 +341,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             dashboard_host=args.dashboard_host if args.dashboard else None,
             status_every=args.status_every,
         )
-    except (ClusterError, ConnectionError) as exc:  # the cluster refused before any trial started
+    except (ClusterError, ConnectionError, LegacyExperimentError) as exc:  # refused before any trial started
         return fail(exc)
     except OSError as exc:  # e.g. the disk filled up: the files written so far stay (the search can --resume)
         return cannot_write(experiment, exc)
